@@ -1,0 +1,19 @@
+"""The base class of every API view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from rest_framework.views import APIView
+
+
+class BillingAPIView(APIView):
+    """Base for every API view: declare scopes and read-like POSTs here, nothing else."""
+
+    #: Scopes needed per HTTP method ("*" for every method). Empty: any valid key.
+    required_scopes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Unsafe methods that only read (a query with a body, e.g. entitlements/check).
+    query_methods: ClassVar[frozenset[str]] = frozenset()
+    #: Unsafe methods an agent key may call (only creating a proposal).
+    agent_methods: ClassVar[frozenset[str]] = frozenset()

@@ -1,0 +1,155 @@
+"""How every API request is authenticated, authorised and rate-limited.
+
+The rules live here, once, for every endpoint (API.md, Conventions):
+
+* no key or an unknown key → 401; a revoked key → 401 `api_key_revoked`;
+* an agent key on any state-changing request → 403 `agent_write_forbidden`,
+  unless the view declares that method a query (`query_methods`, e.g. the
+  entitlement check) or an agent's proposal (`agent_methods`);
+* a missing scope → 403 `missing_scope`;
+* a key bound to a tenant that names any other tenant (in the path or the
+  body) → 404, exactly as if that tenant did not exist;
+* past the key's request rate → 429 with Retry-After.
+
+Views declare what they need as class attributes; they
+never check principals themselves (billing_project.api.BillingAPIView). tests/security walks every URL pattern to
+prove that no endpoint escapes these rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from .api_keys import ApiPrincipal, AuthenticationError, api_key_authenticate
+from .observability import principal_var
+from .redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiPrincipal, ApiPrincipal] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None  # the permission answers 401 `not_authenticated`
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise exceptions.AuthenticationFailed(
+                "Use `Authorization: Bearer <api key>`.", code="invalid_api_key"
+            )
+        try:
+            principal = api_key_authenticate(raw_key=token)
+        except AuthenticationError as exc:
+            raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
+        principal_var.set(principal.label())
+        return principal, principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="billing"'
+
+
+def method_is_write(view: Any, method: str) -> bool:
+    return method not in SAFE_METHODS and method not in getattr(view, "query_methods", frozenset())
+
+
+def scopes_for(view: Any, method: str) -> tuple[str, ...]:
+    declared: Mapping[str, tuple[str, ...]] = getattr(view, "required_scopes", {})
+    return tuple(declared.get("*", ())) + tuple(declared.get(method, ()))
+
+
+def tenants_named(request: Request, view: Any) -> set[str]:
+    """Every tenant a request names: the `tenant` path parameter and body fields."""
+    named: set[str] = set()
+    kwargs = getattr(view, "kwargs", {}) or {}
+    if "tenant" in kwargs:
+        named.add(str(kwargs["tenant"]))
+    if request.method in SAFE_METHODS:
+        return named
+    data = request.data
+    items: Iterable[Any] = [data]
+    if isinstance(data, Mapping) and isinstance(data.get("events"), list):
+        items = [data, *data["events"]]
+    for item in items:
+        if isinstance(item, Mapping) and item.get("tenant") is not None:
+            named.add(str(item["tenant"]))
+    return named
+
+
+class ApiKeyPermission(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = request.auth
+        if not isinstance(principal, ApiPrincipal):
+            raise exceptions.NotAuthenticated(
+                "Send an API key: `Authorization: Bearer <api key>`.", code="not_authenticated"
+            )
+        method = request.method or "GET"
+        if (
+            principal.is_agent
+            and method_is_write(view, method)
+            and method not in getattr(view, "agent_methods", frozenset())
+        ):
+            raise exceptions.PermissionDenied(
+                "Agent keys may read and propose; they can never change billing state.",
+                code="agent_write_forbidden",
+            )
+        missing = sorted(set(scopes_for(view, method)) - principal.scopes)
+        if missing:
+            raise MissingScope(missing)
+        if principal.tenant is not None:
+            others = tenants_named(request, view) - {principal.tenant}
+            if others:
+                # Indistinguishable from an unknown tenant: a bound key learns nothing.
+                raise exceptions.NotFound("Not found.", code="not_found")
+        return True
+
+
+class MissingScope(exceptions.PermissionDenied):
+    default_code = "missing_scope"
+
+    def __init__(self, missing: list[str]):
+        super().__init__(f"This key lacks the scope(s): {', '.join(missing)}.", code="missing_scope")
+        self.missing = missing
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """Fixed one-minute window per key, counted in Redis with one round trip.
+
+    Fails open: an unreachable Redis must not take the API down with it.
+    """
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        principal = request.auth
+        if not isinstance(principal, ApiPrincipal):
+            return True
+        now = time.time()
+        window = int(now // 60)
+        key = f"billing:rate:{principal.key_id}:{window}"
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 61)
+            count = pipe.execute()[0]
+        except redis.RedisError:
+            logger.warning("rate_limit.redis_unreachable")
+            return True
+        if int(count) <= principal.rate_per_minute:
+            return True
+        self._wait = 60 - (now % 60)
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait

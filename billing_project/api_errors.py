@@ -1,0 +1,139 @@
+"""One error shape for the whole API (API.md, Conventions):
+
+    {"error": {"code": "snake_case_code", "message": "human text", "details": {...}}}
+
+`exception_handler` is DRF's; `json_404` / `json_500` are Django's handlers for
+/api/ paths, so unknown routes and crashes answer in the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from .errors import BillingError
+from .observability import API_ERRORS
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    API_ERRORS.labels(code=code).inc()
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_response(
+    status_code: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JsonResponse:
+    return JsonResponse(error_body(code, message, details), status=status_code)
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON bodies up to API_MAX_BODY_BYTES; numbers become Decimal, never float.
+
+    DRF reads the stream itself, bypassing Django's DATA_UPLOAD_MAX_MEMORY_SIZE,
+    so the size bound lives here (and in ApiBodyLimitMiddleware for bodies that
+    declare their length).
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = settings.API_MAX_BODY_BYTES
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError(f"The body is not valid JSON: {exc}", code="malformed_json") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+# DRF's default codes, renamed where API.md names the case differently.
+_RENAMED = {
+    "parse_error": "malformed_json",
+    "authentication_failed": "invalid_api_key",
+    "throttled": "rate_limited",
+}
+
+
+def _code_of(exc: exceptions.APIException) -> str:
+    if isinstance(exc, exceptions.ValidationError):
+        return "validation_error"
+    codes = exc.get_codes()
+    code = codes if isinstance(codes, str) else str(exc.default_code)
+    return _RENAMED.get(code, code)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    headers: dict[str, str] = {}
+    if isinstance(exc, BillingError):
+        set_rollback()
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a bug: Django's 500 handler answers and logs it
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    wait = getattr(exc, "wait", None)
+    if wait is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    code = _code_of(exc)
+    details: dict[str, Any] = {}
+    if isinstance(exc, exceptions.ValidationError):
+        message = "The request is not valid; see details."
+        details = {"fields": exc.detail} if isinstance(exc.detail, dict) else {"errors": exc.detail}
+    else:
+        message = str(exc.detail)
+    missing = getattr(exc, "missing", None)
+    if missing:
+        details["missing_scopes"] = missing
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        details["retry_after_seconds"] = int(headers["Retry-After"])
+        message = "Request rate exceeded for this API key; retry later."
+    set_rollback()
+    return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+
+
+def json_404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return error_response(404, "not_found", "No such resource.")
+    return defaults.page_not_found(request, exception or Http404())
+
+
+def json_500(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return error_response(500, "internal_error", "An internal error occurred; it has been logged.")
+    return defaults.server_error(request)

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class BillingProjectConfig(AppConfig):
+    name = "billing_project"
+    verbose_name = "Platform: API keys and operations"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from . import audit, staff, tasks  # noqa: F401  (registers models, tasks, signals)
+
+        post_migrate.connect(staff.sync_staff_groups, dispatch_uid="billing_sync_staff_groups")

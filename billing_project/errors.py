@@ -1,0 +1,46 @@
+"""Domain errors. Services raise these; the API renders them as
+
+    {"error": {"code": "snake_case_code", "message": "human text", "details": {...}}}
+
+with the status they carry. The codes are part of API.md's contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BillingError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+
+class InvalidRequest(BillingError):
+    """400: the request names something unknown or breaks a rule of the contract."""
+
+
+class NotFound(BillingError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(BillingError):
+    status_code = 409
+    code = "conflict"
+
+
+class Forbidden(BillingError):
+    status_code = 403
+    code = "permission_denied"
+
+
+class PayloadTooLarge(BillingError):
+    status_code = 413
+    code = "request_too_large"

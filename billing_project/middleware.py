@@ -1,0 +1,80 @@
+"""Request-scoped plumbing: request id, access log, metrics, and the API body bound."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from .api_errors import API_PREFIX, error_response
+from .observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
+
+access_log = logging.getLogger("billing.access")
+
+# A caller's X-Request-ID is honoured only if it is a plausible id, so logs
+# cannot be stuffed with arbitrary text.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        rid_token = request_id_var.set(request_id)
+        principal_token = principal_var.set(None)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = request_id
+            elapsed = time.perf_counter() - started
+            match = getattr(request, "resolver_match", None)
+            route = match.route if match is not None else "unmatched"
+            REQUESTS.labels(method=request.method, route=route, status=response.status_code).inc()
+            REQUEST_SECONDS.labels(route=route).observe(elapsed)
+            if principal_var.get() is None and getattr(request, "user", None) is not None:
+                user = request.user
+                if user.is_authenticated:
+                    principal_var.set(f"staff:{user.get_username()}")
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            principal_var.reset(principal_token)
+            request_id_var.reset(rid_token)
+
+
+class ApiBodyLimitMiddleware:
+    """413 before anything reads an oversized API body that declares its length."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(API_PREFIX):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            limit = settings.API_MAX_BODY_BYTES
+            if length > limit:
+                return error_response(
+                    413, "request_too_large", f"The request body exceeds {limit} bytes.",
+                    {"limit_bytes": limit},
+                )
+        return self.get_response(request)

@@ -1,0 +1,116 @@
+"""Platform-level records: API keys of services and agents, and failed background tasks."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from .scopes import AGENT_SCOPES, ALL_SCOPES
+
+
+class ApiKey(models.Model):
+    """A credential for a product service or an AI agent calling the API.
+
+    The secret is shown once when the key is made and stored only as a SHA-256
+    hash (keys are 256-bit random, so a fast hash is safe and keeps the hot
+    path cheap). Keys are revoked, never deleted, so the audit trail keeps its
+    subject.
+    """
+
+    class Kind(models.TextChoices):
+        SERVICE = "service", "Service"
+        AGENT = "agent", "Agent (AI)"
+
+    name = models.CharField(max_length=100, help_text="Who uses the key, e.g. 'chat-backend (prod)'.")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    prefix = models.CharField(
+        max_length=16, unique=True, editable=False,
+        help_text="The visible start of the key, to recognise it in logs and support tickets.",
+    )
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = ArrayField(
+        models.CharField(max_length=40), default=list, blank=True,
+        help_text="What the key may do. Agent keys may only read and propose.",
+    )
+    metrics = ArrayField(
+        models.CharField(max_length=100), default=list, blank=True,
+        help_text="Metric codes this key may report usage for (services with usage:write).",
+    )
+    tenant = models.CharField(
+        max_length=200, null=True, blank=True,
+        help_text="If set, the key serves only this tenant (external id); "
+        "every other tenant looks as if it did not exist.",
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Requests per minute; empty means the service-wide default.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_reason = models.TextField(blank=True, editable=False)
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Updated at most once a minute."
+    )
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                name="apikey_kind_valid", condition=Q(kind__in=["service", "agent"])
+            ),
+            models.CheckConstraint(
+                name="apikey_scopes_known", condition=Q(scopes__contained_by=sorted(ALL_SCOPES))
+            ),
+            # An AI agent can never hold a write scope, whatever writes the row.
+            models.CheckConstraint(
+                name="apikey_agent_scopes_read_only",
+                condition=Q(kind="service") | Q(scopes__contained_by=sorted(AGENT_SCOPES)),
+            ),
+            models.CheckConstraint(
+                name="apikey_revoked_has_reason",
+                condition=Q(revoked_at__isnull=True) | ~Q(revoked_reason=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        unknown = sorted(set(self.scopes) - set(ALL_SCOPES))
+        if unknown:
+            raise ValidationError({"scopes": f"Unknown scopes: {', '.join(unknown)}."})
+        if self.kind == self.Kind.AGENT:
+            forbidden = sorted(set(self.scopes) - AGENT_SCOPES)
+            if forbidden:
+                raise ValidationError(
+                    {"scopes": f"An agent key cannot hold write scopes: {', '.join(forbidden)}."}
+                )
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class TaskFailure(models.Model):
+    """A background task that failed after all its retries: someone must look at it."""
+
+    task_name = models.CharField(max_length=200)
+    task_id = models.CharField(max_length=64, unique=True)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    exception_type = models.CharField(max_length=200)
+    message = models.TextField()
+    traceback = models.TextField(blank=True)
+    failed_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-failed_at"]
+        indexes = [models.Index(fields=["resolved_at"], name="taskfailure_open_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.task_id}"

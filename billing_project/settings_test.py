@@ -1,0 +1,23 @@
+"""Test settings: production settings plus speed knobs. Same engines, same migrations."""
+
+from __future__ import annotations
+
+from .settings import *  # noqa: F403
+from .settings import DATABASES
+
+# Cheap password hashing: tests create many staff users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Transactional tests wipe tables with TRUNCATE between tests. The append-only
+# triggers refuse TRUNCATE unless the session sets this flag; only test
+# connections do. UPDATE and DELETE stay refused whatever the flag says.
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"]["options"] = "-c billing.allow_truncate=on"
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+CACHES = {**CACHES}  # noqa: F405
+CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": "billing-test"}

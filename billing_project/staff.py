@@ -1,0 +1,74 @@
+"""Staff groups and what each may do in the admin (ARCHITECTURE.md, Principals).
+
+The groups are created by a migration; their permissions are declared here and
+re-applied after every `migrate`, so models added by later apps are covered
+as soon as they exist. Money-moving actions (credits, refunds, approvals) get
+their own permissions in the apps that own them and are granted here by name.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from typing import Any
+
+BILLING_APPS = ("plans", "subscriptions", "usage", "entitlements", "invoicing", "webhooks")
+
+FINANCE = "finance"
+FINANCE_APPROVER = "finance-approver"
+AUDITOR = "auditor"
+SUPPORT = "support"
+GROUPS = (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT)
+
+# (app_label, codename pattern)
+_READ_BILLING = [(app, "view_*") for app in BILLING_APPS]
+_FINANCE = [
+    *_READ_BILLING,
+    ("plans", "add_*"), ("plans", "change_*"), ("plans", "publish_*"),
+    ("subscriptions", "change_*"), ("subscriptions", "suspend_*"), ("subscriptions", "resume_*"),
+    ("subscriptions", "cancel_*"),
+    ("entitlements", "add_*"), ("entitlements", "change_*"),
+    ("invoicing", "add_*"), ("invoicing", "grant_*"), ("invoicing", "issue_*"),
+    ("invoicing", "propose_*"),
+    ("billing_project", "view_taskfailure"), ("billing_project", "change_taskfailure"),
+    ("auditlog", "view_logentry"),
+]
+ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    FINANCE: _FINANCE,
+    # Approves what finance proposes above the configured amount (four eyes).
+    FINANCE_APPROVER: [*_FINANCE, ("invoicing", "approve_*"), ("entitlements", "approve_*")],
+    AUDITOR: [
+        *_READ_BILLING,
+        ("auditlog", "view_logentry"),
+        ("billing_project", "view_*"),
+        ("axes", "view_*"),
+        ("djstripe", "view_*"),
+    ],
+    SUPPORT: [
+        ("plans", "view_*"), ("subscriptions", "view_*"), ("usage", "view_*"),
+        ("entitlements", "view_*"), ("invoicing", "view_invoice*"),
+    ],
+}
+
+
+def sync_staff_groups(sender: Any = None, using: str = "default", **kwargs: Any) -> None:
+    """post_migrate receiver: make every group hold exactly its declared permissions."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group, Permission
+
+    # post_migrate fires once per app; act after the last one, when every
+    # app's permissions have been created.
+    if sender is not None and sender is not list(apps.get_app_configs())[-1]:
+        return
+
+    perms = list(
+        Permission.objects.using(using)
+        .select_related("content_type")
+        .values_list("pk", "content_type__app_label", "codename")
+    )
+    for name, rules in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=name)
+        wanted = [
+            pk for pk, app, codename in perms
+            if any(app == rule_app and fnmatch(codename, pattern) for rule_app, pattern in rules)
+        ]
+        group.permissions.set(wanted)

@@ -1,0 +1,20 @@
+"""URL root: the composition point that mounts every app (exempt from layering)."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include("billing_project.api_urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "billing_project.api_errors.json_404"
+handler500 = "billing_project.api_errors.json_500"

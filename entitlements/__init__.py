@@ -1,0 +1,1 @@
+"""Entitlement evaluation: plan, grants, subscription state and usage."""

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class EntitlementsConfig(AppConfig):
+    name = "entitlements"
+    verbose_name = "Entitlements"
+    default_auto_field = "django.db.models.BigAutoField"

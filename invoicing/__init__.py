@@ -1,0 +1,1 @@
+"""Invoices, credits, refunds and the payment provider adapter (the only code that calls Stripe)."""

@@ -1,0 +1,1 @@
+"""The catalog: features, billable metrics, plans, immutable plan versions, charges and the pricing engine."""

@@ -1,0 +1,1 @@
+"""Tenants (the billed accounts) and their subscriptions' lifecycle."""

@@ -1,0 +1,1 @@
+"""Usage events (append-only), ingestion, idempotency and aggregation."""

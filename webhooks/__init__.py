@@ -1,0 +1,1 @@
+"""Stripe webhook intake and its translation into billing state."""
