@@ -39,7 +39,11 @@ class EmbeddedPostgres:
     """A pgserver cluster under .data/pg; stopped when the last process that asked for it exits."""
 
     def __init__(self, *, keep_running: bool = False) -> None:
-        import pgserver
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            import pgserver
 
         self.pgdata = data_dir() / "pg"
         self._server = pgserver.get_server(

@@ -10,6 +10,7 @@ import functools
 
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
 
 
 @functools.cache
@@ -20,3 +21,11 @@ def get_redis() -> redis.Redis:
         socket_connect_timeout=0.25,
         health_check_interval=30,
     )
+
+
+def _forget_pool(*, setting: str, **_: object) -> None:
+    if setting == "REDIS_URL":
+        get_redis.cache_clear()
+
+
+setting_changed.connect(_forget_pool, dispatch_uid="billing_redis_pool")

@@ -176,7 +176,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 # ---------------------------------------------------------------- API
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
@@ -189,7 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["billing_project.api_auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["billing_project.api_auth.ApiKeyPermission"],
     "DEFAULT_THROTTLE_CLASSES": ["billing_project.api_auth.ApiKeyRateThrottle"],
-    "DEFAULT_PARSER_CLASSES": ["billing_project.api_errors.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["billing_project.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "billing_project.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

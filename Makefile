@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make run    the whole system (web, worker, beat) on embedded PostgreSQL and Redis
+#   make test   lint, type-check and the whole test suite
+# Both create .venv and install requirements.lock (every package pinned; the
+# direct dependencies are declared in pyproject.toml) the first time, or when it changes.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# mypy's Django plugin imports the settings, which insist on these; it connects to nothing.
+TYPECHECK_ENV := DATABASE_URL=postgresql://typecheck@localhost/none REDIS_URL=redis://localhost:1/0 SECRET_KEY=typecheck
+
+.PHONY: run test lint typecheck pytest install clean-data stop-embedded
+
+run: $(VENV)/.installed
+	PORT=$(PORT) $(BIN)/python -m billing_project.devrun
+
+test: $(VENV)/.installed lint typecheck pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(TYPECHECK_ENV) $(BIN)/mypy .
+
+# Uses DATABASE_URL / REDIS_URL when set, else the embedded engines under .data/.
+pytest: $(VENV)/.installed
+	$(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+stop-embedded: $(VENV)/.installed
+	$(BIN)/python -m billing_project.embedded stop
+
+clean-data: stop-embedded
+	rm -rf .data

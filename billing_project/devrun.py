@@ -1,0 +1,139 @@
+"""`make run`: the whole system on one machine — web, Celery worker, Celery beat.
+
+Starts the embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL are
+unset, migrates, loads the demo data, starts the three processes, prints where
+to go, and stops everything it started on Ctrl-C (or when one process dies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .embedded import BASE_DIR, data_dir, local_environment
+
+GRACE_SECONDS = 10
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, env=env, cwd=BASE_DIR, check=True)
+
+
+def _wait_http(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  loopback only
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.25)
+    return False
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for proc in processes.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    python = sys.executable
+    with local_environment() as local:
+        env = {**os.environ, **local, "DJANGO_SETTINGS_MODULE": "billing_project.settings",
+               "PYTHONUNBUFFERED": "1"}
+        metrics_dir = data_dir() / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+        manage = [python, str(BASE_DIR / "manage.py")]
+        print("• migrating (the first run takes about a minute: dj-stripe's migrations)…", flush=True)
+        _run([*manage, "migrate", "--noinput", "-v", "0"], env)
+        _run([*manage, "collectstatic", "--noinput", "-v", "0"], env)
+        _run([*manage, "demo_setup", "--credentials", str(data_dir() / "demo-credentials.json")], env)
+        creds = json.loads((data_dir() / "demo-credentials.json").read_text())
+
+        logs = data_dir() / "logs"
+        logs.mkdir(exist_ok=True)
+        commands = {
+            "web": [python, "-m", "gunicorn", "billing_project.wsgi", "--bind", f"127.0.0.1:{port}",
+                    "--workers", os.environ.get("WEB_WORKERS", "2"), "--access-logfile", "-"],
+            "worker": [python, "-m", "celery", "-A", "billing_project", "worker", "--concurrency", "2",
+                       "--loglevel", "INFO"],
+            "beat": [python, "-m", "celery", "-A", "billing_project", "beat", "--loglevel", "INFO",
+                     "--schedule", str(data_dir() / "celerybeat-schedule")],
+        }
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        stopping = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            for name, cmd in commands.items():
+                log = (logs / f"{name}.log").open("ab")
+                # Own session each, so Ctrl-C reaches only us and we stop them in order.
+                processes[name] = subprocess.Popen(
+                    cmd, env=env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            base = f"http://127.0.0.1:{port}"
+            if not _wait_http(f"{base}/healthz", 30):
+                print(f"web did not come up; see {logs / 'web.log'}", file=sys.stderr)
+                return 1
+            print(_banner(base, creds, logs), flush=True)
+            while not stopping:
+                for name, proc in processes.items():
+                    if proc.poll() is not None:
+                        print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}",
+                              file=sys.stderr)
+                        return 1
+                time.sleep(0.5)
+            print("\nstopping web, worker and beat…", flush=True)
+            return 0
+        finally:
+            _stop(processes)
+            print("stopped.", flush=True)
+
+
+def _banner(base: str, creds: dict[str, str], logs: Path) -> str:
+    return f"""
+Billing service is up.
+
+  API docs       {base}/api/docs/
+  OpenAPI schema {base}/api/schema/
+  Admin          {base}/admin/      login: {creds['admin_username']} / {creds['admin_password']}
+  Health         {base}/healthz   {base}/readyz   {base}/metrics
+
+  Demo tenant    {creds['tenant']}
+  Service key    {creds['service_key']}
+  Agent key      {creds['agent_key']}
+
+  Try:  curl -s {base}/readyz
+  Logs: {logs}/web.log, worker.log, beat.log (JSON lines)
+
+Ctrl-C stops web, worker, beat and the embedded PostgreSQL and Redis.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

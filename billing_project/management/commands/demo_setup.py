@@ -1,0 +1,77 @@
+"""python manage.py demo_setup — the demo data that `make run` loads (safe to re-run).
+
+Creates an admin user, a demo tenant, a demo service key and a demo agent key,
+and writes their credentials to .data/demo-credentials.json (local development
+only; the directory is git-ignored) so that re-runs print the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from billing_project.api_keys import api_key_create, api_key_revoke, hash_secret
+from billing_project.audit import system_actor
+from billing_project.embedded import data_dir
+from billing_project.models import ApiKey
+from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+from subscriptions.services import tenant_upsert
+
+DEMO_TENANT = "demo"
+DEMO_ADMIN = "admin"
+
+
+class Command(BaseCommand):
+    help = "Load the demo tenant, admin user and API keys (idempotent)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--credentials", default=None, help="where to keep the demo secrets")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path = Path(options["credentials"] or data_dir() / "demo-credentials.json")
+        creds: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        with system_actor(), transaction.atomic():
+            creds["admin_username"] = DEMO_ADMIN
+            creds["admin_password"] = self._admin(creds.get("admin_password"))
+            tenant, _ = tenant_upsert(
+                external_id=DEMO_TENANT, name="Demo Co", billing_email="billing@demo.example",
+                country="US", currency="USD",
+            )
+            creds["tenant"] = tenant.external_id
+            creds["service_key"] = self._key(
+                creds.get("service_key"), name="demo-service", kind="service",
+                scopes=sorted(ALL_SCOPES),
+            )
+            creds["agent_key"] = self._key(
+                creds.get("agent_key"), name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)
+            )
+        path.write_text(json.dumps(creds, indent=2))
+        path.chmod(0o600)
+        self.stdout.write(json.dumps(creds))
+
+    def _admin(self, password: str | None) -> str:
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=DEMO_ADMIN).first()
+        if user is None or password is None or not user.check_password(password):
+            password = password or secrets.token_urlsafe(12)
+            if user is None:
+                user_model.objects.create_superuser(DEMO_ADMIN, "admin@demo.example", password)
+            else:
+                user.set_password(password)
+                user.save()
+        return password
+
+    def _key(self, secret: str | None, *, name: str, kind: str, scopes: list[str]) -> str:
+        if secret and ApiKey.objects.filter(
+            secret_hash=hash_secret(secret), revoked_at__isnull=True
+        ).exists():
+            return secret
+        for stale in ApiKey.objects.filter(name=name, revoked_at__isnull=True):
+            api_key_revoke(key=stale, reason="replaced by demo_setup")
+        return api_key_create(name=name, kind=kind, scopes=scopes).secret

@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests run on real PostgreSQL and Redis (never SQLite, no mocks of our code)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from billing_project.api_keys import api_key_create
+from billing_project.models import ApiKey
+from billing_project.redis_client import get_redis
+from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+
+
+@dataclass
+class Key:
+    key: ApiKey
+    secret: str
+
+    @property
+    def header(self) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.secret}"}
+
+
+@pytest.fixture
+def make_key(db: None) -> Callable[..., Key]:
+    def make(
+        kind: str = "service",
+        scopes: Iterable[str] | None = None,
+        metrics: Iterable[str] = (),
+        tenant: str | None = None,
+        rate: int | None = None,
+        name: str = "test key",
+    ) -> Key:
+        if scopes is None:
+            scopes = AGENT_SCOPES if kind == "agent" else ALL_SCOPES
+        created = api_key_create(
+            name=name, kind=kind, scopes=scopes, metrics=metrics, tenant=tenant,
+            rate_limit_per_minute=rate,
+        )
+        return Key(created.key, created.secret)
+
+    return make
+
+
+@pytest.fixture
+def service_key(make_key: Callable[..., Key]) -> Key:
+    return make_key("service")
+
+
+@pytest.fixture
+def agent_key(make_key: Callable[..., Key]) -> Key:
+    return make_key("agent")
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _reset_redis_client() -> None:
+    # Tests that point the service at a dead Redis must not leak the pool.
+    get_redis.cache_clear()
