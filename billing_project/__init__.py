@@ -1,5 +1,5 @@
-"""Shared plumbing: settings, URLs, the Celery app, API authentication, errors, health."""
+"""Shared plumbing: settings, URLs, the Celery app, API authentication, errors, health.
 
-from .celery import app as celery_app
-
-__all__ = ("celery_app",)
+The Celery app (billing_project/celery.py) is loaded by BillingProjectConfig.ready(),
+not here, so that importing plumbing such as billing_project.embedded sets nothing.
+"""

@@ -9,6 +9,7 @@ class BillingProjectConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import audit, staff, tasks  # noqa: F401  (registers models, tasks, signals)
+        # The Celery app first, so that every shared_task binds to it.
+        from . import audit, celery, staff, tasks  # noqa: F401  (registers app, models, tasks, signals)
 
         post_migrate.connect(staff.sync_staff_groups, dispatch_uid="billing_sync_staff_groups")
