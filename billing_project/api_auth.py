@@ -32,7 +32,7 @@ from rest_framework.throttling import BaseThrottle
 
 from .api_keys import ApiPrincipal, AuthenticationError, api_key_authenticate
 from .observability import principal_var
-from .redis_client import get_redis
+from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class ApiKeyRateThrottle(BaseThrottle):
             return True
         now = time.time()
         window = int(now // 60)
-        key = f"billing:rate:{principal.key_id}:{window}"
+        key = rkey("rate", principal.key_id, window)
         try:
             pipe = get_redis().pipeline(transaction=False)
             pipe.incr(key)

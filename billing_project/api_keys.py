@@ -23,14 +23,12 @@ from django.utils import timezone
 
 from .errors import BillingError
 from .models import ApiKey
-from .redis_client import get_redis
+from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIXES = {ApiKey.Kind.SERVICE: "bsk", ApiKey.Kind.AGENT: "bak"}
-_CACHE = "billing:apikey:"
 _REVOKED = "revoked"
-_USED = "billing:apikey-used:"
 
 
 class AuthenticationError(BillingError):
@@ -157,14 +155,14 @@ def _tombstone(digest: str) -> None:
     # fill with SET NX, so one that read the key before the revocation
     # committed cannot put the live record back.
     try:
-        get_redis().set(_CACHE + digest, _REVOKED, ex=max(settings.API_KEY_CACHE_SECONDS * 10, 3600))
+        get_redis().set(rkey("apikey", digest), _REVOKED, ex=max(settings.API_KEY_CACHE_SECONDS * 10, 3600))
     except redis.RedisError:
         logger.warning("api_key.revoke.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
 
 def _forget(digest: str) -> None:
     try:
-        get_redis().delete(_CACHE + digest)
+        get_redis().delete(rkey("apikey", digest))
     except redis.RedisError:
         logger.warning("api_key.update.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
@@ -174,7 +172,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
     digest = hash_secret(raw_key)
     client = get_redis()
     try:
-        cached = client.get(_CACHE + digest)
+        cached = client.get(rkey("apikey", digest))
     except redis.RedisError:
         cached, client = None, None
     if cached is not None:
@@ -191,7 +189,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
         if client is not None:
             try:
                 client.set(
-                    _CACHE + digest, principal.to_json(), ex=settings.API_KEY_CACHE_SECONDS, nx=True
+                    rkey("apikey", digest), principal.to_json(), ex=settings.API_KEY_CACHE_SECONDS, nx=True
                 )
             except redis.RedisError:
                 client = None
@@ -204,7 +202,7 @@ def _touch(key_id: int, client: redis.Redis | None) -> None:
     if client is None:
         return
     try:
-        first_this_minute = client.set(_USED + str(key_id), 1, ex=60, nx=True)
+        first_this_minute = client.set(rkey("apikey-used", key_id), 1, ex=60, nx=True)
     except redis.RedisError:
         return
     if first_this_minute:

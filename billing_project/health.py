@@ -13,8 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .observability import scrape_registry
-from .redis_client import get_redis
-from .tasks import HEARTBEAT_KEY
+from .redis_client import get_redis, rkey
 
 
 @require_GET
@@ -43,7 +42,7 @@ def _database() -> None:
 def _redis() -> dict[str, Any]:
     client = get_redis()
     client.ping()
-    beat = client.get(HEARTBEAT_KEY)
+    beat = client.get(rkey("worker-heartbeat"))
     # Informational: how long since a worker last ran the beat-scheduled heartbeat.
     return {"worker_heartbeat_age_s": round(time.time() - float(beat), 1) if beat else None}
 

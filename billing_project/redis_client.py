@@ -23,6 +23,11 @@ def get_redis() -> redis.Redis:
     )
 
 
+def rkey(*parts: object) -> str:
+    """A Redis key in this deployment's namespace (tests and a dev server may share a Redis)."""
+    return ":".join((settings.REDIS_KEY_PREFIX, *map(str, parts)))
+
+
 def _forget_pool(*, setting: str, **_: object) -> None:
     if setting == "REDIS_URL":
         get_redis.cache_clear()

@@ -102,6 +102,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ---------------------------------------------------------------- Redis
 REDIS_URL = _required("REDIS_URL")
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="billing")
 
 
 def _broker_url(redis_url: str) -> str:
@@ -115,7 +116,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="billing"),
+        "KEY_PREFIX": REDIS_KEY_PREFIX + "-cache",
         "TIMEOUT": 300,
     }
 }

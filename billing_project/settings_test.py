@@ -19,5 +19,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# A developer's `make run` may share the embedded Redis: keep tests out of its way.
+REDIS_KEY_PREFIX = "billing-test"
 CACHES = {**CACHES}  # noqa: F405
-CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": "billing-test"}
+CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": "billing-test-cache"}
+CELERY_TASK_DEFAULT_QUEUE = "billing-test"

@@ -20,11 +20,10 @@ from django.db import transaction
 
 from .audit import system_user
 from .observability import TASK_FAILURES, request_id_var
-from .redis_client import get_redis
+from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "billing:worker-heartbeat"
 
 
 class BillingTask(Task):  # type: ignore[type-arg]
@@ -89,4 +88,4 @@ def _jsonable(value: Any) -> Any:
 @shared_task(base=BillingTask, ignore_result=True, max_retries=0)
 def heartbeat() -> None:
     """Scheduled by beat: proves a worker is consuming the queue (shown by /readyz)."""
-    get_redis().set(HEARTBEAT_KEY, str(time.time()), ex=3600)
+    get_redis().set(rkey("worker-heartbeat"), str(time.time()), ex=3600)

@@ -66,10 +66,10 @@ def test_revoked_key_is_401_even_when_cached(api, service_key, django_capture_on
 def test_revoked_key_is_401_when_not_cached(api, service_key, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         api_key_revoke(key=service_key.key, reason="rotated")
-    from billing_project.redis_client import get_redis
+    from billing_project.redis_client import get_redis, rkey
 
     # the tombstone is gone too (evicted, Redis restarted): PostgreSQL must still say no
-    get_redis().delete("billing:apikey:" + service_key.key.secret_hash)
+    get_redis().delete(rkey("apikey", service_key.key.secret_hash))
     assert_error(api.get(tenant_url("x"), **service_key.header), 401, "api_key_revoked")
 
 

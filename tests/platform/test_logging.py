@@ -1,0 +1,55 @@
+"""Logs are JSON lines that carry the request id and the principal."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import importlib
+
+import pytest
+from django.conf import settings
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
+
+
+@pytest.fixture
+def json_log() -> io.StringIO:
+    from billing_project.observability import ContextFilter
+
+    # The production formatter, built from the settings' own description of it.
+    spec = dict(settings.LOGGING["formatters"]["json"])
+    factory = spec.pop("()")
+    module, _, name = factory.rpartition(".")
+    formatter = getattr(importlib.import_module(module), name)(**spec)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("billing.access")
+    logger.addHandler(handler)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def records(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_access_log_line_has_request_id_and_principal(api, service_key, json_log):
+    api.post("/api/v1/_probe/query", {}, format="json", HTTP_X_REQUEST_ID="rid-42", **service_key.header)
+    (line,) = records(json_log)
+    assert line["request_id"] == "rid-42"
+    assert line["principal"] == f"service:{service_key.key.prefix}"
+    assert line["status"] == 200
+    assert line["path"] == "/api/v1/_probe/query"
+    assert "duration_ms" in line
+    assert service_key.secret not in json_log.getvalue()
+
+
+def test_anonymous_requests_log_no_principal(api, json_log):
+    api.get("/healthz", HTTP_X_REQUEST_ID="rid-43")
+    (line,) = records(json_log)
+    assert line["request_id"] == "rid-43"
+    assert line["principal"] is None
