@@ -6,14 +6,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from .api_keys import CreatedKey, api_key_create, api_key_revoke, api_key_update_limits
 from .models import ApiKey, TaskFailure
-from .services import task_failure_resolve
 from .scopes import ALL_SCOPES
+from .services import task_failure_resolve
 
 
 class ApiKeyCreateForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -47,8 +48,15 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["name", "prefix", "tenant"]
     actions = ["revoke_keys"]
     readonly_fields = [
-        "kind", "prefix", "scopes", "metrics", "tenant", "created_at", "last_used_at",
-        "revoked_at", "revoked_reason",
+        "kind",
+        "prefix",
+        "scopes",
+        "metrics",
+        "tenant",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_reason",
     ]
     fields = ["name", "rate_limit_per_minute", *readonly_fields]
 
@@ -63,7 +71,9 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead: the audit trail keeps its subject
 
-    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
             kwargs["fields"] = ApiKeyCreateForm.Meta.fields
@@ -83,14 +93,19 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         # scope on an agent key), so errors showed on the form.
         data = form.cleaned_data
         created = api_key_create(
-            name=data["name"], kind=data["kind"], scopes=data["scopes"],
-            metrics=data["metrics"], tenant=data.get("tenant"),
+            name=data["name"],
+            kind=data["kind"],
+            scopes=data["scopes"],
+            metrics=data["metrics"],
+            tenant=data.get("tenant"),
             rate_limit_per_minute=data.get("rate_limit_per_minute"),
         )
         obj.pk = created.key.pk
         request._created_api_key = created  # type: ignore[attr-defined]
 
-    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
         created: CreatedKey | None = getattr(request, "_created_api_key", None)
         if created is None:
             return super().response_add(request, obj, post_url_continue)
@@ -99,8 +114,12 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         response = TemplateResponse(
             request,
             "admin/billing_project/apikey/created.html",
-            {**self.admin_site.each_context(request), "created": created, "opts": self.model._meta,
-             "title": "API key created"},
+            {
+                **self.admin_site.each_context(request),
+                "created": created,
+                "opts": self.model._meta,
+                "title": "API key created",
+            },
         )
         response["Cache-Control"] = "no-store"
         return response
@@ -119,9 +138,14 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return TemplateResponse(
             request,
             "admin/billing_project/apikey/revoke.html",
-            {**self.admin_site.each_context(request), "form": form, "keys": queryset,
-             "opts": self.model._meta, "title": "Revoke API keys",
-             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME},
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "keys": queryset,
+                "opts": self.model._meta,
+                "title": "Revoke API keys",
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
         )
 
 
@@ -130,8 +154,17 @@ class TaskFailureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["task_name", "task_id", "exception_type", "failed_at", "resolved_at"]
     list_filter = [("resolved_at", admin.EmptyFieldListFilter), "task_name"]
     search_fields = ["task_name", "task_id", "message"]
-    readonly_fields = ["task_name", "task_id", "args", "kwargs", "exception_type", "message",
-                       "traceback", "failed_at", "resolved_at"]
+    readonly_fields = [
+        "task_name",
+        "task_id",
+        "args",
+        "kwargs",
+        "exception_type",
+        "message",
+        "traceback",
+        "failed_at",
+        "resolved_at",
+    ]
     fields = [*readonly_fields, "resolution_note"]
     actions = ["mark_resolved"]
 

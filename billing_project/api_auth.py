@@ -11,9 +11,9 @@ The rules live here, once, for every endpoint (API.md, Conventions):
   body) → 404, exactly as if that tenant did not exist;
 * past the key's request rate → 429 with Retry-After.
 
-Views declare what they need as class attributes; they
-never check principals themselves (billing_project.api.BillingAPIView). tests/security walks every URL pattern to
-prove that no endpoint escapes these rules.
+Views declare what they need as class attributes of
+billing_project.api.BillingAPIView and never check principals themselves.
+tests/security walks every URL pattern to prove that no endpoint escapes these rules.
 """
 
 from __future__ import annotations

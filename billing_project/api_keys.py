@@ -170,9 +170,9 @@ def _forget(digest: str) -> None:
 def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
     """The principal behind a presented key, or AuthenticationError (401)."""
     digest = hash_secret(raw_key)
-    client = get_redis()
+    client: redis.Redis | None = get_redis()
     try:
-        cached = client.get(rkey("apikey", digest))
+        cached = client.get(rkey("apikey", digest)) if client is not None else None
     except redis.RedisError:
         cached, client = None, None
     if cached is not None:

@@ -55,8 +55,12 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     python = sys.executable
     with local_environment() as local:
-        env = {**os.environ, **local, "DJANGO_SETTINGS_MODULE": "billing_project.settings",
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **local,
+            "DJANGO_SETTINGS_MODULE": "billing_project.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
         metrics_dir = data_dir() / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
@@ -72,12 +76,42 @@ def main() -> int:
         logs = data_dir() / "logs"
         logs.mkdir(exist_ok=True)
         commands = {
-            "web": [python, "-m", "gunicorn", "billing_project.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--workers", os.environ.get("WEB_WORKERS", "2"), "--access-logfile", "-"],
-            "worker": [python, "-m", "celery", "-A", "billing_project", "worker", "--concurrency", "2",
-                       "--loglevel", "INFO"],
-            "beat": [python, "-m", "celery", "-A", "billing_project", "beat", "--loglevel", "INFO",
-                     "--schedule", str(data_dir() / "celerybeat-schedule")],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "billing_project.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                os.environ.get("WEB_WORKERS", "2"),
+                "--access-logfile",
+                "-",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "billing_project",
+                "worker",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "billing_project",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(data_dir() / "celerybeat-schedule"),
+            ],
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
@@ -93,7 +127,11 @@ def main() -> int:
                 log = (logs / f"{name}.log").open("ab")
                 # Own session each, so Ctrl-C reaches only us and we stop them in order.
                 processes[name] = subprocess.Popen(
-                    cmd, env=env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+                    cmd,
+                    env=env,
+                    cwd=BASE_DIR,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             base = f"http://127.0.0.1:{port}"
@@ -104,8 +142,10 @@ def main() -> int:
             while not stopping:
                 for name, proc in processes.items():
                     if proc.poll() is not None:
-                        print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}",
-                              file=sys.stderr)
+                        print(
+                            f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}",
+                            file=sys.stderr,
+                        )
                         return 1
                 time.sleep(0.5)
             print("\nstopping web, worker and beat…", flush=True)
@@ -121,12 +161,12 @@ Billing service is up.
 
   API docs       {base}/api/docs/
   OpenAPI schema {base}/api/schema/
-  Admin          {base}/admin/      login: {creds['admin_username']} / {creds['admin_password']}
+  Admin          {base}/admin/      login: {creds["admin_username"]} / {creds["admin_password"]}
   Health         {base}/healthz   {base}/readyz   {base}/metrics
 
-  Demo tenant    {creds['tenant']}
-  Service key    {creds['service_key']}
-  Agent key      {creds['agent_key']}
+  Demo tenant    {creds["tenant"]}
+  Service key    {creds["service_key"]}
+  Agent key      {creds["agent_key"]}
 
   Try:  curl -s {base}/readyz
   Logs: {logs}/web.log, worker.log, beat.log (JSON lines)

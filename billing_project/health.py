@@ -59,8 +59,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable."""
     checks = {"database": _check(_database), "redis": _check(_redis), "broker": _check(_broker)}
     ready = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 class _TaskFailureCollector(Collector):

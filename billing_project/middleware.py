@@ -74,7 +74,9 @@ class ApiBodyLimitMiddleware:
             limit = settings.API_MAX_BODY_BYTES
             if length > limit:
                 return error_response(
-                    413, "request_too_large", f"The request body exceeds {limit} bytes.",
+                    413,
+                    "request_too_large",
+                    f"The request body exceeds {limit} bytes.",
                     {"limit_bytes": limit},
                 )
         return self.get_response(request)

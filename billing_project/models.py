@@ -25,25 +25,34 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, help_text="Who uses the key, e.g. 'chat-backend (prod)'.")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     prefix = models.CharField(
-        max_length=16, unique=True, editable=False,
+        max_length=16,
+        unique=True,
+        editable=False,
         help_text="The visible start of the key, to recognise it in logs and support tickets.",
     )
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
     scopes = ArrayField(
-        models.CharField(max_length=40), default=list, blank=True,
+        models.CharField(max_length=40),
+        default=list,
+        blank=True,
         help_text="What the key may do. Agent keys may only read and propose.",
     )
     metrics = ArrayField(
-        models.CharField(max_length=100), default=list, blank=True,
+        models.CharField(max_length=100),
+        default=list,
+        blank=True,
         help_text="Metric codes this key may report usage for (services with usage:write).",
     )
     tenant = models.CharField(
-        max_length=200, null=True, blank=True,
+        max_length=200,
+        null=True,
+        blank=True,
         help_text="If set, the key serves only this tenant (external id); "
         "every other tenant looks as if it did not exist.",
     )
     rate_limit_per_minute = models.PositiveIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Requests per minute; empty means the service-wide default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -56,9 +65,7 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         constraints = [
-            models.CheckConstraint(
-                name="apikey_kind_valid", condition=Q(kind__in=["service", "agent"])
-            ),
+            models.CheckConstraint(name="apikey_kind_valid", condition=Q(kind__in=["service", "agent"])),
             models.CheckConstraint(
                 name="apikey_scopes_known", condition=Q(scopes__contained_by=sorted(ALL_SCOPES))
             ),

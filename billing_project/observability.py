@@ -36,7 +36,9 @@ REQUESTS = Counter(
     "billing_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
 )
 REQUEST_SECONDS = Histogram(
-    "billing_http_request_seconds", "HTTP request duration", ["route"],
+    "billing_http_request_seconds",
+    "HTTP request duration",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 API_ERRORS = Counter("billing_api_errors_total", "API error responses by code", ["code"])

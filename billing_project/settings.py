@@ -20,7 +20,7 @@ env = environ.Env()
 
 
 def _required(name: str) -> str:
-    value = env.str(name, default="")
+    value: str = env.str(name, default="")
     if not value:
         raise ImproperlyConfigured(
             f"{name} is not set. Run through `make run` / `make test` or "
@@ -162,7 +162,9 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG and env.bool("HTTPS", default=False))
+SESSION_COOKIE_SECURE = env.bool(
+    "SESSION_COOKIE_SECURE", default=not DEBUG and env.bool("HTTPS", default=False)
+)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -245,9 +247,7 @@ LOGGING = {
             "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
         }
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}
-    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},

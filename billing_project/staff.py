@@ -23,13 +23,21 @@ GROUPS = (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT)
 _READ_BILLING = [(app, "view_*") for app in BILLING_APPS]
 _FINANCE = [
     *_READ_BILLING,
-    ("plans", "add_*"), ("plans", "change_*"), ("plans", "publish_*"),
-    ("subscriptions", "change_*"), ("subscriptions", "suspend_*"), ("subscriptions", "resume_*"),
+    ("plans", "add_*"),
+    ("plans", "change_*"),
+    ("plans", "publish_*"),
+    ("subscriptions", "change_*"),
+    ("subscriptions", "suspend_*"),
+    ("subscriptions", "resume_*"),
     ("subscriptions", "cancel_*"),
-    ("entitlements", "add_*"), ("entitlements", "change_*"),
-    ("invoicing", "add_*"), ("invoicing", "grant_*"), ("invoicing", "issue_*"),
+    ("entitlements", "add_*"),
+    ("entitlements", "change_*"),
+    ("invoicing", "add_*"),
+    ("invoicing", "grant_*"),
+    ("invoicing", "issue_*"),
     ("invoicing", "propose_*"),
-    ("billing_project", "view_taskfailure"), ("billing_project", "change_taskfailure"),
+    ("billing_project", "view_taskfailure"),
+    ("billing_project", "change_taskfailure"),
     ("auditlog", "view_logentry"),
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
@@ -44,8 +52,11 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("djstripe", "view_*"),
     ],
     SUPPORT: [
-        ("plans", "view_*"), ("subscriptions", "view_*"), ("usage", "view_*"),
-        ("entitlements", "view_*"), ("invoicing", "view_invoice*"),
+        ("plans", "view_*"),
+        ("subscriptions", "view_*"),
+        ("usage", "view_*"),
+        ("entitlements", "view_*"),
+        ("invoicing", "view_invoice*"),
     ],
 }
 
@@ -68,7 +79,8 @@ def sync_staff_groups(sender: Any = None, using: str = "default", **kwargs: Any)
     for name, rules in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.using(using).get_or_create(name=name)
         wanted = [
-            pk for pk, app, codename in perms
+            pk
+            for pk, app, codename in perms
             if any(app == rule_app and fnmatch(codename, pattern) for rule_app, pattern in rules)
         ]
         group.permissions.set(wanted)

@@ -25,7 +25,6 @@ from .redis_client import get_redis, rkey
 logger = logging.getLogger(__name__)
 
 
-
 class BillingTask(Task):  # type: ignore[type-arg]
     acks_late = True
     reject_on_worker_lost = True
@@ -69,8 +68,11 @@ def record_task_failure(
                 "kwargs": _jsonable(kwargs or {}),
                 "exception_type": type(exception).__name__ if exception else "",
                 "message": str(exception)[:2000],
-                "traceback": str(einfo) if einfo else "".join(tb.format_exception(exception))
-                if exception else "",
+                "traceback": str(einfo)
+                if einfo
+                else "".join(tb.format_exception(exception))
+                if exception
+                else "",
             },
         )
 

@@ -14,8 +14,12 @@ def tenant_upsert(
     with transaction.atomic():
         tenant, created = Tenant.objects.select_for_update().get_or_create(
             external_id=external_id,
-            defaults={"name": name, "billing_email": billing_email, "country": country.upper(),
-                      "currency": currency.upper()},
+            defaults={
+                "name": name,
+                "billing_email": billing_email,
+                "country": country.upper(),
+                "currency": currency.upper(),
+            },
         )
         if not created:
             tenant.name = name

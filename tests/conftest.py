@@ -37,7 +37,11 @@ def make_key(db: None) -> Callable[..., Key]:
         if scopes is None:
             scopes = AGENT_SCOPES if kind == "agent" else ALL_SCOPES
         created = api_key_create(
-            name=name, kind=kind, scopes=scopes, metrics=metrics, tenant=tenant,
+            name=name,
+            kind=kind,
+            scopes=scopes,
+            metrics=metrics,
+            tenant=tenant,
             rate_limit_per_minute=rate,
         )
         return Key(created.key, created.secret)

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from billing_project.urls import handler404, handler500, urlpatterns as real_urlpatterns
+from billing_project.urls import handler404, handler500
+from billing_project.urls import urlpatterns as real_urlpatterns
 
 from . import probe_views as v
 

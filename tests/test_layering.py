@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def lint_imports(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports"), "--no-cache", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -27,8 +30,15 @@ def test_the_contracts_catch_a_violation(tmp_path):
     # imports stripe: both contracts must break.
     import shutil
 
-    for name in ("billing_project", "plans", "subscriptions", "usage", "entitlements", "invoicing",
-                 "webhooks"):
+    for name in (
+        "billing_project",
+        "plans",
+        "subscriptions",
+        "usage",
+        "entitlements",
+        "invoicing",
+        "webhooks",
+    ):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "plans" / "leak.py").write_text("import invoicing\nimport stripe\n")

@@ -55,7 +55,11 @@ def test_embedded_engines_start_serve_and_stop(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "billing_project.embedded", "exec", "--", sys.executable, "-c", probe],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     version, pong, redis_url = result.stdout.strip().splitlines()[-3:]
@@ -96,17 +100,26 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
     port = free_port()
     env = base_env()
     env.update(
-        DATABASE_URL=run_database, PORT=str(port), BILLING_DATA_DIR=str(tmp_path),
-        REDIS_KEY_PREFIX="billing-runcheck", CELERY_QUEUE="billing-runcheck",
+        DATABASE_URL=run_database,
+        PORT=str(port),
+        BILLING_DATA_DIR=str(tmp_path),
+        REDIS_KEY_PREFIX="billing-runcheck",
+        CELERY_QUEUE="billing-runcheck",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "billing_project.devrun"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "billing_project.devrun"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     output = []
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
+            assert proc.stdout is not None
             line = proc.stdout.readline()
             if not line:
                 break
@@ -124,7 +137,8 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
         assert http(f"{base}/admin/login/")[0] == 200
         creds = json.loads((tmp_path / "demo-credentials.json").read_text())
         assert creds["admin_password"] in banner
-        assert creds["service_key"] in banner and creds["agent_key"] in banner
+        assert creds["service_key"] in banner
+        assert creds["agent_key"] in banner
         # the worker consumes beat's heartbeat
         heartbeat_seen = False
         for _ in range(60):
@@ -136,7 +150,9 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
         assert heartbeat_seen, "beat → worker heartbeat never arrived"
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "gunicorn" in names and "worker" in names and "beat" in names
+        assert "gunicorn" in names
+        assert "worker" in names
+        assert "beat" in names
     finally:
         # Ctrl-C
         proc.send_signal(signal.SIGINT)

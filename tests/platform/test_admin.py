@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -25,9 +26,15 @@ def staff_client(superuser) -> Client:
     return client
 
 
-def add_key(client: Client, **fields) -> object:
-    data = {"name": "chat-backend", "kind": "service", "scopes": ["usage:write"], "metrics": "ai_tokens",
-            "tenant": "", "rate_limit_per_minute": ""}
+def add_key(client: Client, **fields: Any) -> Any:
+    data = {
+        "name": "chat-backend",
+        "kind": "service",
+        "scopes": ["usage:write"],
+        "metrics": "ai_tokens",
+        "tenant": "",
+        "rate_limit_per_minute": "",
+    }
     data.update(fields)
     return client.post("/admin/billing_project/apikey/add/", data)
 
@@ -36,13 +43,17 @@ def test_creating_a_key_shows_the_secret_once(staff_client, api):
     response = add_key(staff_client)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    secret = re.search(r'id="api-key-secret"[^>]*>([^<]+)<', response.content.decode()).group(1)
+    found = re.search(r'id="api-key-secret"[^>]*>([^<]+)<', response.content.decode())
+    assert found is not None
+    secret = found.group(1)
     key = ApiKey.objects.get(name="chat-backend")
     assert secret.startswith(key.prefix)
     assert key.metrics == ["ai_tokens"]
     # the key works
-    assert api.post("/api/v1/_probe/write", {}, format="json",
-                    HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 201
+    assert (
+        api.post("/api/v1/_probe/write", {}, format="json", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code
+        == 201
+    )
     # and the secret appears nowhere afterwards
     for url in ("/admin/billing_project/apikey/", f"/admin/billing_project/apikey/{key.pk}/change/"):
         page = staff_client.get(url)
@@ -60,14 +71,22 @@ def test_admin_refuses_an_agent_key_with_write_scopes(staff_client):
 def test_revoking_from_the_admin_needs_a_reason_and_takes_effect(staff_client, service_key, api):
     url = "/admin/billing_project/apikey/"
     # without a reason: the form asks again, nothing is revoked
-    page = staff_client.post(url, {"action": "revoke_keys", "_selected_action": [service_key.key.pk],
-                                   "apply": "1", "reason": ""})
+    page = staff_client.post(
+        url, {"action": "revoke_keys", "_selected_action": [service_key.key.pk], "apply": "1", "reason": ""}
+    )
     assert page.status_code == 200
     service_key.key.refresh_from_db()
     assert service_key.key.is_active
     # with a reason
-    staff_client.post(url, {"action": "revoke_keys", "_selected_action": [service_key.key.pk],
-                            "apply": "1", "reason": "leaked in a screenshot"})
+    staff_client.post(
+        url,
+        {
+            "action": "revoke_keys",
+            "_selected_action": [service_key.key.pk],
+            "apply": "1",
+            "reason": "leaked in a screenshot",
+        },
+    )
     service_key.key.refresh_from_db()
     assert not service_key.key.is_active
     assert service_key.key.revoked_reason == "leaked in a screenshot"
@@ -83,21 +102,24 @@ def test_keys_cannot_be_deleted_from_the_admin(staff_client, service_key):
 def test_admin_login_locks_out_a_guesser(superuser):
     client = Client()
     statuses = [
-        client.post("/admin/login/", {"username": "root", "password": "wrong guess"},
-                    REMOTE_ADDR="203.0.113.9").status_code
+        client.post(
+            "/admin/login/", {"username": "root", "password": "wrong guess"}, REMOTE_ADDR="203.0.113.9"
+        ).status_code
         for _ in range(5)
     ]
     assert statuses == [200, 200, 200, 200, 429]  # the fifth failure locks the pair out
     # and then even the right password is refused
-    response = client.post("/admin/login/", {"username": "root", "password": "correct horse battery"},
-                           REMOTE_ADDR="203.0.113.9")
+    response = client.post(
+        "/admin/login/", {"username": "root", "password": "correct horse battery"}, REMOTE_ADDR="203.0.113.9"
+    )
     assert response.status_code == 429
     assert "_auth_user_id" not in client.session
 
 
 def test_admin_login_works_with_the_right_password(superuser):
     client = Client()
-    response = client.post("/admin/login/?next=/admin/", {"username": "root",
-                                                          "password": "correct horse battery"})
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "root", "password": "correct horse battery"}
+    )
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from billing_project.api_keys import api_key_revoke, api_key_update_limits
@@ -17,14 +19,15 @@ def tenant_url(tenant: str) -> str:
     return f"/api/v1/_probe/tenants/{tenant}/thing"
 
 
-def assert_error(response, status: int, code: str) -> dict:
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
     body = response.json()
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
     assert body["error"]["message"]
     assert isinstance(body["error"]["details"], dict)
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 def test_no_key_is_401_with_bearer_challenge(api):
@@ -147,8 +150,9 @@ class TestRateLimit:
         assert api.post(QUERY, {}, format="json", **noisy.header).status_code == 429
         assert api.post(QUERY, {}, format="json", **quiet.header).status_code == 200
 
-    def test_admin_raises_a_keys_rate_and_it_applies_at_once(self, api, make_key,
-                                                             django_capture_on_commit_callbacks):
+    def test_admin_raises_a_keys_rate_and_it_applies_at_once(
+        self, api, make_key, django_capture_on_commit_callbacks
+    ):
         key = make_key("service", rate=1)
         api.post(QUERY, {}, format="json", **key.header)
         assert api.post(QUERY, {}, format="json", **key.header).status_code == 429

@@ -22,8 +22,16 @@ def run_create_api_key(*args: str) -> list[str]:
 
 
 def test_command_prints_the_key_last_and_it_works(api):
-    lines = run_create_api_key("--name", "chat-backend", "--kind", "service",
-                               "--scopes", "usage:write,entitlements:read", "--metrics", "ai_tokens,api_calls")
+    lines = run_create_api_key(
+        "--name",
+        "chat-backend",
+        "--kind",
+        "service",
+        "--scopes",
+        "usage:write,entitlements:read",
+        "--metrics",
+        "ai_tokens,api_calls",
+    )
     secret = lines[-1]
     key = ApiKey.objects.get(prefix=secret[:12])
     assert key.name == "chat-backend"
@@ -36,8 +44,9 @@ def test_command_prints_the_key_last_and_it_works(api):
 
 
 def test_command_binds_a_key_to_a_tenant(api):
-    secret = run_create_api_key("--name", "portal", "--kind", "service", "--scopes", "billing:read",
-                                "--tenant", "acme")[-1]
+    secret = run_create_api_key(
+        "--name", "portal", "--kind", "service", "--scopes", "billing:read", "--tenant", "acme"
+    )[-1]
     assert ApiKey.objects.get(prefix=secret[:12]).tenant == "acme"
     header = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
     assert api.get("/api/v1/_probe/tenants/acme/thing", **header).status_code == 200
@@ -56,8 +65,9 @@ def test_command_refuses_unknown_scopes():
 
 
 def test_agent_key_with_read_and_proposal_scopes_is_fine():
-    secret = run_create_api_key("--name", "assistant", "--kind", "agent",
-                                "--scopes", "billing:read,entitlements:read,proposals:write")[-1]
+    secret = run_create_api_key(
+        "--name", "assistant", "--kind", "agent", "--scopes", "billing:read,entitlements:read,proposals:write"
+    )[-1]
     assert secret.startswith("bak_")
 
 

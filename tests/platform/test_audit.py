@@ -25,7 +25,9 @@ def entries_for(key: ApiKey):
 
 def test_command_changes_are_attributed_to_the_system_user():
     out = io.StringIO()
-    call_command("create_api_key", "--name", "svc", "--kind", "service", "--scopes", "billing:read", stdout=out)
+    call_command(
+        "create_api_key", "--name", "svc", "--kind", "service", "--scopes", "billing:read", stdout=out
+    )
     key = ApiKey.objects.get(name="svc")
     entry = entries_for(key).get()
     assert entry.action == LogEntry.Action.CREATE
@@ -37,10 +39,18 @@ def test_admin_changes_carry_the_staff_member_and_request_id():
     admin = get_user_model().objects.create_superuser("ana", "ana@example.com", "pw-long-enough-1")
     client = Client()
     client.force_login(admin)
-    client.post("/admin/billing_project/apikey/add/",
-                {"name": "from-admin", "kind": "service", "scopes": ["billing:read"], "metrics": "",
-                 "tenant": "", "rate_limit_per_minute": ""},
-                HTTP_X_REQUEST_ID="req-audit-1")
+    client.post(
+        "/admin/billing_project/apikey/add/",
+        {
+            "name": "from-admin",
+            "kind": "service",
+            "scopes": ["billing:read"],
+            "metrics": "",
+            "tenant": "",
+            "rate_limit_per_minute": "",
+        },
+        HTTP_X_REQUEST_ID="req-audit-1",
+    )
     entry = entries_for(ApiKey.objects.get(name="from-admin")).get()
     assert entry.actor == admin
     assert entry.cid == "req-audit-1"

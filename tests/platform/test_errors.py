@@ -31,35 +31,46 @@ def test_wrong_method_is_405(api, service_key):
 
 
 def test_malformed_json_is_400(api, service_key):
-    response = api.post("/api/v1/_probe/write", data='{"tenant": "acme", ', content_type="application/json",
-                        **service_key.header)
+    response = api.post(
+        "/api/v1/_probe/write",
+        data='{"tenant": "acme", ',
+        content_type="application/json",
+        **service_key.header,
+    )
     assert_error(response, 400, "malformed_json")
 
 
 @pytest.mark.parametrize("body", ['{"q": NaN}', '{"q": Infinity}', b'{"q": "\xff"}'])
 def test_non_json_numbers_and_bad_bytes_are_malformed(api, service_key, body):
-    response = api.post("/api/v1/_probe/write", data=body, content_type="application/json",
-                        **service_key.header)
+    response = api.post(
+        "/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header
+    )
     assert_error(response, 400, "malformed_json")
 
 
 def test_json_numbers_arrive_as_decimal_never_float(api, service_key):
-    response = api.post("/api/v1/_probe/echo-types", {"q": 0.1, "n": 3, "s": "1.50"}, format="json",
-                        **service_key.header)
+    response = api.post(
+        "/api/v1/_probe/echo-types", {"q": 0.1, "n": 3, "s": "1.50"}, format="json", **service_key.header
+    )
     assert response.json() == {"q": "Decimal", "n": "int", "s": "str"}
 
 
 def test_non_json_content_type_is_415(api, service_key):
-    response = api.post("/api/v1/_probe/write", data="a=1", content_type="application/x-www-form-urlencoded",
-                        **service_key.header)
+    response = api.post(
+        "/api/v1/_probe/write",
+        data="a=1",
+        content_type="application/x-www-form-urlencoded",
+        **service_key.header,
+    )
     assert_error(response, 415, "unsupported_media_type")
 
 
 def test_body_over_the_limit_is_413(api, service_key, settings):
     settings.API_MAX_BODY_BYTES = 1000
     body = json.dumps({"pad": "x" * 2000})
-    response = api.post("/api/v1/_probe/write", data=body, content_type="application/json",
-                        **service_key.header)
+    response = api.post(
+        "/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header
+    )
     error = assert_error(response, 413, "request_too_large")
     assert error["details"] == {"limit_bytes": 1000}
 

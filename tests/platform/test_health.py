@@ -29,11 +29,11 @@ def test_readyz_names_what_is_down(client, settings):
     from billing_project.celery import app
 
     original = app.conf.broker_url
-    app.conf.broker_url = dead
+    app.conf["broker_url"] = dead
     try:
         response = client.get("/readyz")
     finally:
-        app.conf.broker_url = original
+        app.conf["broker_url"] = original
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["database"]["ok"] is True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
-import importlib
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -14,11 +16,12 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
 
 
 @pytest.fixture
-def json_log() -> io.StringIO:
+def json_log() -> Iterator[io.StringIO]:
     from billing_project.observability import ContextFilter
 
     # The production formatter, built from the settings' own description of it.
-    spec = dict(settings.LOGGING["formatters"]["json"])
+    logging_config: dict[str, Any] = settings.LOGGING
+    spec: dict[str, Any] = dict(logging_config["formatters"]["json"])
     factory = spec.pop("()")
     module, _, name = factory.rpartition(".")
     formatter = getattr(importlib.import_module(module), name)(**spec)
@@ -33,7 +36,7 @@ def json_log() -> io.StringIO:
     logger.removeHandler(handler)
 
 
-def records(stream: io.StringIO) -> list[dict]:
+def records(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
 

@@ -22,9 +22,11 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 # Routes outside the API key regime, each for a stated reason.
 NON_API_PREFIXES = (
-    "admin/",          # staff: session login, Django permissions
-    "healthz", "readyz", "metrics",  # operations: no data, no state change
-    "webhooks/",       # Stripe: signature, not keys
+    "admin/",  # staff: session login, Django permissions
+    "healthz",
+    "readyz",
+    "metrics",  # operations: no data, no state change
+    "webhooks/",  # Stripe: signature, not keys
     "static/",
 )
 PUBLIC_API_ROUTES = ("api/schema/", "api/docs/")  # the published contract itself
@@ -62,9 +64,9 @@ def api_routes() -> list[Route]:
         if route.startswith(NON_API_PREFIXES) or route.startswith(PUBLIC_API_ROUTES):
             continue
         view_class = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
-        assert view_class is not None and issubclass(view_class, APIView), (
-            f"/{route} is neither a DRF view nor a listed non-API route: the key rules would not apply"
-        )
+        why = f"/{route} is neither a DRF view nor a listed non-API route: the key rules would not apply"
+        assert view_class is not None, why
+        assert issubclass(view_class, APIView), why
         actions = getattr(callback, "actions", None)
         if actions:
             methods = [m.upper() for m in actions]
@@ -104,8 +106,9 @@ def test_agent_keys_cannot_write_anywhere(api, make_key, route):
         declared_proposal = method in getattr(route.view_class, "agent_methods", ())
         response = api.generic(method, route.url(), "{}", content_type="application/json", **agent.header)
         if declared_read or declared_proposal:
-            assert not (response.status_code == 403
-                        and response.json()["error"]["code"] == "agent_write_forbidden")
+            assert not (
+                response.status_code == 403 and response.json()["error"]["code"] == "agent_write_forbidden"
+            )
         else:
             assert response.status_code == 403, (method, route.route, response.content)
             assert response.json()["error"]["code"] == "agent_write_forbidden"
@@ -122,8 +125,9 @@ def test_bound_keys_see_no_other_tenant(api, make_key, route):
     for method in route.methods:
         if method in ("HEAD", "OPTIONS"):
             continue
-        response = api.generic(method, route.url(tenant="tenant-b"), "{}", content_type="application/json",
-                               **bound.header)
+        response = api.generic(
+            method, route.url(tenant="tenant-b"), "{}", content_type="application/json", **bound.header
+        )
         assert response.status_code == 404, (method, route.route, response.content)
         assert response.json()["error"]["code"] == "not_found"
 
@@ -135,8 +139,9 @@ def test_bound_keys_cannot_name_another_tenant_in_a_body(api, make_key, route):
         if method not in UNSAFE:
             continue
         for body in ('{"tenant": "tenant-b"}', '{"events": [{"tenant": "tenant-b"}]}'):
-            response = api.generic(method, route.url(tenant="tenant-a"), body,
-                                   content_type="application/json", **bound.header)
+            response = api.generic(
+                method, route.url(tenant="tenant-a"), body, content_type="application/json", **bound.header
+            )
             assert response.status_code == 404, (method, route.route, body, response.content)
 
 

@@ -1,6 +1,7 @@
-"""python manage.py create_api_key --name NAME --kind service|agent --scopes s1,s2 [--metrics m1,m2] [--tenant T]
+"""Create an API key; prints the secret once, as the last line of output.
 
-Prints the key once, as the last line of output.
+python manage.py create_api_key --name NAME --kind service|agent --scopes s1,s2
+                                [--metrics m1,m2] [--tenant T] [--rate N]
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ class Command(BaseCommand):
         parser.add_argument("--scopes", default="", help=f"comma-separated: {', '.join(ALL_SCOPES)}")
         parser.add_argument("--metrics", default="", help="comma-separated metric codes (usage:write)")
         parser.add_argument("--tenant", default=None, help="bind the key to this tenant's external id")
-        parser.add_argument("--rate", type=int, default=None, help="requests per minute (default: service-wide)")
+        parser.add_argument(
+            "--rate", type=int, default=None, help="requests per minute (default: service-wide)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             with system_actor():
                 created = api_key_create(
-                    name=options["name"], kind=options["kind"], scopes=_csv(options["scopes"]),
-                    metrics=_csv(options["metrics"]), tenant=options["tenant"],
+                    name=options["name"],
+                    kind=options["kind"],
+                    scopes=_csv(options["scopes"]),
+                    metrics=_csv(options["metrics"]),
+                    tenant=options["tenant"],
                     rate_limit_per_minute=options["rate"],
                 )
         except ValidationError as exc:

@@ -40,12 +40,17 @@ class Command(BaseCommand):
             creds["admin_username"] = DEMO_ADMIN
             creds["admin_password"] = self._admin(creds.get("admin_password"))
             tenant, _ = tenant_upsert(
-                external_id=DEMO_TENANT, name="Demo Co", billing_email="billing@demo.example",
-                country="US", currency="USD",
+                external_id=DEMO_TENANT,
+                name="Demo Co",
+                billing_email="billing@demo.example",
+                country="US",
+                currency="USD",
             )
             creds["tenant"] = tenant.external_id
             creds["service_key"] = self._key(
-                creds.get("service_key"), name="demo-service", kind="service",
+                creds.get("service_key"),
+                name="demo-service",
+                kind="service",
                 scopes=sorted(ALL_SCOPES),
             )
             creds["agent_key"] = self._key(
@@ -68,9 +73,10 @@ class Command(BaseCommand):
         return password
 
     def _key(self, secret: str | None, *, name: str, kind: str, scopes: list[str]) -> str:
-        if secret and ApiKey.objects.filter(
-            secret_hash=hash_secret(secret), revoked_at__isnull=True
-        ).exists():
+        if (
+            secret
+            and ApiKey.objects.filter(secret_hash=hash_secret(secret), revoked_at__isnull=True).exists()
+        ):
             return secret
         for stale in ApiKey.objects.filter(name=name, revoked_at__isnull=True):
             api_key_revoke(key=stale, reason="replaced by demo_setup")
