@@ -1,5 +1,7 @@
 """/api/v1/: each app contributes its routes as it lands (API.md)."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", include("plans.urls")),
+]

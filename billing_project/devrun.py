@@ -168,7 +168,10 @@ Billing service is up.
   Service key    {creds["service_key"]}
   Agent key      {creds["agent_key"]}
 
-  Try:  curl -s {base}/readyz
+  Try:  curl -s -H "Authorization: Bearer {creds["agent_key"]}" {base}/api/v1/plans
+        curl -s -H "Authorization: Bearer {creds["agent_key"]}" -H "Content-Type: application/json" \\
+             -d '{{"plan": "pro", "usage": {{"ai_tokens": "12000000", "api_calls": "25000"}}}}' \\
+             {base}/api/v1/pricing/estimate
   Logs: {logs}/web.log, worker.log, beat.log (JSON lines)
 
 Ctrl-C stops web, worker, beat and the embedded PostgreSQL and Redis.

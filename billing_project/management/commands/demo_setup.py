@@ -1,6 +1,8 @@
 """python manage.py demo_setup — the demo data that `make run` loads (safe to re-run).
 
-Creates an admin user, a demo tenant, a demo service key and a demo agent key,
+Imports the demo catalog (plans/fixtures/demo_catalog.yaml: an AI platform with
+free, pro, team and enterprise plans), creates an admin user, a demo tenant, a
+demo service key (allowed to report every demo metric) and a demo agent key,
 and writes their credentials to .data/demo-credentials.json (local development
 only; the directory is git-ignored) so that re-runs print the same ones.
 """
@@ -21,7 +23,11 @@ from billing_project.audit import system_actor
 from billing_project.embedded import data_dir
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+from plans.catalog import load_file
+from plans.services import catalog_import, catalog_validate
 from subscriptions.services import tenant_upsert
+
+DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "demo_catalog.yaml"
 
 DEMO_TENANT = "demo"
 DEMO_ADMIN = "admin"
@@ -37,6 +43,7 @@ class Command(BaseCommand):
         path = Path(options["credentials"] or data_dir() / "demo-credentials.json")
         creds: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         with system_actor(), transaction.atomic():
+            catalog_import(spec=catalog_validate(load_file(DEMO_CATALOG)))
             creds["admin_username"] = DEMO_ADMIN
             creds["admin_password"] = self._admin(creds.get("admin_password"))
             tenant, _ = tenant_upsert(
@@ -72,12 +79,14 @@ class Command(BaseCommand):
                 user.save()
         return password
 
-    def _key(self, secret: str | None, *, name: str, kind: str, scopes: list[str]) -> str:
-        if (
-            secret
-            and ApiKey.objects.filter(secret_hash=hash_secret(secret), revoked_at__isnull=True).exists()
-        ):
+    def _key(
+        self, secret: str | None, *, name: str, kind: str, scopes: list[str], metrics: list[str] | None = None
+    ) -> str:
+        existing = ApiKey.objects.filter(
+            secret_hash=hash_secret(secret or ""), revoked_at__isnull=True
+        ).first()
+        if secret and existing is not None and existing.metrics == sorted(metrics or []):
             return secret
         for stale in ApiKey.objects.filter(name=name, revoked_at__isnull=True):
             api_key_revoke(key=stale, reason="replaced by demo_setup")
-        return api_key_create(name=name, kind=kind, scopes=scopes).secret
+        return api_key_create(name=name, kind=kind, scopes=scopes, metrics=metrics or []).secret
