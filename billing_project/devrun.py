@@ -67,7 +67,7 @@ def main() -> int:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
         manage = [python, str(BASE_DIR / "manage.py")]
-        print("• migrating (the first run takes about a minute: dj-stripe's migrations)…", flush=True)
+        print("• migrating (about a minute on a fresh database: dj-stripe's migrations)…", flush=True)
         _run([*manage, "migrate", "--noinput", "-v", "0"], env)
         _run([*manage, "collectstatic", "--noinput", "-v", "0"], env)
         _run([*manage, "demo_setup", "--credentials", str(data_dir() / "demo-credentials.json")], env)
@@ -76,6 +76,7 @@ def main() -> int:
         logs = data_dir() / "logs"
         logs.mkdir(exist_ok=True)
         commands = {
+            # No gunicorn access log: the application writes one JSON line per request.
             "web": [
                 python,
                 "-m",
@@ -85,8 +86,6 @@ def main() -> int:
                 f"127.0.0.1:{port}",
                 "--workers",
                 os.environ.get("WEB_WORKERS", "2"),
-                "--access-logfile",
-                "-",
             ],
             "worker": [
                 python,
@@ -172,7 +171,7 @@ Billing service is up.
         curl -s -H "Authorization: Bearer {creds["agent_key"]}" -H "Content-Type: application/json" \\
              -d '{{"plan": "pro", "usage": {{"ai_tokens": "12000000", "api_calls": "25000"}}}}' \\
              {base}/api/v1/pricing/estimate
-  Logs: {logs}/web.log, worker.log, beat.log (JSON lines)
+  Logs: {logs}/web.log, worker.log, beat.log
 
 Ctrl-C stops web, worker, beat and the embedded PostgreSQL and Redis.
 """

@@ -63,7 +63,7 @@ class ApiKey(models.Model):
     )
 
     class Meta:
-        verbose_name = "API key"
+        verbose_name = "service or agent API key"
         constraints = [
             models.CheckConstraint(name="apikey_kind_valid", condition=Q(kind__in=["service", "agent"])),
             models.CheckConstraint(

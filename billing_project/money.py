@@ -70,7 +70,7 @@ def from_minor_units(units: int, currency: str) -> Decimal:
 
 def parse_decimal(value: object) -> Decimal:
     """A finite Decimal from a string or number as it travels in JSON, else ValueError."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         # floats have already lost digits; JSON numbers arrive as Decimal here
         raise ValueError("use a string or an exact number")
     try:

@@ -134,6 +134,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Keep Django's LOGGING (JSON lines with request id) in worker and beat too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Deployments sharing one Redis keep apart by queue and key prefix.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="billing")
 # `celery worker -B -S …` means a state file, not a scheduler: name it here.

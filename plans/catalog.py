@@ -107,8 +107,7 @@ class _DecimalLoader(yaml.SafeLoader):
 
 def _decimal_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
     text = str(loader.construct_scalar(node)).replace("_", "")
-    value = Decimal(text) if text.lower().lstrip("+-") not in (".inf", ".nan") else Decimal("NaN")
-    return value
+    return Decimal(text) if text.lower().lstrip("+-") not in (".inf", ".nan") else Decimal("NaN")
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal_float)
@@ -374,8 +373,7 @@ def _parse_plan(
             e.fail(".overage", f"'bill' needs a charge on metric {feature.metric!r} in this plan")
         entitlements.append(EntitlementSpec(code, e.boolean("enabled", True), limit, overage))
     _unique(problems, f"{path}.entitlements", [e.feature for e in entitlements], "feature")
-    base_fee = r.decimal("base_fee", default=Decimal(0))
-    assert base_fee is not None
+    base_fee = r.decimal("base_fee", default=Decimal(0)) or Decimal(0)
     if currency in known_currencies() and base_fee != base_fee.quantize(
         Decimal(1).scaleb(-currency_exponent(currency))
     ):

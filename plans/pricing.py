@@ -109,7 +109,8 @@ def volume(tiers: Sequence[Tier], quantity: Decimal) -> tuple[Decimal, tuple[Tie
 
 
 def packages(charge: Charge, quantity: Decimal) -> Decimal:
-    assert charge.package_size is not None and charge.package_size > 0
+    if charge.package_size is None or charge.package_size <= 0:
+        raise ValueError("a package charge needs a positive package_size")
     billable = max(quantity - charge.free_units, ZERO)
     return (billable / charge.package_size).to_integral_value(rounding=ROUND_CEILING, context=CONTEXT)
 
@@ -119,11 +120,13 @@ def price(charge: Charge, quantity: Decimal, currency: str) -> ChargePrice:
     if quantity < 0:
         raise ValueError("quantity must not be negative")
     if charge.model == "per_unit":
-        assert charge.unit_price is not None
+        if charge.unit_price is None:
+            raise ValueError("a per_unit charge needs a unit_price")
         raw = CONTEXT.multiply(quantity, charge.unit_price)
         return ChargePrice(quantity, raw, round_line(raw, currency))
     if charge.model == "package":
-        assert charge.package_price is not None
+        if charge.package_price is None:
+            raise ValueError("a package charge needs a package_price")
         count = packages(charge, quantity)
         raw = CONTEXT.multiply(count, charge.package_price)
         return ChargePrice(quantity, raw, round_line(raw, currency), packages=count)

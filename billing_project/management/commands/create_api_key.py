@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -48,9 +49,20 @@ class Command(BaseCommand):
             problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
             raise CommandError(problems) from exc
         key = created.key
+        self._warn_about_unknown_names(key.tenant, key.metrics)
         self.stdout.write(
             f"Created {key.kind} key {key.prefix} '{key.name}' "
             f"scopes=[{', '.join(key.scopes)}] metrics=[{', '.join(key.metrics)}] "
             f"tenant={key.tenant or '*'}. The secret below is shown once:"
         )
         self.stdout.write(created.secret)
+
+    def _warn_about_unknown_names(self, tenant: str | None, metrics: list[str]) -> None:
+        # Looked up through the app registry: plumbing does not import the apps.
+        # Only warnings: a key may be made before its tenant or metric exists.
+        if tenant and not apps.get_model("subscriptions", "Tenant").objects.filter(external_id=tenant).exists():
+            self.stderr.write(f"warning: no tenant {tenant!r} exists yet; the key answers 404 until it does")
+        known = set(apps.get_model("plans", "BillableMetric").objects.values_list("code", flat=True))
+        unknown = sorted(set(metrics) - known)
+        if unknown:
+            self.stderr.write(f"warning: unknown metric(s) {', '.join(unknown)}: not in the catalog yet")

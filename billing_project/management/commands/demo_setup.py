@@ -65,7 +65,11 @@ class Command(BaseCommand):
             )
         path.write_text(json.dumps(creds, indent=2))
         path.chmod(0o600)
-        self.stdout.write(json.dumps(creds))
+        # The secrets stay in the file (git-ignored, owner-only); make run prints them once.
+        self.stdout.write(
+            f"Demo data ready: catalog, tenant {creds['tenant']!r}, admin user, "
+            f"service and agent keys (credentials in {path})."
+        )
 
     def _admin(self, password: str | None) -> str:
         user_model = get_user_model()
