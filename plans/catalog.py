@@ -369,7 +369,13 @@ def _parse_plan(
         overage = e.choice("overage", ("block", "bill"), "block")
         if feature is not None and feature.metric is None and (limit is not None or "overage" in e.data):
             e.fail(".limit" if limit is not None else ".overage", "only metered features have limits")
-        if overage == "bill" and feature is not None and feature.metric not in charged:
+        # (an unknown metric is reported where it is named, not again here)
+        if (
+            overage == "bill"
+            and feature is not None
+            and feature.metric in metrics
+            and feature.metric not in charged
+        ):
             e.fail(".overage", f"'bill' needs a charge on metric {feature.metric!r} in this plan")
         entitlements.append(EntitlementSpec(code, e.boolean("enabled", True), limit, overage))
     _unique(problems, f"{path}.entitlements", [e.feature for e in entitlements], "feature")

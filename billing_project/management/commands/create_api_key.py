@@ -60,7 +60,10 @@ class Command(BaseCommand):
     def _warn_about_unknown_names(self, tenant: str | None, metrics: list[str]) -> None:
         # Looked up through the app registry: plumbing does not import the apps.
         # Only warnings: a key may be made before its tenant or metric exists.
-        if tenant and not apps.get_model("subscriptions", "Tenant").objects.filter(external_id=tenant).exists():
+        if (
+            tenant
+            and not apps.get_model("subscriptions", "Tenant").objects.filter(external_id=tenant).exists()
+        ):
             self.stderr.write(f"warning: no tenant {tenant!r} exists yet; the key answers 404 until it does")
         known = set(apps.get_model("plans", "BillableMetric").objects.values_list("code", flat=True))
         unknown = sorted(set(metrics) - known)
