@@ -24,9 +24,7 @@ class ApiKeyCreateForm(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         help_text="Agent keys may only hold entitlements:read, billing:read and proposals:write.",
     )
-    metrics = forms.CharField(
-        required=False, help_text="Comma-separated metric codes this key may report usage for."
-    )
+    metrics = forms.CharField(required=False, help_text="Comma-separated metric codes this key may report usage for.")
 
     class Meta:
         model = ApiKey
@@ -71,9 +69,7 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead: the audit trail keeps its subject
 
-    def get_form(
-        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
-    ) -> Any:
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
             kwargs["fields"] = ApiKeyCreateForm.Meta.fields
@@ -103,9 +99,7 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         obj.pk = created.key.pk
         request._created_api_key = created  # type: ignore[attr-defined]
 
-    def response_add(
-        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
-    ) -> HttpResponse:
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
         created: CreatedKey | None = getattr(request, "_created_api_key", None)
         if created is None:
             return super().response_add(request, obj, post_url_continue)

@@ -45,9 +45,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise exceptions.AuthenticationFailed(
-                "Use `Authorization: Bearer <api key>`.", code="invalid_api_key"
-            )
+            raise exceptions.AuthenticationFailed("Use `Authorization: Bearer <api key>`.", code="invalid_api_key")
         try:
             principal = api_key_authenticate(raw_key=token)
         except AuthenticationError as exc:

@@ -33,9 +33,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def error_response(
-    status_code: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> JsonResponse:
+def error_response(status_code: int, code: str, message: str, details: dict[str, Any] | None = None) -> JsonResponse:
     return JsonResponse(error_body(code, message, details), status=status_code)
 
 

@@ -188,9 +188,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
         principal = ApiPrincipal.from_key(key)
         if client is not None:
             try:
-                client.set(
-                    rkey("apikey", digest), principal.to_json(), ex=settings.API_KEY_CACHE_SECONDS, nx=True
-                )
+                client.set(rkey("apikey", digest), principal.to_json(), ex=settings.API_KEY_CACHE_SECONDS, nx=True)
             except redis.RedisError:
                 client = None
     _touch(principal.key_id, client)

@@ -59,9 +59,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable."""
     checks = {"database": _check(_database), "redis": _check(_redis), "broker": _check(_broker)}
     ready = all(c["ok"] for c in checks.values())
-    return JsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
 
 class _TaskFailureCollector(Collector):
@@ -70,9 +68,7 @@ class _TaskFailureCollector(Collector):
     def collect(self) -> Any:
         from .models import TaskFailure
 
-        gauge = GaugeMetricFamily(
-            "billing_task_failures_open", "Failed background tasks nobody has resolved yet"
-        )
+        gauge = GaugeMetricFamily("billing_task_failures_open", "Failed background tasks nobody has resolved yet")
         try:
             gauge.add_metric([], TaskFailure.objects.filter(resolved_at__isnull=True).count())
         except Exception:  # noqa: BLE001  a scrape must not fail because the DB is down

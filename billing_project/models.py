@@ -66,9 +66,7 @@ class ApiKey(models.Model):
         verbose_name = "service or agent API key"
         constraints = [
             models.CheckConstraint(name="apikey_kind_valid", condition=Q(kind__in=["service", "agent"])),
-            models.CheckConstraint(
-                name="apikey_scopes_known", condition=Q(scopes__contained_by=sorted(ALL_SCOPES))
-            ),
+            models.CheckConstraint(name="apikey_scopes_known", condition=Q(scopes__contained_by=sorted(ALL_SCOPES))),
             # An AI agent can never hold a write scope, whatever writes the row.
             models.CheckConstraint(
                 name="apikey_agent_scopes_read_only",
@@ -92,9 +90,7 @@ class ApiKey(models.Model):
         if self.kind == self.Kind.AGENT:
             forbidden = sorted(set(self.scopes) - AGENT_SCOPES)
             if forbidden:
-                raise ValidationError(
-                    {"scopes": f"An agent key cannot hold write scopes: {', '.join(forbidden)}."}
-                )
+                raise ValidationError({"scopes": f"An agent key cannot hold write scopes: {', '.join(forbidden)}."})
 
     @property
     def is_active(self) -> bool:

@@ -32,9 +32,7 @@ class ContextFilter(logging.Filter):
 
 # In multi-process servers (gunicorn workers, Celery) metrics are written to
 # PROMETHEUS_MULTIPROC_DIR and merged at scrape time.
-REQUESTS = Counter(
-    "billing_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
-)
+REQUESTS = Counter("billing_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
     "billing_http_request_seconds",
     "HTTP request duration",
@@ -42,9 +40,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 API_ERRORS = Counter("billing_api_errors_total", "API error responses by code", ["code"])
-TASK_FAILURES = Counter(
-    "billing_task_failures_total", "Background tasks that failed after their retries", ["task"]
-)
+TASK_FAILURES = Counter("billing_task_failures_total", "Background tasks that failed after their retries", ["task"])
 
 
 def scrape_registry() -> CollectorRegistry:

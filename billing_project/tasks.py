@@ -68,11 +68,7 @@ def record_task_failure(
                 "kwargs": _jsonable(kwargs or {}),
                 "exception_type": type(exception).__name__ if exception else "",
                 "message": str(exception)[:2000],
-                "traceback": str(einfo)
-                if einfo
-                else "".join(tb.format_exception(exception))
-                if exception
-                else "",
+                "traceback": str(einfo) if einfo else "".join(tb.format_exception(exception)) if exception else "",
             },
         )
 

@@ -156,7 +156,7 @@ class PlanVersionInline(admin.TabularInline):  # type: ignore[type-arg]
     model = PlanVersion
     extra = 0
     fields = ["link", "status", "interval", "currency", "base_fee", "published_at"]
-    readonly_fields = fields
+    readonly_fields = ["link", "status", "interval", "currency", "base_fee", "published_at"]
     can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

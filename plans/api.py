@@ -189,9 +189,7 @@ class PricingEstimateApi(BillingAPIView):
 
     query_methods = frozenset({"POST"})
 
-    @extend_schema(
-        operation_id="pricing_estimate", request=EstimateIn, responses=EstimateOut, tags=["catalog"]
-    )
+    @extend_schema(operation_id="pricing_estimate", request=EstimateIn, responses=EstimateOut, tags=["catalog"])
     def post(self, request: Request) -> Response:
         data = EstimateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -241,9 +239,7 @@ def _usage(raw: dict[str, Any]) -> dict[str, Decimal]:
     usage: dict[str, Decimal] = {}
     for metric, value in raw.items():
         if metric not in known:
-            raise InvalidRequest(
-                f"Unknown metric {metric!r}.", code="unknown_metric", details={"metric": metric}
-            )
+            raise InvalidRequest(f"Unknown metric {metric!r}.", code="unknown_metric", details={"metric": metric})
         try:
             quantity = parse_decimal(value)
         except ValueError:

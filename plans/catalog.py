@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from billing_project.money import exponent as currency_exponent
 from billing_project.money import format_decimal, known_currencies
 
-from .pricing import MODELS, Charge, PlanTerms, Tier
+from .pricing import MODELS, Charge, Model, PlanTerms, Tier
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
 CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -281,9 +281,7 @@ def parse_catalog(
     metrics = {**(known_metrics or {}), **{m.code: m for m in spec.metrics}}
 
     for i, raw in enumerate(top.items("features")):
-        r = _Reader(
-            problems, f"features[{i}]", raw, ("code", "name", "metric", "on_unavailable", "description")
-        )
+        r = _Reader(problems, f"features[{i}]", raw, ("code", "name", "metric", "on_unavailable", "description"))
         if not r.ok:
             continue
         metric = r.text("metric", required=False) or None
@@ -356,9 +354,7 @@ def _parse_plan(
     for j, raw_ent in enumerate(r.items("entitlements")):
         if isinstance(raw_ent, str):
             raw_ent = {"feature": raw_ent}
-        e = _Reader(
-            problems, f"{path}.entitlements[{j}]", raw_ent, ("feature", "enabled", "limit", "overage")
-        )
+        e = _Reader(problems, f"{path}.entitlements[{j}]", raw_ent, ("feature", "enabled", "limit", "overage"))
         if not e.ok:
             continue
         code = e.text("feature")
@@ -370,12 +366,7 @@ def _parse_plan(
         if feature is not None and feature.metric is None and (limit is not None or "overage" in e.data):
             e.fail(".limit" if limit is not None else ".overage", "only metered features have limits")
         # (an unknown metric is reported where it is named, not again here)
-        if (
-            overage == "bill"
-            and feature is not None
-            and feature.metric in metrics
-            and feature.metric not in charged
-        ):
+        if overage == "bill" and feature is not None and feature.metric in metrics and feature.metric not in charged:
             e.fail(".overage", f"'bill' needs a charge on metric {feature.metric!r} in this plan")
         entitlements.append(EntitlementSpec(code, e.boolean("enabled", True), limit, overage))
     _unique(problems, f"{path}.entitlements", [e.feature for e in entitlements], "feature")
@@ -405,9 +396,7 @@ _CHARGE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _parse_charge(
-    problems: list[Problem], path: str, raw: Any, metrics: Mapping[str, MetricSpec]
-) -> Charge | None:
+def _parse_charge(problems: list[Problem], path: str, raw: Any, metrics: Mapping[str, MetricSpec]) -> Charge | None:
     keys = ("metric", "model", "unit_price", "package_size", "package_price", "free_units", "tiers")
     r = _Reader(problems, path, raw, keys)
     if not r.ok:
@@ -432,7 +421,7 @@ def _parse_charge(
             free_units=r.decimal("free_units", default=Decimal(0)) or Decimal(0),
         )
     tiers = _parse_tiers(problems, f"{path}.tiers", r)
-    return Charge(metric, model, tiers=tiers)
+    return Charge(metric, cast(Model, model), tiers=tiers)
 
 
 def _parse_tiers(problems: list[Problem], path: str, r: _Reader) -> tuple[Tier, ...]:

@@ -12,8 +12,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
-PRICE = {"max_digits": 24, "decimal_places": 10}  # sub-cent unit prices (0.00002)
-QUANTITY = {"max_digits": 30, "decimal_places": 6}
+# Prices: max_digits=24, decimal_places=10 (sub-cent unit prices such as 0.00002).
+# Quantities: max_digits=30, decimal_places=6.
 
 
 class BillableMetric(models.Model):
@@ -134,7 +134,9 @@ class PlanVersion(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, editable=False)
     interval = models.CharField(max_length=5, choices=Interval.choices, default=Interval.MONTH)
     currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217")
-    base_fee = models.DecimalField(**PRICE, default=0, help_text="Billed in advance each period.")
+    base_fee = models.DecimalField(
+        max_digits=24, decimal_places=10, default=0, help_text="Billed in advance each period."
+    )
     trial_days = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -156,9 +158,7 @@ class PlanVersion(models.Model):
             models.CheckConstraint(
                 name="planversion_status_valid", condition=Q(status__in=["draft", "published", "archived"])
             ),
-            models.CheckConstraint(
-                name="planversion_interval_valid", condition=Q(interval__in=["month", "year"])
-            ),
+            models.CheckConstraint(name="planversion_interval_valid", condition=Q(interval__in=["month", "year"])),
             models.CheckConstraint(name="planversion_base_fee_not_negative", condition=Q(base_fee__gte=0)),
             models.CheckConstraint(
                 name="planversion_published_is_numbered",
@@ -188,10 +188,10 @@ class Charge(models.Model):
     metric = models.ForeignKey(BillableMetric, on_delete=models.PROTECT, related_name="charges")
     model = models.CharField(max_length=10, choices=Model.choices)
     position = models.PositiveIntegerField(default=0)
-    unit_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="per_unit")
-    package_size = models.DecimalField(**QUANTITY, null=True, blank=True, help_text="package")
-    package_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="package")
-    free_units = models.DecimalField(**QUANTITY, default=0, help_text="package")
+    unit_price = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True, help_text="per_unit")
+    package_size = models.DecimalField(max_digits=30, decimal_places=6, null=True, blank=True, help_text="package")
+    package_price = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True, help_text="package")
+    free_units = models.DecimalField(max_digits=30, decimal_places=6, default=0, help_text="package")
 
     class Meta:
         ordering = ["version", "position"]
@@ -222,17 +222,15 @@ class ChargeTier(models.Model):
 
     charge = models.ForeignKey(Charge, on_delete=models.CASCADE, related_name="tiers")
     position = models.PositiveIntegerField()
-    up_to = models.DecimalField(**QUANTITY, null=True, blank=True)
-    unit_price = models.DecimalField(**PRICE, default=0)
-    flat_fee = models.DecimalField(**PRICE, default=0)
+    up_to = models.DecimalField(max_digits=30, decimal_places=6, null=True, blank=True)
+    unit_price = models.DecimalField(max_digits=24, decimal_places=10, default=0)
+    flat_fee = models.DecimalField(max_digits=24, decimal_places=10, default=0)
 
     class Meta:
         ordering = ["charge", "position"]
         constraints = [
             models.UniqueConstraint(fields=["charge", "position"], name="chargetier_position_unique"),
-            models.CheckConstraint(
-                name="chargetier_up_to_positive", condition=Q(up_to__isnull=True) | Q(up_to__gt=0)
-            ),
+            models.CheckConstraint(name="chargetier_up_to_positive", condition=Q(up_to__isnull=True) | Q(up_to__gt=0)),
             models.CheckConstraint(
                 name="chargetier_prices_not_negative", condition=Q(unit_price__gte=0, flat_fee__gte=0)
             ),
@@ -253,7 +251,11 @@ class PlanEntitlement(models.Model):
     feature = models.ForeignKey(Feature, on_delete=models.PROTECT, related_name="plan_entitlements")
     enabled = models.BooleanField(default=True)
     limit = models.DecimalField(
-        **QUANTITY, null=True, blank=True, help_text="Per period, metered features only; empty = unlimited."
+        max_digits=30,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Per period, metered features only; empty = unlimited.",
     )
     overage = models.CharField(
         max_length=5,
@@ -269,9 +271,7 @@ class PlanEntitlement(models.Model):
             models.CheckConstraint(
                 name="planentitlement_limit_not_negative", condition=Q(limit__isnull=True) | Q(limit__gte=0)
             ),
-            models.CheckConstraint(
-                name="planentitlement_overage_valid", condition=Q(overage__in=["block", "bill"])
-            ),
+            models.CheckConstraint(name="planentitlement_overage_valid", condition=Q(overage__in=["block", "bill"])),
         ]
 
     def __str__(self) -> str:

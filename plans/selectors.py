@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.db.models import Prefetch, QuerySet
 
 from .catalog import CatalogSpec, EntitlementSpec, FeatureSpec, MetricSpec, PlanSpec
 from .models import BillableMetric, Charge, Feature, PlanEntitlement, PlanVersion
 from .pricing import Charge as ChargeTerms
-from .pricing import Tier
+from .pricing import Model, Tier
 
 
 def metric_specs() -> dict[str, MetricSpec]:
     return {
-        m.code: MetricSpec(
-            m.code, m.name, m.aggregation, tuple(m.properties), m.unique_property, m.description
-        )
+        m.code: MetricSpec(m.code, m.name, m.aggregation, tuple(m.properties), m.unique_property, m.description)
         for m in BillableMetric.objects.all()
     }
 
 
 def feature_specs() -> dict[str, FeatureSpec]:
     return {
-        f.code: FeatureSpec(
-            f.code, f.name, f.metric.code if f.metric else None, f.on_unavailable, f.description
-        )
+        f.code: FeatureSpec(f.code, f.name, f.metric.code if f.metric else None, f.on_unavailable, f.description)
         for f in Feature.objects.select_related("metric")
     }
 
@@ -49,9 +47,7 @@ def versions_with_terms(queryset: QuerySet[PlanVersion]) -> QuerySet[PlanVersion
 
 def live_versions() -> QuerySet[PlanVersion]:
     """The price list: each plan's published version."""
-    return versions_with_terms(PlanVersion.objects.filter(status=PlanVersion.Status.PUBLISHED)).order_by(
-        "plan__code"
-    )
+    return versions_with_terms(PlanVersion.objects.filter(status=PlanVersion.Status.PUBLISHED)).order_by("plan__code")
 
 
 def live_version(plan_code: str) -> PlanVersion | None:
@@ -62,7 +58,7 @@ def plan_spec_from_version(version: PlanVersion) -> PlanSpec:
     charges = tuple(
         ChargeTerms(
             metric=c.metric.code,
-            model=c.model,
+            model=cast(Model, c.model),
             unit_price=c.unit_price,
             package_size=c.package_size,
             package_price=c.package_price,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.db import transaction
 from django.db.models import Max
@@ -44,9 +45,7 @@ def catalog_validate(doc: object) -> CatalogSpec:
     for i, feature in enumerate(spec.features):
         existing = known_features.get(feature.code)
         if existing is not None and existing.metric != feature.metric:
-            problems.append(
-                Problem(f"features[{i}].metric", "a feature's metric cannot change; create a new feature")
-            )
+            problems.append(Problem(f"features[{i}].metric", "a feature's metric cannot change; create a new feature"))
     if problems:
         raise CatalogError(problems)
     return spec
@@ -112,8 +111,9 @@ def catalog_import(*, spec: CatalogSpec) -> ImportReport:
             },
         )
     for p in spec.plans:
-        plan = _upsert(
-            report, Plan, f"plan {p.code}", code=p.code, values={"name": p.name, "description": p.description}
+        plan = cast(
+            Plan,
+            _upsert(report, Plan, f"plan {p.code}", code=p.code, values={"name": p.name, "description": p.description}),
         )
         current = PlanVersion.objects.filter(plan=plan, status=PlanVersion.Status.PUBLISHED).first()
         if current is not None and current.content_hash == p.content_hash():
@@ -204,9 +204,7 @@ def plan_version_publish(*, version: PlanVersion) -> PlanVersion:
             [Problem(f"{plan.code} draft{p.path.removeprefix('plans[0]')}", p.message) for p in problems]
         )
     now = timezone.now()
-    for previous in PlanVersion.objects.select_for_update().filter(
-        plan=plan, status=PlanVersion.Status.PUBLISHED
-    ):
+    for previous in PlanVersion.objects.select_for_update().filter(plan=plan, status=PlanVersion.Status.PUBLISHED):
         previous.status = PlanVersion.Status.ARCHIVED
         previous.archived_at = now
         previous.save(update_fields=["status", "archived_at"])

@@ -23,9 +23,7 @@ def test_the_demo_catalog_is_valid():
 
 
 def test_yaml_numbers_are_exact_decimals():
-    doc = load_document(
-        "plans:\n  - {code: p, name: P, base_fee: 0.1, charges: []}\nx: 0.00002\n", name="c.yaml"
-    )
+    doc = load_document("plans:\n  - {code: p, name: P, base_fee: 0.1, charges: []}\nx: 0.00002\n", name="c.yaml")
     assert doc["plans"][0]["base_fee"] == Decimal("0.1")
     assert isinstance(doc["x"], Decimal)
     assert doc["x"] == Decimal("0.00002")

@@ -24,9 +24,7 @@ def catalog(*args: str) -> str:
 
 
 def counts() -> tuple[int, ...]:
-    return tuple(
-        m.objects.count() for m in (BillableMetric, Feature, Plan, PlanVersion, Charge, PlanEntitlement)
-    )
+    return tuple(m.objects.count() for m in (BillableMetric, Feature, Plan, PlanVersion, Charge, PlanEntitlement))
 
 
 def test_demo_catalog_imports_from_the_command_line():
@@ -87,9 +85,7 @@ def test_export_then_import_is_lossless(tmp_path):
     assert catalog("import", str(tmp_path / "exported.yaml")).strip().endswith("no changes")
     assert catalog("export") == first
     # and the exported document describes exactly what was imported
-    assert catalog_document(catalog_validate(load_file(tmp_path / "exported.yaml"))) == catalog_document(
-        catalog_spec()
-    )
+    assert catalog_document(catalog_validate(load_file(tmp_path / "exported.yaml"))) == catalog_document(catalog_spec())
 
 
 def test_json_export_round_trips_too(tmp_path):

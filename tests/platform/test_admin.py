@@ -50,10 +50,7 @@ def test_creating_a_key_shows_the_secret_once(staff_client, api):
     assert secret.startswith(key.prefix)
     assert key.metrics == ["ai_tokens"]
     # the key works
-    assert (
-        api.post("/api/v1/_probe/write", {}, format="json", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code
-        == 201
-    )
+    assert api.post("/api/v1/_probe/write", {}, format="json", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 201
     # and the secret appears nowhere afterwards
     for url in ("/admin/billing_project/apikey/", f"/admin/billing_project/apikey/{key.pk}/change/"):
         page = staff_client.get(url)
@@ -118,8 +115,6 @@ def test_admin_login_locks_out_a_guesser(superuser):
 
 def test_admin_login_works_with_the_right_password(superuser):
     client = Client()
-    response = client.post(
-        "/admin/login/?next=/admin/", {"username": "root", "password": "correct horse battery"}
-    )
+    response = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "correct horse battery"})
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200

@@ -36,9 +36,7 @@ def test_no_key_is_401_with_bearer_challenge(api):
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize(
-    "header", ["Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc", "bsk_12345678_nope"]
-)
+@pytest.mark.parametrize("header", ["Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc", "bsk_12345678_nope"])
 def test_malformed_authorization_is_401(api, header):
     response = api.post(WRITE, {}, format="json", HTTP_AUTHORIZATION=header)
     assert_error(response, 401, "invalid_api_key")
@@ -150,9 +148,7 @@ class TestRateLimit:
         assert api.post(QUERY, {}, format="json", **noisy.header).status_code == 429
         assert api.post(QUERY, {}, format="json", **quiet.header).status_code == 200
 
-    def test_admin_raises_a_keys_rate_and_it_applies_at_once(
-        self, api, make_key, django_capture_on_commit_callbacks
-    ):
+    def test_admin_raises_a_keys_rate_and_it_applies_at_once(self, api, make_key, django_capture_on_commit_callbacks):
         key = make_key("service", rate=1)
         api.post(QUERY, {}, format="json", **key.header)
         assert api.post(QUERY, {}, format="json", **key.header).status_code == 429

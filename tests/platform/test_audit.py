@@ -25,9 +25,7 @@ def entries_for(key: ApiKey):
 
 def test_command_changes_are_attributed_to_the_system_user():
     out = io.StringIO()
-    call_command(
-        "create_api_key", "--name", "svc", "--kind", "service", "--scopes", "billing:read", stdout=out
-    )
+    call_command("create_api_key", "--name", "svc", "--kind", "service", "--scopes", "billing:read", stdout=out)
     key = ApiKey.objects.get(name="svc")
     entry = entries_for(key).get()
     assert entry.action == LogEntry.Action.CREATE

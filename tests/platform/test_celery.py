@@ -16,9 +16,7 @@ from billing_project.tasks import BillingTask, heartbeat
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@app.task(
-    base=BillingTask, name="tests.declined_card", max_retries=2, retry_backoff=False, default_retry_delay=0
-)
+@app.task(base=BillingTask, name="tests.declined_card", max_retries=2, retry_backoff=False, default_retry_delay=0)
 def declined_card(invoice: str) -> None:
     raise ValueError(f"card declined for {invoice}")
 
@@ -34,9 +32,7 @@ def wait_for(predicate, seconds: float = 15.0) -> bool:
 
 @pytest.fixture
 def worker():
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10
-    ) as w:
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
         yield w
 
 

@@ -42,9 +42,7 @@ def test_malformed_json_is_400(api, service_key):
 
 @pytest.mark.parametrize("body", ['{"q": NaN}', '{"q": Infinity}', b'{"q": "\xff"}'])
 def test_non_json_numbers_and_bad_bytes_are_malformed(api, service_key, body):
-    response = api.post(
-        "/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header
-    )
+    response = api.post("/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header)
     assert_error(response, 400, "malformed_json")
 
 
@@ -68,9 +66,7 @@ def test_non_json_content_type_is_415(api, service_key):
 def test_body_over_the_limit_is_413(api, service_key, settings):
     settings.API_MAX_BODY_BYTES = 1000
     body = json.dumps({"pad": "x" * 2000})
-    response = api.post(
-        "/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header
-    )
+    response = api.post("/api/v1/_probe/write", data=body, content_type="application/json", **service_key.header)
     error = assert_error(response, 413, "request_too_large")
     assert error["details"] == {"limit_bytes": 1000}
 

@@ -87,7 +87,7 @@ def test_money_refuses_floats_and_mixing():
 
 @pytest.mark.parametrize("value", [0.1, True, "abc", "NaN", "Infinity", None, [1]])
 def test_parse_decimal_refuses_what_is_not_an_exact_number(value):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="exact number|not a decimal number"):
         parse_decimal(value)
 
 

@@ -106,9 +106,7 @@ def test_agent_keys_cannot_write_anywhere(api, make_key, route):
         declared_proposal = method in getattr(route.view_class, "agent_methods", ())
         response = api.generic(method, route.url(), "{}", content_type="application/json", **agent.header)
         if declared_read or declared_proposal:
-            assert not (
-                response.status_code == 403 and response.json()["error"]["code"] == "agent_write_forbidden"
-            )
+            assert not (response.status_code == 403 and response.json()["error"]["code"] == "agent_write_forbidden")
         else:
             assert response.status_code == 403, (method, route.route, response.content)
             assert response.json()["error"]["code"] == "agent_write_forbidden"

@@ -30,9 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--scopes", default="", help=f"comma-separated: {', '.join(ALL_SCOPES)}")
         parser.add_argument("--metrics", default="", help="comma-separated metric codes (usage:write)")
         parser.add_argument("--tenant", default=None, help="bind the key to this tenant's external id")
-        parser.add_argument(
-            "--rate", type=int, default=None, help="requests per minute (default: service-wide)"
-        )
+        parser.add_argument("--rate", type=int, default=None, help="requests per minute (default: service-wide)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -60,10 +58,7 @@ class Command(BaseCommand):
     def _warn_about_unknown_names(self, tenant: str | None, metrics: list[str]) -> None:
         # Looked up through the app registry: plumbing does not import the apps.
         # Only warnings: a key may be made before its tenant or metric exists.
-        if (
-            tenant
-            and not apps.get_model("subscriptions", "Tenant").objects.filter(external_id=tenant).exists()
-        ):
+        if tenant and not apps.get_model("subscriptions", "Tenant").objects.filter(external_id=tenant).exists():
             self.stderr.write(f"warning: no tenant {tenant!r} exists yet; the key answers 404 until it does")
         known = set(apps.get_model("plans", "BillableMetric").objects.values_list("code", flat=True))
         unknown = sorted(set(metrics) - known)

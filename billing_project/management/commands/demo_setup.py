@@ -86,9 +86,7 @@ class Command(BaseCommand):
     def _key(
         self, secret: str | None, *, name: str, kind: str, scopes: list[str], metrics: list[str] | None = None
     ) -> str:
-        existing = ApiKey.objects.filter(
-            secret_hash=hash_secret(secret or ""), revoked_at__isnull=True
-        ).first()
+        existing = ApiKey.objects.filter(secret_hash=hash_secret(secret or ""), revoked_at__isnull=True).first()
         if secret and existing is not None and existing.metrics == sorted(metrics or []):
             return secret
         for stale in ApiKey.objects.filter(name=name, revoked_at__isnull=True):
