@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rest_framework import serializers
 from rest_framework.views import APIView
 
 
@@ -17,3 +18,14 @@ class BillingAPIView(APIView):
     query_methods: ClassVar[frozenset[str]] = frozenset()
     #: Unsafe methods an agent key may call (only creating a proposal).
     agent_methods: ClassVar[frozenset[str]] = frozenset()
+
+
+class RawField(serializers.Field):  # type: ignore[type-arg]
+    """Passes a JSON value through untouched, for values whose checks have their own
+    error codes in API.md (quantities → `invalid_quantity`), checked by the view."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value

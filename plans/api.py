@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing_project.api import BillingAPIView
+from billing_project.api import BillingAPIView, RawField
 from billing_project.errors import InvalidRequest, NotFound
 from billing_project.money import exponent, format_decimal, parse_decimal
 
@@ -141,7 +141,7 @@ class PlanDetailApi(BillingAPIView):
 class EstimateIn(serializers.Serializer):  # type: ignore[type-arg]
     plan = serializers.CharField()
     usage = serializers.DictField(
-        child=serializers.JSONField(),
+        child=RawField(),
         required=False,
         default=dict,
         help_text='Period quantity per metric code, e.g. {"api_calls": "15000"}.',
