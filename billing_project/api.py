@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.views import APIView
 
@@ -20,6 +21,7 @@ class BillingAPIView(APIView):
     agent_methods: ClassVar[frozenset[str]] = frozenset()
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}], "example": "1500"})
 class RawField(serializers.Field):  # type: ignore[type-arg]
     """Passes a JSON value through untouched, for values whose checks have their own
     error codes in API.md (quantities → `invalid_quantity`), checked by the view."""

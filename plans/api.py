@@ -144,7 +144,7 @@ class EstimateIn(serializers.Serializer):  # type: ignore[type-arg]
         child=RawField(),
         required=False,
         default=dict,
-        help_text='Period quantity per metric code, e.g. {"api_calls": "15000"}.',
+        help_text='Period quantity per metric code, e.g. {"api_calls": "15000"}; a string or a number.',
     )
 
 
