@@ -72,6 +72,8 @@ def tenants_named(request: Request, view: Any) -> set[str]:
     kwargs = getattr(view, "kwargs", {}) or {}
     if "tenant" in kwargs:
         named.add(str(kwargs["tenant"]))
+    if "tenant" in request.query_params:
+        named.update(request.query_params.getlist("tenant"))
     if request.method in SAFE_METHODS:
         return named
     data = request.data

@@ -157,7 +157,8 @@ def _tombstone(digest: str) -> None:
     try:
         get_redis().set(rkey("apikey", digest), _REVOKED, ex=max(settings.API_KEY_CACHE_SECONDS * 10, 3600))
     except redis.RedisError:
-        logger.warning("api_key.revoke.cache_unreachable", extra={"hash_prefix": digest[:8]})
+        # Revoked in PostgreSQL; a copy cached before may live API_KEY_CACHE_SECONDS more.
+        logger.error("api_key.revoke.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
 
 def _forget(digest: str) -> None:

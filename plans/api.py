@@ -234,6 +234,10 @@ class PricingEstimateApi(BillingAPIView):
         )
 
 
+# Period quantities as usage storage holds them: at most 24 digits before the point.
+MAX_QUANTITY_DIGITS = 24
+
+
 def _usage(raw: dict[str, Any]) -> dict[str, Decimal]:
     known = metric_specs()
     usage: dict[str, Decimal] = {}
@@ -244,9 +248,10 @@ def _usage(raw: dict[str, Any]) -> dict[str, Decimal]:
             quantity = parse_decimal(value)
         except ValueError:
             quantity = Decimal(-1)
-        if quantity < 0:
+        if quantity < 0 or quantity.adjusted() >= MAX_QUANTITY_DIGITS:
             raise InvalidRequest(
-                f"Quantity of {metric!r} must be a number ≥ 0.",
+                f"Quantity of {metric!r} must be a number ≥ 0 with at most {MAX_QUANTITY_DIGITS} digits "
+                "before the point.",
                 code="invalid_quantity",
                 details={"metric": metric, "quantity": str(value)},
             )

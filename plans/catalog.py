@@ -25,6 +25,9 @@ from billing_project.money import format_decimal, known_currencies
 from .pricing import MODELS, Charge, Model, PlanTerms, Tier
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
+# Column sizes of plans.models (prices and quantities).
+PRICE_DIGITS, PRICE_PLACES = 24, 10
+QUANTITY_DIGITS, QUANTITY_PLACES = 30, 6
 CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 
@@ -174,7 +177,13 @@ class _Reader:
         return str(value)
 
     def decimal(
-        self, key: str, *, required: bool = False, default: Decimal | None = None, positive: bool = False
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        default: Decimal | None = None,
+        positive: bool = False,
+        price: bool = False,
     ) -> Decimal | None:
         if key not in self.data or self.data[key] is None:
             if required:
@@ -192,6 +201,17 @@ class _Reader:
             return default
         if number < 0 or (positive and number == 0):
             self.fail(f".{key}", "must be positive" if positive else "must not be negative")
+            return default
+        # The columns that will hold it (prices 24 digits with 10 decimals, quantities 30
+        # with 6): PostgreSQL would round anything finer without a word.
+        places, digits = (PRICE_PLACES, PRICE_DIGITS) if price else (QUANTITY_PLACES, QUANTITY_DIGITS)
+        exponent = number.normalize().as_tuple().exponent
+        decimals = max(0, -exponent) if isinstance(exponent, int) else 0
+        if decimals > places:
+            self.fail(f".{key}", f"has more than {places} decimals")
+            return default
+        if number.adjusted() >= digits - places:
+            self.fail(f".{key}", f"is too large (at most {digits - places} digits before the point)")
             return default
         return number
 
@@ -370,7 +390,7 @@ def _parse_plan(
             e.fail(".overage", f"'bill' needs a charge on metric {feature.metric!r} in this plan")
         entitlements.append(EntitlementSpec(code, e.boolean("enabled", True), limit, overage))
     _unique(problems, f"{path}.entitlements", [e.feature for e in entitlements], "feature")
-    base_fee = r.decimal("base_fee", default=Decimal(0)) or Decimal(0)
+    base_fee = r.decimal("base_fee", default=Decimal(0), price=True) or Decimal(0)
     if currency in known_currencies() and base_fee != base_fee.quantize(
         Decimal(1).scaleb(-currency_exponent(currency))
     ):
@@ -411,13 +431,13 @@ def _parse_charge(problems: list[Problem], path: str, raw: Any, metrics: Mapping
         if key in r.data and key not in _CHARGE_KEYS[model]:
             r.fail(f".{key}", f"does not apply to the {model} model")
     if model == "per_unit":
-        return Charge(metric, "per_unit", unit_price=r.decimal("unit_price", required=True))
+        return Charge(metric, "per_unit", unit_price=r.decimal("unit_price", required=True, price=True))
     if model == "package":
         return Charge(
             metric,
             "package",
             package_size=r.decimal("package_size", required=True, positive=True),
-            package_price=r.decimal("package_price", required=True),
+            package_price=r.decimal("package_price", required=True, price=True),
             free_units=r.decimal("free_units", default=Decimal(0)) or Decimal(0),
         )
     tiers = _parse_tiers(problems, f"{path}.tiers", r)
@@ -441,8 +461,8 @@ def _parse_tiers(problems: list[Problem], path: str, r: _Reader) -> tuple[Tier, 
         tiers.append(
             Tier(
                 up_to,
-                t.decimal("unit_price", required=True) or Decimal(0),
-                t.decimal("flat_fee", default=Decimal(0)) or Decimal(0),
+                t.decimal("unit_price", required=True, price=True) or Decimal(0),
+                t.decimal("flat_fee", default=Decimal(0), price=True) or Decimal(0),
             )
         )
     bounds = [tier.up_to for tier in tiers]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 # Prices: max_digits=24, decimal_places=10 (sub-cent unit prices such as 0.00002).
 # Quantities: max_digits=30, decimal_places=6.
@@ -160,6 +161,7 @@ class PlanVersion(models.Model):
             ),
             models.CheckConstraint(name="planversion_interval_valid", condition=Q(interval__in=["month", "year"])),
             models.CheckConstraint(name="planversion_base_fee_not_negative", condition=Q(base_fee__gte=0)),
+            models.CheckConstraint(name="planversion_currency_upper", condition=Q(currency=Upper("currency"))),
             models.CheckConstraint(
                 name="planversion_published_is_numbered",
                 condition=Q(status="draft") | (Q(version__isnull=False) & Q(published_at__isnull=False)),
@@ -169,6 +171,9 @@ class PlanVersion(models.Model):
     def __str__(self) -> str:
         label = f"v{self.version}" if self.version else "draft"
         return f"{self.plan.code} {label}"
+
+    def clean(self) -> None:
+        self.currency = (self.currency or "").strip().upper()
 
     @property
     def is_draft(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Literal
 
 from billing_project.money import CONTEXT, round_line
@@ -117,6 +117,12 @@ def packages(charge: Charge, quantity: Decimal) -> Decimal:
 
 def price(charge: Charge, quantity: Decimal, currency: str) -> ChargePrice:
     """The amount of one charge for a period quantity, with its tier breakdown."""
+    # Every step (differences, sums, divisions) in the wide context, not Python's 28 digits.
+    with localcontext(CONTEXT):
+        return _price(charge, quantity, currency)
+
+
+def _price(charge: Charge, quantity: Decimal, currency: str) -> ChargePrice:
     if quantity < 0:
         raise ValueError("quantity must not be negative")
     if charge.model == "per_unit":
@@ -199,10 +205,12 @@ def estimate(terms: PlanTerms, usage: Mapping[str, Decimal]) -> Estimate:
             )
         )
     charged = {c.metric for c in terms.charges}
+    with localcontext(CONTEXT):
+        amount = sum((line.amount for line in lines), ZERO)
     return Estimate(
         plan=terms.code,
         currency=terms.currency,
         lines=tuple(lines),
-        total=sum((line.amount for line in lines), ZERO),
+        total=amount,
         unpriced_metrics=tuple(sorted(set(usage) - charged)),
     )

@@ -27,14 +27,18 @@ def feature_specs() -> dict[str, FeatureSpec]:
 
 
 def plans_in_use_by_metric(code: str) -> list[str]:
-    """Plans with a published or archived version charging this metric."""
-    return sorted(
-        set(
-            Charge.objects.filter(metric__code=code)
-            .exclude(version__status=PlanVersion.Status.DRAFT)
-            .values_list("version__plan__code", flat=True)
-        )
+    """Plans with a published or archived version that charges this metric or limits a feature it meters."""
+    charged = (
+        Charge.objects.filter(metric__code=code)
+        .exclude(version__status=PlanVersion.Status.DRAFT)
+        .values_list("version__plan__code", flat=True)
     )
+    limited = (
+        PlanEntitlement.objects.filter(feature__metric__code=code)
+        .exclude(version__status=PlanVersion.Status.DRAFT)
+        .values_list("version__plan__code", flat=True)
+    )
+    return sorted(set(charged) | set(limited))
 
 
 def versions_with_terms(queryset: QuerySet[PlanVersion]) -> QuerySet[PlanVersion]:

@@ -196,9 +196,11 @@ def plan_version_publish(*, version: PlanVersion) -> PlanVersion:
     if not version.is_draft:
         raise Conflict(f"{version} is already {version.status}", code="version_not_draft")
     spec = plan_spec_from_version(version)
-    _, problems = parse_catalog(
+    problems = _stray_charge_fields(version)
+    _, more = parse_catalog(
         {"plans": [_spec_as_file(spec)]}, known_metrics=metric_specs(), known_features=feature_specs()
     )
+    problems += more
     if problems:
         raise CatalogError(
             [Problem(f"{plan.code} draft{p.path.removeprefix('plans[0]')}", p.message) for p in problems]
@@ -215,6 +217,28 @@ def plan_version_publish(*, version: PlanVersion) -> PlanVersion:
     version.content_hash = spec.content_hash()
     version.save(update_fields=["version", "status", "published_at", "content_hash"])
     return version
+
+
+_CHARGE_FIELDS = {
+    "per_unit": {"unit_price"},
+    "package": {"package_size", "package_price", "free_units"},
+    "graduated": {"tiers"},
+    "volume": {"tiers"},
+}
+
+
+def _stray_charge_fields(version: PlanVersion) -> list[Problem]:
+    """Values a draft's charge carries that its model ignores: refused, never silently dropped."""
+    problems = []
+    for i, charge in enumerate(version.charges.order_by("position")):
+        present = {f for f in ("unit_price", "package_size", "package_price") if getattr(charge, f) is not None}
+        if charge.free_units:
+            present.add("free_units")
+        if charge.tiers.exists():
+            present.add("tiers")
+        for name in sorted(present - _CHARGE_FIELDS[charge.model]):
+            problems.append(Problem(f"plans[0].charges[{i}].{name}", f"does not apply to the {charge.model} model"))
+    return problems
 
 
 def _spec_as_file(spec: PlanSpec) -> dict[str, object]:

@@ -141,6 +141,8 @@ def test_usage_of_a_metric_the_plan_does_not_charge_is_reported(api, service_key
         ({"plan": "pro", "usage": {"api_calls": "-1"}}, "invalid_quantity"),
         ({"plan": "pro", "usage": {"api_calls": "lots"}}, "invalid_quantity"),
         ({"plan": "pro", "usage": {"api_calls": True}}, "invalid_quantity"),
+        ({"plan": "pro", "usage": {"api_calls": "1e70"}}, "invalid_quantity"),
+        ({"plan": "pro", "usage": {"api_calls": "1E+999999"}}, "invalid_quantity"),
         ({"usage": {}}, "validation_error"),
         ({"plan": "pro", "usage": ["api_calls"]}, "validation_error"),
     ],

@@ -156,3 +156,38 @@ def test_content_hash_ignores_names_and_order_of_entitlements_but_not_prices():
     same_number = small()
     same_number["plans"][0]["base_fee"] = "49"
     assert parse_catalog(same_number)[0].plans[0].content_hash() == base.content_hash()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (
+            lambda d: d["plans"][0]["charges"][1]["tiers"][1].update(unit_price="0.000000000015"),
+            "plans[0].charges[1].tiers[1].unit_price: has more than 10 decimals",
+        ),
+        (
+            lambda d: d["plans"][0]["charges"][1]["tiers"][0].update(up_to="100000.0000001"),
+            "plans[0].charges[1].tiers[0].up_to: has more than 6 decimals",
+        ),
+        (
+            lambda d: d["plans"][0]["entitlements"][1].update(limit="1" + "0" * 24),
+            "plans[0].entitlements[1].limit: is too large (at most 24 digits before the point)",
+        ),
+        (
+            lambda d: d["plans"][0].update(base_fee="1" + "0" * 14),
+            "plans[0].base_fee: is too large (at most 14 digits before the point)",
+        ),
+    ],
+)
+def test_numbers_that_the_database_would_round_are_refused(mutate, problem):
+    # PostgreSQL would silently round them: the stored price would differ from the file.
+    doc = small()
+    mutate(doc)
+    assert problem in problems_of(doc)
+
+
+def test_numbers_at_the_column_limits_are_fine():
+    doc = small()
+    doc["plans"][0]["charges"][1]["tiers"][1]["unit_price"] = "0.0000000001"
+    doc["plans"][0]["entitlements"][1]["limit"] = "9" * 24 + ".999999"
+    assert problems_of(doc) == []

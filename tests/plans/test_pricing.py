@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from billing_project.money import round_line
+from billing_project.money import round_line, to_minor_units
 from plans.pricing import Charge, PlanTerms, Tier, estimate, graduated, price, volume
 
 D = Decimal
@@ -201,7 +201,11 @@ def test_an_estimate_total_is_exactly_the_sum_of_its_rounded_lines(charges, base
     )
     usage = {m: q for m, (_, q) in zip(metrics, charges, strict=True)}
     result = estimate(terms, usage)
-    assert result.total == sum((line.amount for line in result.lines), D(0))
+    # the total, counted independently in whole minor units
+    minor = to_minor_units(round_line(base_fee, currency), currency) + sum(
+        to_minor_units(price(c, usage[c.metric], currency).amount, currency) for c in terms.charges
+    )
+    assert to_minor_units(result.total, currency) == minor
     for line in result.lines:
         assert line.amount == round_line(line.amount, currency)
     assert len(result.lines) == len(charges) + 1
@@ -211,6 +215,16 @@ def test_an_estimate_total_is_exactly_the_sum_of_its_rounded_lines(charges, base
 def test_line_rounding_is_within_half_a_minor_unit(spec, q):
     result = price(Charge("m", "graduated", tiers=spec), q, "USD")
     assert abs(result.amount - result.raw_amount) <= D("0.005")
+
+
+def test_huge_quantities_keep_every_digit():
+    # 29 significant digits: Python's default context (28) would lose the last package.
+    charge = Charge("m", "package", package_size=D(3), package_price=D(1))
+    assert price(charge, D("30000000000000000000000000001"), "USD").packages == D("10000000000000000000000000001")
+    graduated_charge = Charge("m", "graduated", tiers=tiers(("1", "0"), (None, "1")))
+    assert price(graduated_charge, D("100000000000000000000000000000.5"), "USD").amount == D(
+        "99999999999999999999999999999.50"
+    )
 
 
 def test_negative_quantity_is_refused():

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing_project.audit import system_actor
+from billing_project.errors import BillingError
 from plans.catalog import CatalogError, catalog_document, dump_document, load_file
 from plans.selectors import catalog_spec
 from plans.services import catalog_import, catalog_validate
@@ -51,5 +52,7 @@ class Command(BaseCommand):
         except CatalogError as exc:
             lines = "\n".join(f"  {p}" for p in exc.problems)
             raise CommandError(f"{path}: {len(exc.problems)} problem(s), nothing imported:\n{lines}") from exc
+        except BillingError as exc:
+            raise CommandError(f"{path}: {exc.message}; nothing imported") from exc
         for line in report.lines():
             self.stdout.write(line)
