@@ -75,7 +75,17 @@ def test_finance_sees_the_versions_of_a_plan(finance, published):
 def test_a_published_version_is_read_only_in_the_admin(finance, published):
     page = finance.get(f"/admin/plans/planversion/{published.pk}/change/").content.decode()
     assert 'name="base_fee"' not in page  # shown, not editable
-    finance.post(f"/admin/plans/planversion/{published.pk}/change/", {"base_fee": "1.00", **INLINES})
+    # a complete, otherwise valid form that tries to change every field
+    full = {
+        "plan": published.plan_id,
+        "interval": "year",
+        "currency": "EUR",
+        "base_fee": "1.00",
+        "trial_days": "0",
+        **INLINES,
+    }
+    response = finance.post(f"/admin/plans/planversion/{published.pk}/change/", full)
+    assert response.status_code in (302, 403)
     published.refresh_from_db()
     assert str(published.base_fee) == "49.0000000000"
     charge = published.charges.first()
@@ -106,11 +116,27 @@ def test_publishing_an_invalid_draft_is_refused_with_the_problem(finance, publis
     assert draft.status == "draft"
 
 
-def test_support_staff_cannot_publish(published):
-    user = get_user_model().objects.create_user("sup", "sup@example.com", "pw-long-enough-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="support"))
+@pytest.mark.parametrize("group", ["support", "auditor"])
+def test_only_finance_can_publish(published, group):
+    from plans.services import plan_version_copy_to_draft
+
+    draft = plan_version_copy_to_draft(version=published)
+    user = get_user_model().objects.create_user(group, f"{group}@example.com", "pw-long-enough-1", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
     client = Client()
     client.force_login(user)
+    act(client, "publish", draft)
     act(client, "copy_to_draft", published)
-    assert not PlanVersion.objects.filter(status="draft").exists()
-    assert PlanEntitlement.objects.count() == 3
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+    assert PlanVersion.objects.filter(status="draft").count() == 1
+    assert PlanEntitlement.objects.filter(version=published).count() == 3
+
+
+def test_a_drafts_currency_is_stored_upper_case(finance):
+    plan = Plan.objects.create(code="eu", name="EU")
+    finance.post(
+        "/admin/plans/planversion/add/",
+        {"plan": plan.pk, "interval": "month", "currency": "eur", "base_fee": "9.00", "trial_days": "0", **INLINES},
+    )
+    assert PlanVersion.objects.get(plan=plan).currency == "EUR"

@@ -158,3 +158,26 @@ def test_catalog_changes_are_audited_with_the_system_actor():
     entry = LogEntry.objects.get_for_object(Plan.objects.get(code="pro")).first()
     assert entry is not None
     assert entry.actor.username == "billing-system"
+
+
+def test_a_metric_behind_a_published_limit_is_in_use_too(tmp_path):
+    doc = small()
+    doc["metrics"].append({"code": "seats", "name": "Seats", "aggregation": "sum"})
+    doc["features"].append({"code": "seat_limit", "name": "Seats", "metric": "seats"})
+    doc["plans"][0]["entitlements"].append({"feature": "seat_limit", "limit": "5"})
+    catalog("import", str(write(tmp_path, doc)))
+    doc["metrics"][2]["aggregation"] = "max"
+    with pytest.raises(CatalogError, match="cannot change while plans charge it"):
+        catalog_validate(doc)
+
+
+def test_an_open_draft_is_reported_not_a_traceback(tmp_path):
+    from plans.services import plan_version_copy_to_draft
+
+    catalog("import", str(write(tmp_path, small())))
+    plan_version_copy_to_draft(version=PlanVersion.objects.get(plan__code="pro"))
+    changed = small()
+    changed["plans"][0]["base_fee"] = "59.00"
+    with pytest.raises(CommandError, match="unpublished draft; publish or delete it first; nothing imported"):
+        catalog("import", str(write(tmp_path, changed)))
+    assert PlanVersion.objects.filter(plan__code="pro", status="published").get().version == 1

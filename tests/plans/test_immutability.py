@@ -74,3 +74,37 @@ def test_a_draft_is_freely_editable_until_published(published):
     draft.charges.get(model="graduated").tiers.update(unit_price=1)
     draft.entitlements.all().delete()
     draft.delete()
+
+
+def test_the_version_row_itself_refuses_delete(published):
+    # Raw SQL reaches the version row before any child (the ORM would delete children first).
+    def raw():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM plans_planversion WHERE id = %s", [published.pk])
+
+    with pytest.raises(DatabaseError, match="cannot be deleted"), transaction.atomic():
+        raw()
+
+
+@pytest.mark.parametrize("table", ["plans_planversion", "plans_charge", "plans_chargetier", "plans_planentitlement"])
+def test_truncate_is_refused_to_a_normal_session(table):
+    # (no rows written in this test: TRUNCATE would wait for our own transaction's locks)
+    import psycopg
+
+    params = connection.get_connection_params()
+    for key in ("options", "cursor_factory", "context"):
+        params.pop(key, None)
+    with psycopg.connect(**params, autocommit=True) as raw:
+        raw.execute("SET lock_timeout = '5s'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="TRUNCATE refused"):
+            raw.execute(f"TRUNCATE {table} CASCADE")
+
+
+def test_publishing_refuses_values_a_charge_model_ignores(published):
+    from plans.catalog import CatalogError
+    from plans.services import plan_version_publish
+
+    draft = plan_version_copy_to_draft(version=published)
+    draft.charges.filter(model="graduated").update(unit_price=5)  # a per-unit price on a tiered charge
+    with pytest.raises(CatalogError, match="unit_price: does not apply to the graduated model"):
+        plan_version_publish(version=draft)

@@ -112,6 +112,39 @@ def test_agent_keys_cannot_write_anywhere(api, make_key, route):
             assert response.json()["error"]["code"] == "agent_write_forbidden"
 
 
+# Every POST that declares itself a read, by name: a write view cannot quietly opt in.
+QUERY_POSTS = {
+    "api/v1/pricing/estimate",
+    "api/v1/entitlements/check",
+    "api/v1/_probe/query",
+    "api/v1/_probe/echo-types",
+}
+# Path parameters that name no tenant's data, each with its reason. Any other parameter
+# (an invoice number, a subscription id) must resolve to its tenant for the binding rule.
+TENANT_NEUTRAL_PARAMS = {
+    ("api/v1/plans/<str:code>", "code"),  # the public price list
+}
+
+
+def test_only_listed_endpoints_declare_a_post_a_read():
+    declared = {r.route for r in ROUTES if getattr(r.view_class, "query_methods", None)}
+    assert declared <= QUERY_POSTS, declared - QUERY_POSTS
+
+
+def test_every_path_parameter_is_a_tenant_or_listed_as_neutral():
+    for route in ROUTES:
+        for param in route.params:
+            assert param == "tenant" or (route.route, param) in TENANT_NEUTRAL_PARAMS, (
+                f"/{route.route}: parameter <{param}> must name the tenant or be listed as tenant-neutral"
+            )
+
+
+def test_a_tenant_in_the_query_string_is_bound_too(api, make_key):
+    bound = make_key("service", tenant="tenant-a")
+    assert api.get("/api/v1/plans?tenant=tenant-b", **bound.header).status_code == 404
+    assert api.get("/api/v1/plans?tenant=tenant-a", **bound.header).status_code == 200
+
+
 def test_only_proposals_are_agent_writes():
     declared = [r.route for r in ROUTES if getattr(r.view_class, "agent_methods", None)]
     assert all("proposals" in route for route in declared), declared
