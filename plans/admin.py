@@ -46,18 +46,20 @@ class FeatureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 class _DraftOnlyInline:
-    """Inlines of a plan version: editable while it is a draft, read-only after."""
+    """Parts of a plan version (charges, entitlements, tiers): editable while the
+    version is a draft, read-only after."""
 
-    def _editable(self, obj: PlanVersion | None) -> bool:
-        return obj is None or obj.is_draft
+    def _editable(self, obj: PlanVersion | Charge | None) -> bool:
+        version = obj.version if isinstance(obj, Charge) else obj
+        return version is None or version.is_draft
 
-    def has_add_permission(self, request: HttpRequest, obj: PlanVersion | None = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._editable(obj) and super().has_add_permission(request, obj)  # type: ignore[misc]
 
-    def has_change_permission(self, request: HttpRequest, obj: PlanVersion | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._editable(obj) and super().has_change_permission(request, obj)  # type: ignore[misc]
 
-    def has_delete_permission(self, request: HttpRequest, obj: PlanVersion | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._editable(obj) and super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
@@ -119,22 +121,10 @@ class PlanVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return request.user.has_perm("plans.publish_planversion")
 
 
-class ChargeTierInline(admin.TabularInline):  # type: ignore[type-arg]
+class ChargeTierInline(_DraftOnlyInline, admin.TabularInline):  # type: ignore[type-arg]
     model = ChargeTier
     extra = 0
     fields = ["position", "up_to", "unit_price", "flat_fee"]
-
-    def _editable(self, obj: Charge | None) -> bool:
-        return obj is None or obj.version.is_draft
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._editable(obj) and super().has_add_permission(request, obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._editable(obj) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._editable(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Charge)

@@ -108,12 +108,12 @@ class _DecimalLoader(yaml.SafeLoader):
     """YAML with exact numbers: `0.1` becomes Decimal("0.1"), never a float."""
 
 
-def _decimal_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
+def _exact_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
     text = str(loader.construct_scalar(node)).replace("_", "")
     return Decimal(text) if text.lower().lstrip("+-") not in (".inf", ".nan") else Decimal("NaN")
 
 
-_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal_float)
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _exact_decimal)
 
 
 def load_document(text: str, *, name: str = "") -> Any:
