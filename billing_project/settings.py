@@ -142,6 +142,8 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="billing")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "worker-heartbeat": {"task": "billing_project.tasks.heartbeat", "schedule": 30.0},
+    # Period boundaries: trial ends, renewals, scheduled changes and cancellations.
+    "roll-due-subscriptions": {"task": "subscriptions.tasks.roll_due_subscriptions", "schedule": 60.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff

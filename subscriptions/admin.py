@@ -1,10 +1,115 @@
-from django.contrib import admin
+"""Tenants and subscriptions for staff: readable; suspend, resume and cancel as
+actions that ask for a reason and call the same services as the API."""
 
-from .models import Tenant
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from billing_project.errors import BillingError
+
+from .models import ProrationItem, Subscription, SubscriptionEvent, Tenant
+from .services import subscription_apply
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TenantAdmin(ReadOnlyAdmin):
     list_display = ["external_id", "name", "currency", "country", "created_at"]
     search_fields = ["external_id", "name"]
-    readonly_fields = ["created_at"]
+
+
+class SubscriptionEventInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = SubscriptionEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "action", "from_status", "to_status", "actor", "reason", "data"]
+    readonly_fields = ["at", "action", "from_status", "to_status", "actor", "reason", "data"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea, help_text="Why (kept in the subscription's history).")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "tenant",
+        "plan_version",
+        "status",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+    ]
+    list_filter = ["status", "plan_version__plan"]
+    search_fields = ["tenant__external_id", "tenant__name"]
+    inlines = [SubscriptionEventInline]
+    actions = ["suspend", "resume", "cancel_now"]
+
+    def _act(
+        self, request: HttpRequest, queryset: QuerySet[Subscription], action: str, title: str
+    ) -> HttpResponse | None:
+        form = ReasonForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            staff = f"staff:{request.user.get_username()}"
+            for sub in queryset:
+                try:
+                    subscription_apply(subscription=sub, action=action, actor=staff, reason=form.cleaned_data["reason"])
+                except BillingError as exc:
+                    self.message_user(request, f"{sub}: {exc.message}", messages.ERROR)
+                else:
+                    self.message_user(request, f"{sub.tenant.external_id}: {action} done.", messages.SUCCESS)
+            return None
+        return TemplateResponse(
+            request,
+            "admin/subscriptions/subscription/reason.html",
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "subscriptions": queryset,
+                "title": title,
+                "opts": self.model._meta,
+                "action": request.POST.get("action"),
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Suspend (asks for a reason)", permissions=["suspend"])
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> HttpResponse | None:
+        return self._act(request, queryset, "suspend", "Suspend subscriptions")
+
+    @admin.action(description="Resume (asks for a reason)", permissions=["suspend"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> HttpResponse | None:
+        return self._act(request, queryset, "resume", "Resume subscriptions")
+
+    @admin.action(description="Cancel now (asks for a reason)", permissions=["suspend"])
+    def cancel_now(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> HttpResponse | None:
+        return self._act(request, queryset, "cancel", "Cancel subscriptions now")
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("subscriptions.suspend_subscription")
+
+
+@admin.register(ProrationItem)
+class ProrationItemAdmin(ReadOnlyAdmin):
+    list_display = ["subscription", "kind", "description", "amount", "currency", "created_at", "invoiced_at"]
+    list_filter = ["kind", ("invoiced_at", admin.EmptyFieldListFilter)]

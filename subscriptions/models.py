@@ -31,3 +31,119 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.external_id})"
+
+
+LIVE_STATUSES = ("trialing", "active", "past_due", "suspended")
+
+
+class Subscription(models.Model):
+    """A tenant's subscription to one plan *version* (grandfathered: it keeps the
+    version it bought until changed). Status moves only through the transitions of
+    subscriptions/lifecycle.py, and only through subscriptions/services.py."""
+
+    class Status(models.TextChoices):
+        TRIALING = "trialing"
+        ACTIVE = "active"
+        PAST_DUE = "past_due", "past due"
+        SUSPENDED = "suspended"
+        CANCELED = "canceled"
+        ENDED = "ended"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="subscriptions")
+    plan_version = models.ForeignKey("plans.PlanVersion", on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(max_length=10, choices=Status.choices, editable=False)
+    started_at = models.DateTimeField(editable=False)
+    trial_end = models.DateTimeField(null=True, blank=True, editable=False)
+    period_anchor = models.DateTimeField(editable=False, help_text="Periods are counted from here (month-end safe).")
+    period_index = models.PositiveIntegerField(default=0, editable=False)
+    current_period_start = models.DateTimeField(editable=False)
+    current_period_end = models.DateTimeField(editable=False)
+    cancel_at_period_end = models.BooleanField(default=False, editable=False)
+    scheduled_plan_version = models.ForeignKey(
+        "plans.PlanVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        help_text="Takes effect at the end of the current period.",
+    )
+    ended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # At most one live subscription per tenant, whatever writes the rows.
+            models.UniqueConstraint(
+                fields=["tenant"], condition=Q(status__in=LIVE_STATUSES), name="subscription_one_live_per_tenant"
+            ),
+            models.CheckConstraint(
+                name="subscription_status_valid",
+                condition=Q(status__in=["trialing", "active", "past_due", "suspended", "canceled", "ended"]),
+            ),
+            models.CheckConstraint(
+                name="subscription_period_not_empty",
+                condition=Q(current_period_end__gt=models.F("current_period_start")),
+            ),
+            models.CheckConstraint(
+                name="subscription_trial_has_end", condition=~Q(status="trialing") | Q(trial_end__isnull=False)
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "current_period_end"], name="subscription_due_idx")]
+        permissions = [("suspend_subscription", "Can suspend, resume and cancel subscriptions")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.external_id}: {self.plan_version} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+class SubscriptionEvent(models.Model):
+    """The audit record of every lifecycle operation: who did what, why, from which
+    state to which. Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE)."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=30)
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    actor = models.CharField(max_length=200, help_text="service:bsk_…, staff:<username> or system")
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.from_status or '—'} → {self.to_status}"
+
+
+class ProrationItem(models.Model):
+    """A prorated credit or charge from a plan change, waiting for the next invoice
+    (invoicing sets `invoiced_at` when it bills it)."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="proration_items")
+    event = models.ForeignKey(SubscriptionEvent, on_delete=models.PROTECT, related_name="proration_items")
+    kind = models.CharField(max_length=6, choices=[("credit", "credit"), ("charge", "charge")])
+    description = models.CharField(max_length=200)
+    amount = models.DecimalField(max_digits=24, decimal_places=10, help_text="Negative for a credit.")
+    currency = models.CharField(max_length=3)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    invoiced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                name="prorationitem_sign_matches_kind",
+                condition=(Q(kind="credit") & Q(amount__lt=0)) | (Q(kind="charge") & Q(amount__gt=0)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount} {self.currency}"

@@ -1,31 +1,388 @@
-"""Subscription-domain services: every write to tenants and subscriptions."""
+"""Subscription-domain services: every write to tenants and subscriptions.
+
+Each operation is one transaction that locks the rows it decides on, moves the
+status only through lifecycle.TRANSITIONS, and writes one SubscriptionEvent (the
+audit record: who, why, from which state to which). Times are whole seconds, UTC.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
 
-from .models import Tenant
+from babel import Locale
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing_project.errors import Conflict, InvalidRequest, NotFound
+from billing_project.money import format_decimal, normalize_currency
+from plans.models import PlanVersion
+from plans.selectors import live_version
+
+from . import periods, proration
+from .lifecycle import CHANGEABLE, next_status
+from .models import LIVE_STATUSES, ProrationItem, Subscription, SubscriptionEvent, Tenant
+
+SYSTEM = "system"
+
+
+def _now(at: datetime | None) -> datetime:
+    return (at or timezone.now()).replace(microsecond=0)
+
+
+# ------------------------------------------------------------------ tenants
+_NOT_COUNTRIES = {"ZZ", "EU", "EZ", "UN", "QO", "XA", "XB"}
+
+
+def _country(code: str) -> str:
+    upper = (code or "").strip().upper()
+    if upper and (len(upper) != 2 or upper in _NOT_COUNTRIES or upper not in Locale("en").territories):
+        raise InvalidRequest(f"{code!r} is not an ISO 3166 country code.", code="invalid_country")
+    return upper
 
 
 def tenant_upsert(
     *, external_id: str, name: str, billing_email: str = "", country: str = "", currency: str = "USD"
 ) -> tuple[Tenant, bool]:
     """Create the tenant or update its details; returns (tenant, created)."""
-    with transaction.atomic():
-        tenant, created = Tenant.objects.select_for_update().get_or_create(
-            external_id=external_id,
-            defaults={
-                "name": name,
-                "billing_email": billing_email,
-                "country": country.upper(),
-                "currency": currency.upper(),
-            },
+    if not (name or "").strip():
+        raise InvalidRequest(
+            "A tenant needs a name.", code="validation_error", details={"fields": {"name": "required"}}
         )
+    if billing_email:
+        try:
+            validate_email(billing_email)
+        except ValidationError as exc:
+            raise InvalidRequest(f"{billing_email!r} is not an email address.", code="invalid_email") from exc
+    values = {
+        "name": name.strip(),
+        "billing_email": billing_email.strip(),
+        "country": _country(country),
+        "currency": normalize_currency(currency),
+    }
+    with transaction.atomic():
+        tenant, created = Tenant.objects.select_for_update().get_or_create(external_id=external_id, defaults=values)
         if not created:
-            tenant.name = name
-            tenant.billing_email = billing_email
-            tenant.country = country.upper()
-            tenant.currency = currency.upper()
-            tenant.full_clean()
+            live = (
+                Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES)
+                .select_related("plan_version")
+                .first()
+            )
+            if live is not None and values["currency"] != tenant.currency:
+                raise Conflict(
+                    f"{external_id} has a live subscription in {tenant.currency}; its currency cannot change.",
+                    code="currency_locked",
+                )
+            for key, value in values.items():
+                setattr(tenant, key, value)
             tenant.save()
     return tenant, created
+
+
+def tenant_get(external_id: str) -> Tenant:
+    tenant = Tenant.objects.filter(external_id=external_id).first()
+    if tenant is None:
+        raise NotFound(f"No tenant {external_id!r}.")
+    return tenant
+
+
+# ------------------------------------------------------------------ helpers
+def _record(
+    sub: Subscription,
+    action: str,
+    from_status: str,
+    *,
+    actor: str,
+    reason: str,
+    at: datetime,
+    data: dict[str, Any] | None = None,
+) -> SubscriptionEvent:
+    return SubscriptionEvent.objects.create(
+        subscription=sub,
+        action=action,
+        from_status=from_status,
+        to_status=sub.status,
+        actor=actor,
+        reason=reason,
+        data=data or {},
+        at=at,
+    )
+
+
+def _transition(
+    sub: Subscription, action: str, *, actor: str, reason: str, at: datetime, data: dict[str, Any] | None = None
+) -> SubscriptionEvent:
+    old = sub.status
+    sub.status = next_status(old, action)  # raises InvalidTransition before anything is written
+    if sub.status in ("canceled", "ended"):
+        sub.ended_at = at
+        sub.scheduled_plan_version = None
+    sub.save()
+    return _record(sub, action, old, actor=actor, reason=reason, at=at, data=data)
+
+
+def _live_locked(tenant: Tenant) -> Subscription:
+    sub = (
+        Subscription.objects.select_for_update()
+        .select_related("plan_version__plan", "tenant")
+        .filter(tenant=tenant, status__in=LIVE_STATUSES)
+        .first()
+    )
+    if sub is None:
+        raise NotFound(f"{tenant.external_id} has no live subscription.", code="no_subscription")
+    return sub
+
+
+def _offered_version(plan_code: str, tenant: Tenant) -> PlanVersion:
+    version = live_version(plan_code)
+    if version is None:
+        raise InvalidRequest(f"No published plan {plan_code!r}.", code="unknown_plan", details={"plan": plan_code})
+    if version.currency != tenant.currency:
+        raise InvalidRequest(
+            f"Plan {plan_code!r} is priced in {version.currency}; {tenant.external_id} pays in {tenant.currency}.",
+            code="currency_mismatch",
+        )
+    return version
+
+
+def _interval(version: PlanVersion) -> periods.Interval:
+    return cast(periods.Interval, version.interval)
+
+
+def _monthly_fee(version: PlanVersion) -> Decimal:
+    return version.base_fee / 12 if version.interval == "year" else version.base_fee
+
+
+def _start_paid_period(sub: Subscription, version: PlanVersion, at: datetime) -> None:
+    sub.period_anchor, sub.period_index = at, 0
+    sub.current_period_start, sub.current_period_end = periods.period(at, _interval(version), 0)
+
+
+# ------------------------------------------------------------------ create
+@transaction.atomic
+def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datetime | None = None) -> Subscription:
+    """Subscribe a tenant to a plan's live version; a trial first when the plan has one."""
+    at = _now(at)
+    Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises creates for one tenant
+    if Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists():
+        raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists")
+    version = _offered_version(plan_code, tenant)
+    sub = Subscription(tenant=tenant, plan_version=version, started_at=at)
+    if version.trial_days:
+        sub.status = Subscription.Status.TRIALING
+        sub.trial_end = at + timedelta(days=version.trial_days)
+        sub.period_anchor, sub.period_index = at, 0
+        sub.current_period_start, sub.current_period_end = at, sub.trial_end
+    else:
+        sub.status = Subscription.Status.ACTIVE
+        _start_paid_period(sub, version, at)
+    try:
+        with transaction.atomic():
+            sub.save()
+    except IntegrityError as exc:  # the partial unique index, should a writer bypass the lock
+        raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists") from exc
+    _record(
+        sub, "create", "", actor=actor, reason="", at=at, data={"plan": version.plan.code, "version": version.version}
+    )
+    return sub
+
+
+# ------------------------------------------------------------------ change plan
+@dataclass(frozen=True)
+class PlanChange:
+    subscription: Subscription
+    applied: bool  # False: scheduled for the end of the period
+    effective_at: datetime
+    proration: list[proration.ProrationLine]
+
+
+@transaction.atomic
+def subscription_change_plan(
+    *, tenant: Tenant, plan_code: str, when: str | None, actor: str, at: datetime | None = None
+) -> PlanChange:
+    """Move to another plan: now (upgrades, by default) with proration, or at the end of
+    the period (downgrades, by default) without. The row lock makes concurrent changes
+    apply one after the other, each against the state the previous one left."""
+    at = _now(at)
+    sub = _live_locked(tenant)
+    if sub.status not in CHANGEABLE:
+        raise Conflict(
+            f"A {sub.status} subscription cannot change plan.",
+            code="subscription_not_changeable",
+            details={"status": sub.status},
+        )
+    version = _offered_version(plan_code, tenant)
+    if version.pk == sub.plan_version_id:
+        raise Conflict(f"{tenant.external_id} is already on {version}.", code="already_on_plan")
+    old = sub.plan_version
+    if when is None:
+        when = "now" if _monthly_fee(version) >= _monthly_fee(old) else "period_end"
+    if when not in ("now", "period_end"):
+        raise InvalidRequest("`when` is now or period_end.", code="validation_error")
+    if when == "period_end":
+        sub.scheduled_plan_version = version
+        sub.save()
+        _record(
+            sub,
+            "schedule_change",
+            sub.status,
+            actor=actor,
+            reason="",
+            at=at,
+            data={"from": str(old), "to": str(version), "effective_at": sub.current_period_end.isoformat()},
+        )
+        return PlanChange(sub, False, sub.current_period_end, [])
+    lines: list[proration.ProrationLine] = []
+    if sub.status == Subscription.Status.ACTIVE:
+        same = old.interval == version.interval
+        new_end = None if same else periods.shift(at, _interval(version), 1)
+        lines = proration.plan_change(
+            old_name=old.plan.name,
+            old_fee=old.base_fee,
+            new_name=version.plan.name,
+            new_fee=version.base_fee,
+            start=sub.current_period_start,
+            end=sub.current_period_end,
+            at=at,
+            currency=tenant.currency,
+            same_interval=same,
+            new_period_end=new_end,
+        )
+        if not same:
+            _start_paid_period(sub, version, at)
+    # (a trial is free: switching during it prorates nothing and keeps the trial's end)
+    sub.plan_version = version
+    sub.scheduled_plan_version = None
+    sub.save()
+    event = _record(
+        sub,
+        "change_plan",
+        sub.status,
+        actor=actor,
+        reason="",
+        at=at,
+        data={
+            "from": str(old),
+            "to": str(version),
+            "proration": [{"kind": x.kind, "amount": format_decimal(x.amount)} for x in lines],
+        },
+    )
+    ProrationItem.objects.bulk_create(
+        [
+            ProrationItem(
+                subscription=sub,
+                event=event,
+                kind=x.kind,
+                description=x.description,
+                amount=x.amount,
+                currency=tenant.currency,
+                period_start=x.period_start,
+                period_end=x.period_end,
+            )
+            for x in lines
+        ]
+    )
+    return PlanChange(sub, True, at, lines)
+
+
+# ------------------------------------------------------------------ cancel and status actions
+@transaction.atomic
+def subscription_cancel(
+    *, tenant: Tenant, at_period_end: bool, actor: str, reason: str = "", at: datetime | None = None
+) -> Subscription:
+    """Cancel now (access stops) or at the end of the period (asked again: no change)."""
+    at = _now(at)
+    sub = _live_locked(tenant)
+    if not at_period_end:
+        _transition(sub, "cancel", actor=actor, reason=reason, at=at)
+        return sub
+    if sub.status == Subscription.Status.SUSPENDED:
+        raise Conflict(
+            "A suspended subscription does not renew; cancel it now instead.",
+            code="invalid_transition",
+            details={"status": sub.status, "action": "cancel_at_period_end"},
+        )
+    if not sub.cancel_at_period_end:
+        sub.cancel_at_period_end = True
+        sub.scheduled_plan_version = None  # nothing to change into once it ends
+        sub.save()
+        _record(
+            sub,
+            "schedule_cancel",
+            sub.status,
+            actor=actor,
+            reason=reason,
+            at=at,
+            data={"effective_at": sub.current_period_end.isoformat()},
+        )
+    return sub
+
+
+@transaction.atomic
+def subscription_apply(
+    *, subscription: Subscription, action: str, actor: str, reason: str = "", at: datetime | None = None
+) -> Subscription:
+    """A status action by staff or another service: suspend, resume, end, cancel,
+    mark_past_due (a payment failed), recover (the overdue invoice was paid)."""
+    at = _now(at)
+    sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    _transition(sub, action, actor=actor, reason=reason, at=at)
+    return sub
+
+
+def subscription_suspend(*, subscription: Subscription, actor: str, reason: str) -> Subscription:
+    return subscription_apply(subscription=subscription, action="suspend", actor=actor, reason=reason)
+
+
+def subscription_resume(*, subscription: Subscription, actor: str, reason: str) -> Subscription:
+    return subscription_apply(subscription=subscription, action="resume", actor=actor, reason=reason)
+
+
+# ------------------------------------------------------------------ renewal
+@transaction.atomic
+def subscription_roll(*, subscription_id: int, at: datetime | None = None) -> int:
+    """Bring one subscription's period up to `at`: end a trial, apply a scheduled
+    change, end a subscription canceled at period end, or renew — one event per
+    period boundary crossed. Returns how many boundaries were crossed."""
+    at = _now(at)
+    sub = Subscription.objects.select_for_update().select_related("plan_version").get(pk=subscription_id)
+    crossed = 0
+    while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
+        boundary = sub.current_period_end
+        crossed += 1
+        if sub.cancel_at_period_end:
+            _transition(sub, "end", actor=SYSTEM, reason="canceled at period end", at=boundary)
+            break
+        data: dict[str, Any] = {}
+        scheduled = sub.scheduled_plan_version
+        if scheduled is not None:
+            data = {"from": str(sub.plan_version), "to": str(scheduled)}
+            interval_changed = scheduled.interval != sub.plan_version.interval
+            sub.plan_version, sub.scheduled_plan_version = scheduled, None
+            if interval_changed:
+                sub.period_anchor, sub.period_index = boundary, -1  # the next period starts here
+        if sub.status == Subscription.Status.TRIALING:
+            _start_paid_period(sub, sub.plan_version, boundary)
+            _transition(sub, "activate", actor=SYSTEM, reason="trial ended", at=boundary, data=data)
+            continue
+        sub.period_index += 1
+        sub.current_period_start, sub.current_period_end = periods.period(
+            sub.period_anchor, _interval(sub.plan_version), sub.period_index
+        )
+        _transition(sub, "renew", actor=SYSTEM, reason="", at=boundary, data=data)
+    return crossed
+
+
+def subscriptions_roll_due(*, at: datetime | None = None, limit: int = 1000) -> int:
+    """The beat job: roll every subscription whose period has ended, each in its own transaction."""
+    at = _now(at)
+    due = list(
+        Subscription.objects.filter(status__in=("trialing", "active", "past_due"), current_period_end__lte=at)
+        .order_by("current_period_end")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(subscription_roll(subscription_id=pk, at=at) for pk in due)

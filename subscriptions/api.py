@@ -1,0 +1,217 @@
+"""Tenants and subscriptions API (API.md, "Tenants and subscriptions")."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing_project.api import BillingAPIView
+from billing_project.api_keys import ApiPrincipal
+from billing_project.money import exponent, format_decimal
+from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE, TENANTS_WRITE
+
+from .selectors import billing_state, subscription_document
+from .services import (
+    subscription_cancel,
+    subscription_change_plan,
+    subscription_create,
+    tenant_get,
+    tenant_upsert,
+)
+
+
+def actor(request: Request) -> str:
+    return request.auth.label() if isinstance(request.auth, ApiPrincipal) else "unknown"
+
+
+class TenantIn(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField(max_length=200)
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    currency = serializers.CharField(max_length=3, default="USD")
+    country = serializers.CharField(max_length=2, required=False, allow_blank=True, default="")
+
+
+class TenantOut(serializers.Serializer):  # type: ignore[type-arg]
+    tenant = serializers.CharField()
+    name = serializers.CharField()
+    email = serializers.CharField()
+    currency = serializers.CharField()
+    country = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TenantApi(BillingAPIView):
+    required_scopes = {"PUT": (TENANTS_WRITE,)}
+
+    @extend_schema(
+        operation_id="tenants_put", request=TenantIn, responses={200: TenantOut, 201: TenantOut}, tags=["tenants"]
+    )
+    def put(self, request: Request, tenant: str) -> Response:
+        data = TenantIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        obj, created = tenant_upsert(
+            external_id=tenant, name=d["name"], billing_email=d["email"], country=d["country"], currency=d["currency"]
+        )
+        body = {
+            "tenant": obj.external_id,
+            "name": obj.name,
+            "email": obj.billing_email,
+            "currency": obj.currency,
+            "country": obj.country,
+            "created_at": obj.created_at,
+        }
+        return Response(body, status=201 if created else 200)
+
+
+SubscriptionOut = inline_serializer(
+    "Subscription",
+    {
+        "id": serializers.IntegerField(),
+        "plan": serializers.CharField(),
+        "plan_name": serializers.CharField(),
+        "plan_version": serializers.IntegerField(),
+        "status": serializers.CharField(),
+        "currency": serializers.CharField(),
+        "base_fee": serializers.CharField(),
+        "interval": serializers.CharField(),
+        "started_at": serializers.DateTimeField(),
+        "current_period": serializers.DictField(),
+        "trial_end": serializers.DateTimeField(allow_null=True),
+        "cancel_at_period_end": serializers.BooleanField(),
+        "pending_change": serializers.DictField(allow_null=True),
+        "ended_at": serializers.DateTimeField(allow_null=True),
+    },
+)
+
+
+class SubscriptionCreateIn(serializers.Serializer):  # type: ignore[type-arg]
+    plan = serializers.CharField()
+
+
+class SubscriptionCreateApi(BillingAPIView):
+    required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+
+    @extend_schema(
+        operation_id="subscription_create",
+        request=SubscriptionCreateIn,
+        responses={201: SubscriptionOut},
+        tags=["subscriptions"],
+    )
+    def post(self, request: Request, tenant: str) -> Response:
+        data = SubscriptionCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        sub = subscription_create(
+            tenant=tenant_get(tenant), plan_code=data.validated_data["plan"], actor=actor(request)
+        )
+        return Response(subscription_document(sub), status=201)
+
+
+class SubscriptionChangeIn(serializers.Serializer):  # type: ignore[type-arg]
+    plan = serializers.CharField()
+    when = serializers.ChoiceField(
+        choices=["now", "period_end"],
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Default: now for an upgrade, period_end for a downgrade.",
+    )
+
+
+class SubscriptionChangeApi(BillingAPIView):
+    required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+
+    @extend_schema(
+        operation_id="subscription_change",
+        request=SubscriptionChangeIn,
+        tags=["subscriptions"],
+        responses={
+            200: inline_serializer(
+                "PlanChange",
+                {
+                    "subscription": SubscriptionOut,
+                    "applied": serializers.BooleanField(),
+                    "effective_at": serializers.DateTimeField(),
+                    "proration": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def post(self, request: Request, tenant: str) -> Response:
+        data = SubscriptionChangeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        change = subscription_change_plan(
+            tenant=tenant_get(tenant),
+            plan_code=data.validated_data["plan"],
+            when=data.validated_data["when"],
+            actor=actor(request),
+        )
+        return Response(
+            {
+                "subscription": subscription_document(change.subscription),
+                "applied": change.applied,
+                "effective_at": change.effective_at,
+                "proration": [
+                    {
+                        "kind": x.kind,
+                        "description": x.description,
+                        "amount": format_decimal(x.amount, exponent(change.subscription.tenant.currency)),
+                        "period_start": x.period_start,
+                        "period_end": x.period_end,
+                    }
+                    for x in change.proration
+                ],
+            }
+        )
+
+
+class SubscriptionCancelIn(serializers.Serializer):  # type: ignore[type-arg]
+    at_period_end = serializers.BooleanField(default=True)
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class SubscriptionCancelApi(BillingAPIView):
+    required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+
+    @extend_schema(
+        operation_id="subscription_cancel",
+        request=SubscriptionCancelIn,
+        responses={200: SubscriptionOut},
+        tags=["subscriptions"],
+    )
+    def post(self, request: Request, tenant: str) -> Response:
+        data = SubscriptionCancelIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        sub = subscription_cancel(
+            tenant=tenant_get(tenant),
+            at_period_end=data.validated_data["at_period_end"],
+            actor=actor(request),
+            reason=data.validated_data["reason"],
+        )
+        return Response(subscription_document(sub))
+
+
+class BillingStateApi(BillingAPIView):
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    @extend_schema(
+        operation_id="tenant_billing",
+        tags=["tenants"],
+        responses={
+            200: inline_serializer(
+                "BillingState",
+                {
+                    "tenant": serializers.CharField(),
+                    "currency": serializers.CharField(),
+                    "subscription": SubscriptionOut,
+                    "usage": serializers.ListField(child=serializers.DictField()),
+                    "credit_balance": serializers.CharField(allow_null=True),
+                    "invoices": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def get(self, request: Request, tenant: str) -> Response:
+        return Response(billing_state(tenant_get(tenant)))
