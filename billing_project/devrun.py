@@ -168,6 +168,7 @@ Billing service is up.
   Agent key      {creds["agent_key"]}
 
   Try:  curl -s -H "Authorization: Bearer {creds["agent_key"]}" {base}/api/v1/plans
+        curl -s -H "Authorization: Bearer {creds["agent_key"]}" {base}/api/v1/tenants/{creds["tenant"]}/billing
         curl -s -H "Authorization: Bearer {creds["agent_key"]}" -H "Content-Type: application/json" \\
              -d '{{"plan": "pro", "usage": {{"ai_tokens": "12000000", "api_calls": "25000"}}}}' \\
              {base}/api/v1/pricing/estimate

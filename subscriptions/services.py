@@ -126,12 +126,10 @@ def _transition(
 
 
 def _live_locked(tenant: Tenant) -> Subscription:
-    sub = (
-        Subscription.objects.select_for_update()
-        .select_related("plan_version__plan", "tenant")
-        .filter(tenant=tenant, status__in=LIVE_STATUSES)
-        .first()
-    )
+    # No joins in a locking read: after waiting for a concurrent writer, PostgreSQL
+    # re-checks the locked row but keeps the joined rows it read before, so a row whose
+    # plan_version changed would silently drop out (caught by tests/subscriptions/test_races).
+    sub = Subscription.objects.select_for_update().filter(tenant=tenant, status__in=LIVE_STATUSES).first()
     if sub is None:
         raise NotFound(f"{tenant.external_id} has no live subscription.", code="no_subscription")
     return sub
@@ -349,7 +347,7 @@ def subscription_roll(*, subscription_id: int, at: datetime | None = None) -> in
     change, end a subscription canceled at period end, or renew — one event per
     period boundary crossed. Returns how many boundaries were crossed."""
     at = _now(at)
-    sub = Subscription.objects.select_for_update().select_related("plan_version").get(pk=subscription_id)
+    sub = Subscription.objects.select_for_update().get(pk=subscription_id)  # no joins: see _live_locked
     crossed = 0
     while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
         boundary = sub.current_period_end

@@ -1,7 +1,8 @@
 """python manage.py demo_setup — the demo data that `make run` loads (safe to re-run).
 
 Imports the demo catalog (plans/fixtures/demo_catalog.yaml: an AI platform with
-free, pro, team and enterprise plans), creates an admin user, a demo tenant, a
+free, pro, team and enterprise plans), creates an admin user, a demo tenant on the
+pro plan (in its trial), a
 demo service key (allowed to report every demo metric) and a demo agent key,
 and writes their credentials to .data/demo-credentials.json (local development
 only; the directory is git-ignored) so that re-runs print the same ones.
@@ -25,7 +26,8 @@ from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
 from plans.catalog import load_file
 from plans.services import catalog_import, catalog_validate
-from subscriptions.services import tenant_upsert
+from subscriptions.selectors import live_subscription
+from subscriptions.services import subscription_create, tenant_upsert
 
 DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "demo_catalog.yaml"
 
@@ -54,6 +56,8 @@ class Command(BaseCommand):
                 currency="USD",
             )
             creds["tenant"] = tenant.external_id
+            if live_subscription(tenant) is None:
+                subscription_create(tenant=tenant, plan_code="pro", actor="system:demo_setup")
             creds["service_key"] = self._key(
                 creds.get("service_key"),
                 name="demo-service",
