@@ -5,4 +5,5 @@ from django.urls import URLPattern, URLResolver, include, path
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("plans.urls")),
     path("", include("subscriptions.urls")),
+    path("", include("usage.urls")),
 ]

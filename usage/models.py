@@ -1,0 +1,98 @@
+"""Usage: what product services report, stored once per (tenant, idempotency key),
+never edited, and rolled up per tenant, metric and hour for fast exact reads."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class UsageEvent(models.Model):
+    """One reported use of a metric. Append-only: a PostgreSQL trigger refuses UPDATE,
+    DELETE and TRUNCATE; a correction is a new event (an adjustment), never an edit."""
+
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="usage_events")
+    metric = models.ForeignKey("plans.BillableMetric", on_delete=models.PROTECT, related_name="usage_events")
+    quantity = models.DecimalField(max_digits=30, decimal_places=6)
+    properties = models.JSONField(default=dict, blank=True, help_text="Only keys the metric declares.")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(
+        help_text="The ingesting transaction's start (PostgreSQL now()): the aggregation watermark's clock."
+    )
+    reported_by = models.ForeignKey(
+        "billing_project.ApiKey", on_delete=models.PROTECT, related_name="+", help_text="The service's key."
+    )
+    idempotency_key = models.CharField(max_length=255)
+    payload_hash = models.CharField(max_length=64, help_text="Tells a retried duplicate from a conflicting reuse.")
+    correlation_id = models.CharField(max_length=255, blank=True, db_index=True)
+    late = models.BooleanField(
+        default=False, help_text="It belongs to a period already closed for invoicing: bill it as an adjustment."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="usageevent_idempotent"),
+            models.CheckConstraint(name="usageevent_quantity_not_negative", condition=Q(quantity__gte=0)),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "metric", "occurred_at"], name="usageevent_period_idx"),
+            models.Index(fields=["received_at"], name="usageevent_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric_id} {self.quantity} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class UsageRollup(models.Model):
+    """Usage per tenant, metric and hour of `occurred_at`, for every event received up to
+    the watermark. Exact for count, sum, max and latest; unique_count keeps its values
+    in UsageUniqueValue."""
+
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="+")
+    metric = models.ForeignKey("plans.BillableMetric", on_delete=models.PROTECT, related_name="+")
+    hour = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+    sum = models.DecimalField(max_digits=38, decimal_places=6, default=0)
+    max = models.DecimalField(max_digits=30, decimal_places=6, null=True)
+    latest_at = models.DateTimeField(null=True)
+    latest_event_id = models.BigIntegerField(null=True)
+    latest_value = models.DecimalField(max_digits=30, decimal_places=6, null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "metric", "hour"], name="usagerollup_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric_id} {self.hour:%Y-%m-%d %H}:00 ×{self.count}"
+
+
+class UsageUniqueValue(models.Model):
+    """The distinct values of a unique_count metric's property, per tenant and hour."""
+
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="+")
+    metric = models.ForeignKey("plans.BillableMetric", on_delete=models.PROTECT, related_name="+")
+    hour = models.DateTimeField()
+    value = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "metric", "hour", "value"], name="usageuniquevalue_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric_id} {self.hour:%Y-%m-%d %H}:00 {self.value}"
+
+
+class AggregationWatermark(models.Model):
+    """Every event with received_at ≤ `received_up_to` is in the rollups; nothing newer is.
+    One row, moved in the same transaction as the rollups it describes."""
+
+    name = models.CharField(max_length=50, unique=True, default="usage")
+    received_up_to = models.DateTimeField()
+    runs = models.BigIntegerField(default=0)
+    events_aggregated = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.received_up_to.isoformat()}"

@@ -1,0 +1,201 @@
+"""POST /api/v1/usage/events: every case of API.md's Usage table, single and batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, transaction
+
+from usage.models import UsageEvent
+
+pytestmark = [pytest.mark.django_db]
+URL = "/api/v1/usage/events"
+
+
+def event(**overrides):
+    body = {
+        "tenant": "acme",
+        "metric": "ai_tokens",
+        "quantity": "1500",
+        "idempotency_key": "req-7f3a",
+        "occurred_at": "2026-11-25T10:00:00Z",
+        "properties": {"model": "large"},
+        "correlation_id": "trace-abc",
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def send(api, key, body):
+    return api.post(URL, body, format="json", **key.header)
+
+
+def code(response, status):
+    assert response.status_code == status, response.content
+    return response.json()["error"]["code"]
+
+
+def test_new_event_is_201_accepted_and_stored_as_sent(api, reporter):
+    response = send(api, reporter, event())
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "accepted"
+    stored = UsageEvent.objects.get(pk=body["id"])
+    assert stored.quantity == Decimal("1500")
+    assert stored.properties == {"model": "large"}
+    assert stored.occurred_at == datetime(2026, 11, 25, 10, tzinfo=UTC)
+    assert stored.correlation_id == "trace-abc"
+    assert stored.reported_by_id == reporter.key.pk  # from the key, never the body
+    assert stored.received_at is not None
+
+
+def test_same_key_same_payload_is_200_duplicate_with_the_first_id(api, reporter):
+    first = send(api, reporter, event()).json()["id"]
+    again = send(api, reporter, event(correlation_id="retry-trace"))  # tracing metadata may differ
+    assert again.status_code == 200
+    assert again.json() == {"id": first, "status": "duplicate"}
+    assert UsageEvent.objects.count() == 1
+
+
+def test_same_key_different_payload_is_409(api, reporter):
+    send(api, reporter, event())
+    assert code(send(api, reporter, event(quantity="1501")), 409) == "idempotency_conflict"
+    assert UsageEvent.objects.get().quantity == Decimal("1500")
+
+
+def test_the_same_key_under_another_tenant_is_another_event(api, reporter):
+    send(api, reporter, event())
+    assert send(api, reporter, event(tenant="globex")).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "error"),
+    [
+        ({"tenant": "nobody"}, 400, "unknown_tenant"),
+        ({"metric": "bananas"}, 400, "unknown_metric"),
+        ({"quantity": "-1"}, 400, "invalid_quantity"),
+        ({"quantity": "lots"}, 400, "invalid_quantity"),
+        ({"quantity": True}, 400, "invalid_quantity"),
+        ({"quantity": "0.0000001"}, 400, "invalid_quantity"),
+        ({"quantity": "1e30"}, 400, "invalid_quantity"),
+        ({"properties": {"model": "large", "email": "a@b.c"}}, 400, "undeclared_property"),
+        ({"idempotency_key": None}, 400, "validation_error"),
+        ({"occurred_at": "yesterday"}, 400, "validation_error"),
+        ({"occurred_at": "2026-11-25T10:00:00"}, 400, "validation_error"),  # no offset
+    ],
+)
+def test_bad_events_are_refused_and_nothing_is_stored(api, reporter, overrides, status, error):
+    assert code(send(api, reporter, event(**overrides)), status) == error
+    assert not UsageEvent.objects.exists()
+
+
+def test_occurred_at_more_than_five_minutes_ahead_is_refused(api, reporter):
+    soon = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    later = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+    assert send(api, reporter, event(occurred_at=soon, idempotency_key="a")).status_code == 201
+    assert code(send(api, reporter, event(occurred_at=later, idempotency_key="b")), 400) == "occurred_at_in_future"
+
+
+def test_occurred_at_defaults_to_the_time_received(api, reporter):
+    before = datetime.now(UTC)
+    pk = send(api, reporter, event(occurred_at=None)).json()["id"]
+    stored = UsageEvent.objects.get(pk=pk)
+    assert stored.occurred_at == stored.received_at
+    assert stored.occurred_at >= before - timedelta(seconds=1)
+
+
+def test_a_metric_the_key_may_not_report_is_403(api, make_key, usage_world):
+    key = make_key("service", scopes=["usage:write"], metrics=["api_calls"])
+    assert code(send(api, key, event()), 403) == "metric_not_allowed"
+
+
+def test_offsets_are_stored_in_utc(api, reporter):
+    pk = send(api, reporter, event(occurred_at="2026-11-25T11:00:00+01:00")).json()["id"]
+    assert UsageEvent.objects.get(pk=pk).occurred_at == datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def test_numbers_are_accepted_for_quantity(api, reporter):
+    pk = send(api, reporter, event(quantity=12.5)).json()["id"]
+    assert UsageEvent.objects.get(pk=pk).quantity == Decimal("12.5")
+
+
+class TestBatch:
+    def test_each_event_is_decided_on_its_own(self, api, reporter):
+        send(api, reporter, event(idempotency_key="old"))
+        batch = {
+            "events": [
+                event(idempotency_key="new-1"),
+                event(idempotency_key="old"),  # duplicate of a stored event
+                event(idempotency_key="old", quantity="9"),  # conflicts with it
+                event(idempotency_key="bad", metric="bananas"),
+                event(idempotency_key="new-2", metric="api_calls", properties={"endpoint": "/v1/chat"}),
+                event(idempotency_key="new-1"),  # repeated inside the batch
+            ]
+        }
+        response = send(api, reporter, batch)
+        assert response.status_code == 200
+        body = response.json()
+        statuses = [(r["index"], r["status"]) for r in body["results"]]
+        assert statuses == [
+            (0, "accepted"),
+            (1, "duplicate"),
+            (2, "rejected"),
+            (3, "rejected"),
+            (4, "accepted"),
+            (5, "duplicate"),
+        ]
+        results = body["results"]
+        assert results[2]["error"]["code"] == "idempotency_conflict"
+        assert results[3]["error"]["code"] == "unknown_metric"
+        assert results[5]["id"] == results[0]["id"]
+        assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 2, 2)
+        assert UsageEvent.objects.count() == 3
+
+    def test_more_than_1000_events_is_413(self, api, reporter):
+        batch = {"events": [event(idempotency_key=f"k{i}") for i in range(1001)]}
+        assert code(send(api, reporter, batch), 413) == "batch_too_large"
+        assert not UsageEvent.objects.exists()
+
+    def test_a_full_batch_is_one_statement(self, api, reporter, django_assert_max_num_queries):
+        batch = {"events": [event(idempotency_key=f"k{i}") for i in range(1000)]}
+        send(api, reporter, {"events": batch["events"][:1]})  # warm the key cache
+        with django_assert_max_num_queries(8):
+            response = send(api, reporter, batch)
+        assert response.json()["accepted"] == 999  # k0 was sent above
+        assert UsageEvent.objects.count() == 1000
+
+    def test_an_empty_batch_is_400(self, api, reporter):
+        assert code(send(api, reporter, {"events": []}), 400) == "validation_error"
+
+
+def test_events_are_append_only(api, reporter):
+    pk = send(api, reporter, event()).json()["id"]
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        UsageEvent.objects.filter(pk=pk).update(quantity=1)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        UsageEvent.objects.filter(pk=pk).delete()
+
+
+def test_agent_keys_cannot_report_usage(api, agent_key, usage_world):
+    assert code(send(api, agent_key, event()), 403) == "agent_write_forbidden"
+
+
+def test_an_event_for_a_closed_period_is_stored_and_flagged_late(api, reporter):
+    import time_machine
+
+    from subscriptions.models import Tenant
+    from subscriptions.periods import utc
+    from subscriptions.services import subscription_create, subscriptions_roll_due
+
+    with time_machine.travel(utc(2026, 10, 1), tick=False):
+        subscription_create(tenant=Tenant.objects.get(external_id="acme"), plan_code="enterprise", actor="t")
+    with time_machine.travel(utc(2026, 11, 25), tick=False):
+        subscriptions_roll_due()  # nothing due: the yearly period runs to 2027-10-01
+    late = send(api, reporter, event(occurred_at="2026-09-30T23:59:59Z", idempotency_key="old-one"))
+    on_time = send(api, reporter, event(occurred_at="2026-10-01T00:00:00Z", idempotency_key="new-one"))
+    assert (late.status_code, late.json().get("late")) == (201, True)
+    assert on_time.json().get("late") is None
+    assert UsageEvent.objects.get(pk=late.json()["id"]).late is True
+    assert UsageEvent.objects.get(pk=on_time.json()["id"]).late is False

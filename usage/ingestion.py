@@ -1,0 +1,304 @@
+"""Usage ingestion: validate each event on its own, then write the whole batch with
+one set-based INSERT … ON CONFLICT DO NOTHING in one transaction.
+
+Idempotency lives in the unique index on (tenant, idempotency_key): a concurrent
+insert of the same key waits for the first to commit and then finds its row, so
+exactly one row exists whatever the race, and the payload hash tells a retried
+duplicate (200) from a conflicting reuse of the key (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from billing_project.api_keys import ApiPrincipal
+from billing_project.money import parse_decimal
+from plans.models import BillableMetric
+from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
+
+MAX_BATCH = 1000
+FUTURE_TOLERANCE = timedelta(minutes=5)
+MAX_QUANTITY = Decimal("1e24")
+MAX_KEY = 255
+
+
+@dataclass
+class EventResult:
+    index: int
+    status: str  # accepted | duplicate | rejected
+    id: int | None = None
+    http_status: int = 201
+    error: dict[str, Any] | None = None
+    late: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status, "id": self.id}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.late:
+            out["late"] = True
+        return out
+
+
+class Rejected(Exception):
+    def __init__(self, http_status: int, code: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.http_status, self.code, self.message, self.details = http_status, code, message, details or {}
+
+
+@dataclass
+class _Row:
+    index: int
+    tenant_id: int
+    metric_id: int
+    quantity: Decimal
+    properties: dict[str, Any]
+    occurred_at: datetime | None
+    key: str
+    payload_hash: str
+    correlation_id: str
+    late: bool
+    duplicates_of: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Metric:
+    id: int
+    properties: frozenset[str]
+
+
+def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = MAX_KEY) -> str:
+    value = event.get(name)
+    if value is None or value == "":
+        if required:
+            raise Rejected(400, "validation_error", f"`{name}` is required.", {"field": name})
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise Rejected(
+            400, "validation_error", f"`{name}` must be a string of at most {limit} characters.", {"field": name}
+        )
+    return value
+
+
+def _payload_hash(metric: str, quantity: Decimal, occurred_at: datetime | None, properties: Mapping[str, Any]) -> str:
+    # What the event *says*; the correlation id is tracing metadata and may differ on a retry.
+    canonical = json.dumps(
+        [metric, format(quantity.normalize(), "f"), occurred_at.isoformat() if occurred_at else None, properties],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _validate(
+    index: int,
+    event: Any,
+    *,
+    principal: ApiPrincipal,
+    tenants: Mapping[str, tuple[int, datetime | None]],
+    metrics: Mapping[str, _Metric],
+    now: datetime,
+) -> _Row:
+    if not isinstance(event, Mapping):
+        raise Rejected(400, "validation_error", "An event is a JSON object.")
+    tenant_name = _text(event, "tenant", required=True)
+    metric_code = _text(event, "metric", required=True)
+    key = _text(event, "idempotency_key", required=True)
+    if tenant_name not in tenants:
+        raise Rejected(400, "unknown_tenant", f"No tenant {tenant_name!r}.", {"tenant": tenant_name})
+    metric = metrics.get(metric_code)
+    if metric is None:
+        raise Rejected(400, "unknown_metric", f"No metric {metric_code!r}.", {"metric": metric_code})
+    if metric_code not in principal.metrics:
+        raise Rejected(
+            403,
+            "metric_not_allowed",
+            f"This key may not report {metric_code!r}.",
+            {"metric": metric_code, "allowed": sorted(principal.metrics)},
+        )
+    try:
+        quantity = parse_decimal(event.get("quantity"))
+    except ValueError:
+        quantity = Decimal(-1)
+    if quantity < 0 or quantity >= MAX_QUANTITY or quantity != quantity.quantize(Decimal("0.000001")):
+        raise Rejected(
+            400,
+            "invalid_quantity",
+            "`quantity` must be a number ≥ 0 with at most 6 decimals.",
+            {"quantity": str(event.get("quantity"))},
+        )
+    properties = event.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise Rejected(400, "validation_error", "`properties` is an object.", {"field": "properties"})
+    undeclared = sorted(set(properties) - metric.properties)
+    if undeclared:
+        raise Rejected(
+            400,
+            "undeclared_property",
+            f"{metric_code!r} does not declare: {', '.join(undeclared)}.",
+            {"properties": undeclared, "declared": sorted(metric.properties)},
+        )
+    if any(
+        not isinstance(v, (str, int, bool, Decimal)) or (isinstance(v, str) and len(v) > MAX_KEY)
+        for v in properties.values()
+    ):
+        raise Rejected(
+            400, "validation_error", "Property values are strings, numbers or booleans.", {"field": "properties"}
+        )
+    occurred_at = None
+    raw_time = event.get("occurred_at")
+    if raw_time is not None:
+        occurred_at = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+        if occurred_at is None or occurred_at.tzinfo is None:
+            raise Rejected(
+                400, "validation_error", "`occurred_at` is ISO 8601 with an offset.", {"field": "occurred_at"}
+            )
+        occurred_at = occurred_at.astimezone(UTC)
+        if occurred_at > now + FUTURE_TOLERANCE:
+            raise Rejected(
+                400,
+                "occurred_at_in_future",
+                "`occurred_at` is more than 5 minutes in the future.",
+                {"occurred_at": occurred_at.isoformat()},
+            )
+    tenant_id, period_start = tenants[tenant_name]
+    clean_properties = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in sorted(properties.items())}
+    return _Row(
+        index=index,
+        tenant_id=tenant_id,
+        metric_id=metric.id,
+        quantity=quantity,
+        properties=clean_properties,
+        occurred_at=occurred_at,
+        key=key,
+        payload_hash=_payload_hash(metric_code, quantity, occurred_at, clean_properties),
+        correlation_id=_text(event, "correlation_id", required=False),
+        # before the current period: that period has closed (and is invoiced at close)
+        late=bool(occurred_at and period_start and occurred_at < period_start),
+    )
+
+
+def _lookups(events: Sequence[Any]) -> tuple[dict[str, tuple[int, datetime | None]], dict[str, _Metric]]:
+    names = {e.get("tenant") for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
+    tenants: dict[str, tuple[int, datetime | None]] = {
+        external_id: (pk, None)
+        for pk, external_id in Tenant.objects.filter(external_id__in=names).values_list("pk", "external_id")
+    }
+    for external_id, start in Subscription.objects.filter(
+        tenant__external_id__in=names, status__in=LIVE_STATUSES
+    ).values_list("tenant__external_id", "current_period_start"):
+        tenants[external_id] = (tenants[external_id][0], start)
+    metrics = {
+        code: _Metric(pk, frozenset(props))
+        for pk, code, props in BillableMetric.objects.values_list("pk", "code", "properties")
+    }
+    return tenants, metrics
+
+
+INSERT = """
+INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,
+                              reported_by_id, idempotency_key, payload_hash, correlation_id, late)
+SELECT t, m, q, p::jsonb, COALESCE(o, now()), now(), %s, k, h, c, l
+  FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
+              %s::text[], %s::text[], %s::text[], %s::boolean[]) AS x(t, m, q, p, o, k, h, c, l)
+ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+RETURNING id, tenant_id, idempotency_key
+"""
+
+EXISTING = """
+SELECT e.id, e.tenant_id, e.idempotency_key, e.payload_hash
+  FROM usage_usageevent e
+  JOIN unnest(%s::bigint[], %s::text[]) AS x(t, k) ON e.tenant_id = x.t AND e.idempotency_key = x.k
+"""
+
+
+def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[EventResult]:
+    """Record a batch of usage events; each is decided on its own. Accepted ones are
+    committed when this returns."""
+    now = timezone.now()
+    tenants, metrics = _lookups(events)
+    results: list[EventResult | None] = [None] * len(events)
+    first: dict[tuple[int, str], _Row] = {}
+    for i, event in enumerate(events):
+        try:
+            row = _validate(i, event, principal=principal, tenants=tenants, metrics=metrics, now=now)
+        except Rejected as exc:
+            results[i] = EventResult(
+                i,
+                "rejected",
+                http_status=exc.http_status,
+                error={"code": exc.code, "message": exc.message, "details": exc.details},
+            )
+            continue
+        seen = first.get((row.tenant_id, row.key))
+        if seen is None:
+            first[(row.tenant_id, row.key)] = row
+        else:  # the same key twice in one batch: decided against the first
+            seen.duplicates_of.append(i)
+            results[i] = _repeat(i, same=seen.payload_hash == row.payload_hash)
+    rows = list(first.values())
+    with transaction.atomic(), connection.cursor() as cursor:
+        inserted: dict[tuple[int, str], int] = {}
+        if rows:
+            cursor.execute(
+                INSERT,
+                [
+                    principal.key_id,
+                    [r.tenant_id for r in rows],
+                    [r.metric_id for r in rows],
+                    [r.quantity for r in rows],
+                    [json.dumps(r.properties, default=str) for r in rows],
+                    [r.occurred_at for r in rows],
+                    [r.key for r in rows],
+                    [r.payload_hash for r in rows],
+                    [r.correlation_id for r in rows],
+                    [r.late for r in rows],
+                ],
+            )
+            inserted = {(t, k): pk for pk, t, k in cursor.fetchall()}
+        missing = [r for r in rows if (r.tenant_id, r.key) not in inserted]
+        existing: dict[tuple[int, str], tuple[int, str]] = {}
+        if missing:
+            cursor.execute(EXISTING, [[r.tenant_id for r in missing], [r.key for r in missing]])
+            existing = {(t, k): (pk, h) for pk, t, k, h in cursor.fetchall()}
+    for row in rows:
+        pk = inserted.get((row.tenant_id, row.key))
+        if pk is not None:
+            results[row.index] = EventResult(row.index, "accepted", pk, 201, late=row.late)
+        else:
+            pk, stored_hash = existing[(row.tenant_id, row.key)]
+            results[row.index] = _repeat(row.index, same=stored_hash == row.payload_hash, pk=pk)
+        decided = results[row.index]
+        for j in row.duplicates_of:
+            repeat = results[j]
+            if decided is not None and decided.status == "rejected":
+                results[j] = EventResult(j, "rejected", http_status=decided.http_status, error=decided.error)
+            elif repeat is not None and repeat.status == "duplicate":
+                repeat.id = pk
+    return [r for r in results if r is not None]
+
+
+def _repeat(index: int, *, same: bool, pk: int | None = None) -> EventResult:
+    if same:
+        return EventResult(index, "duplicate", pk, 200)
+    return EventResult(
+        index,
+        "rejected",
+        http_status=409,
+        error={
+            "code": "idempotency_conflict",
+            "message": "This idempotency key was used before with a different event.",
+            "details": {"id": pk} if pk else {},
+        },
+    )

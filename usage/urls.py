@@ -1,0 +1,5 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [path("usage/events", api.UsageEventsApi.as_view(), name="usage-events")]
