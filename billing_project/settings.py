@@ -144,6 +144,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "worker-heartbeat": {"task": "billing_project.tasks.heartbeat", "schedule": 30.0},
     # Period boundaries: trial ends, renewals, scheduled changes and cancellations.
     "roll-due-subscriptions": {"task": "subscriptions.tasks.roll_due_subscriptions", "schedule": 60.0},
+    "aggregate-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 60.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff

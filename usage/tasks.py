@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from billing_project.tasks import BillingTask
+
+from .aggregation import usage_aggregate_all
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def aggregate_usage() -> int:
+    """Every minute (beat): fold newly received usage into the rollups. Safe to rerun or kill."""
+    return usage_aggregate_all()
