@@ -302,7 +302,7 @@ def aggregation(env: dict[str, str], url: str, key_id: int, sizes: list[int]) ->
                             tenant_ids[i % len(tenant_ids)],
                             metrics[i % len(metrics)],
                             1 + i % 100,
-                            '{"user_ref": "u%d", "model": "m"}' % (i % 500),
+                            f'{{"user_ref": "u{i % 500}", "model": "m"}}',
                             occurred,
                             received + timedelta(microseconds=i),
                             key_id,
