@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from billing_project.cache import catalog_changed
 from billing_project.errors import BillingError
 
 from .catalog import CatalogError
@@ -18,8 +19,14 @@ from .models import BillableMetric, Charge, ChargeTier, Feature, Plan, PlanEntit
 from .services import plan_version_archive, plan_version_copy_to_draft, plan_version_publish
 
 
+class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        catalog_changed()  # cached entitlement contexts carry features' terms
+        super().save_model(request, obj, form, change)
+
+
 @admin.register(BillableMetric)
-class BillableMetricAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class BillableMetricAdmin(CatalogAdmin):
     list_display = ["code", "name", "aggregation", "properties", "unique_property"]
     search_fields = ["code", "name"]
 
@@ -34,7 +41,7 @@ class BillableMetricAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Feature)
-class FeatureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class FeatureAdmin(CatalogAdmin):
     list_display = ["code", "name", "metric", "on_unavailable"]
     search_fields = ["code", "name"]
 

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from billing_project.cache import catalog_changed
 from billing_project.errors import Conflict
 
 from .catalog import CatalogError, CatalogSpec, MetricSpec, PlanSpec, Problem, parse_catalog
@@ -82,6 +83,7 @@ def catalog_import(*, spec: CatalogSpec) -> ImportReport:
     of every plan whose terms changed. Importing the same file again changes nothing.
     Nothing is deleted: entries absent from the file are left as they are."""
     report = ImportReport()
+    catalog_changed()
     for m in spec.metrics:
         _upsert(
             report,
@@ -192,6 +194,7 @@ def plan_version_publish(*, version: PlanVersion) -> PlanVersion:
     """Make a draft the plan's live version. The previous live version is archived
     (its subscriptions keep it); the new one is immutable from here on."""
     plan = Plan.objects.select_for_update().get(pk=version.plan_id)  # serialises publishes of one plan
+    catalog_changed()
     version = PlanVersion.objects.select_for_update().get(pk=version.pk)
     if not version.is_draft:
         raise Conflict(f"{version} is already {version.status}", code="version_not_draft")

@@ -69,6 +69,9 @@ class Subscription(models.Model):
         help_text="Takes effect at the end of the current period.",
     )
     ended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    past_due_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When a payment failed; the dunning grace counts from here."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

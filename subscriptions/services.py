@@ -18,6 +18,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing_project.cache import tenant_changed
 from billing_project.errors import Conflict, InvalidRequest, NotFound
 from billing_project.money import format_decimal, normalize_currency
 from plans.models import PlanVersion
@@ -101,6 +102,7 @@ def _record(
     at: datetime,
     data: dict[str, Any] | None = None,
 ) -> SubscriptionEvent:
+    tenant_changed(sub.tenant_id)  # every recorded operation may change what the tenant may do
     return SubscriptionEvent.objects.create(
         subscription=sub,
         action=action,
@@ -118,6 +120,10 @@ def _transition(
 ) -> SubscriptionEvent:
     old = sub.status
     sub.status = next_status(old, action)  # raises InvalidTransition before anything is written
+    if sub.status == Subscription.Status.PAST_DUE and old != sub.status:
+        sub.past_due_since = at  # the dunning grace counts from here
+    elif sub.status != Subscription.Status.PAST_DUE:
+        sub.past_due_since = None
     if sub.status in ("canceled", "ended"):
         sub.ended_at = at
         sub.scheduled_plan_version = None

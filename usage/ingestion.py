@@ -26,6 +26,8 @@ from billing_project.money import parse_decimal
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 
+from .counters import CounterDelta, MeteredMetric, counter_key, counters_apply, delta_for
+
 MAX_BATCH = 1000
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_QUANTITY = Decimal("1e24")
@@ -68,6 +70,7 @@ class _Row:
     payload_hash: str
     correlation_id: str
     late: bool
+    counter: CounterDelta | None = None
     duplicates_of: list[int] = field(default_factory=list)
 
 
@@ -75,6 +78,14 @@ class _Row:
 class _Metric:
     id: int
     properties: frozenset[str]
+    counter: MeteredMetric
+
+
+@dataclass(frozen=True)
+class _Tenant:
+    id: int
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
 
 def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = MAX_KEY) -> str:
@@ -106,7 +117,7 @@ def _validate(
     event: Any,
     *,
     principal: ApiPrincipal,
-    tenants: Mapping[str, tuple[int, datetime | None]],
+    tenants: Mapping[str, _Tenant],
     metrics: Mapping[str, _Metric],
     now: datetime,
 ) -> _Row:
@@ -172,8 +183,15 @@ def _validate(
                 "`occurred_at` is more than 5 minutes in the future.",
                 {"occurred_at": occurred_at.isoformat()},
             )
-    tenant_id, period_start = tenants[tenant_name]
+    tenant = tenants[tenant_name]
+    tenant_id, period_start = tenant.id, tenant.period_start
     clean_properties = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in sorted(properties.items())}
+    counter = None
+    when = occurred_at or now
+    if tenant.period_start and tenant.period_end and tenant.period_start <= when < tenant.period_end:
+        # counts towards the current period's entitlement counter once committed
+        key = counter_key(tenant_id, metric.id, tenant.period_start)
+        counter = delta_for(metric.counter, key, quantity, clean_properties)
     return _Row(
         index=index,
         tenant_id=tenant_id,
@@ -186,22 +204,25 @@ def _validate(
         correlation_id=_text(event, "correlation_id", required=False),
         # before the current period: that period has closed (and is invoiced at close)
         late=bool(occurred_at and period_start and occurred_at < period_start),
+        counter=counter,
     )
 
 
-def _lookups(events: Sequence[Any]) -> tuple[dict[str, tuple[int, datetime | None]], dict[str, _Metric]]:
+def _lookups(events: Sequence[Any]) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
     names = {e.get("tenant") for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
-    tenants: dict[str, tuple[int, datetime | None]] = {
-        external_id: (pk, None)
+    tenants = {
+        external_id: _Tenant(pk)
         for pk, external_id in Tenant.objects.filter(external_id__in=names).values_list("pk", "external_id")
     }
-    for external_id, start in Subscription.objects.filter(
+    for external_id, start, end in Subscription.objects.filter(
         tenant__external_id__in=names, status__in=LIVE_STATUSES
-    ).values_list("tenant__external_id", "current_period_start"):
-        tenants[external_id] = (tenants[external_id][0], start)
+    ).values_list("tenant__external_id", "current_period_start", "current_period_end"):
+        tenants[external_id] = _Tenant(tenants[external_id].id, start, end)
     metrics = {
-        code: _Metric(pk, frozenset(props))
-        for pk, code, props in BillableMetric.objects.values_list("pk", "code", "properties")
+        code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique))
+        for pk, code, props, aggregation, unique in BillableMetric.objects.values_list(
+            "pk", "code", "properties", "aggregation", "unique_property"
+        )
     }
     return tenants, metrics
 
@@ -267,6 +288,9 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
                 ],
             )
             inserted = {(t, k): pk for pk, t, k in cursor.fetchall()}
+        deltas = [r.counter for r in rows if r.counter is not None and (r.tenant_id, r.key) in inserted]
+        if deltas:
+            transaction.on_commit(lambda: counters_apply(deltas))
         missing = [r for r in rows if (r.tenant_id, r.key) not in inserted]
         existing: dict[tuple[int, str], tuple[int, str]] = {}
         if missing:

@@ -88,3 +88,22 @@ def usage_over(*, tenant_id: int, metric: BillableMetric, start: datetime, end: 
         row = cursor.fetchone()
     value = row[0] if row else None
     return Decimal(value) if value is not None else None
+
+
+UNIQUE_VALUES = """
+SELECT DISTINCT properties ->> %(prop)s FROM usage_usageevent
+ WHERE tenant_id = %(tenant)s AND metric_id = %(metric)s AND occurred_at >= %(start)s AND occurred_at < %(end)s
+   AND properties ? %(prop)s
+"""
+
+
+def unique_values_over(
+    *, tenant_id: int, metric_id: int, unique_property: str, start: datetime, end: datetime
+) -> set[str]:
+    """The distinct values of a unique_count metric over [start, end), from the events."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            UNIQUE_VALUES,
+            {"prop": unique_property, "tenant": tenant_id, "metric": metric_id, "start": start, "end": end},
+        )
+        return {row[0] for row in cursor.fetchall()}
