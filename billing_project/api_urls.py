@@ -6,4 +6,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("plans.urls")),
     path("", include("subscriptions.urls")),
     path("", include("usage.urls")),
+    path("", include("entitlements.urls")),
 ]

@@ -22,6 +22,10 @@ def tenant_version_key(tenant_id: int) -> str:
     return rkey("tenant-version", tenant_id)
 
 
+def tenant_version_prefix() -> str:
+    return rkey("tenant-version", "")
+
+
 def catalog_version_key() -> str:
     return rkey("catalog-version")
 

@@ -145,6 +145,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Period boundaries: trial ends, renewals, scheduled changes and cancellations.
     "roll-due-subscriptions": {"task": "subscriptions.tasks.roll_due_subscriptions", "schedule": 60.0},
     "aggregate-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 60.0},
+    "reconcile-usage-counters": {"task": "entitlements.tasks.reconcile_usage_counters", "schedule": 300.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff
@@ -217,6 +218,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# ---------------------------------------------------------------- Entitlements
+# A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
+DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 
 # ---------------------------------------------------------------- Stripe / dj-stripe
 STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)

@@ -65,6 +65,14 @@ def api() -> APIClient:
 
 
 @pytest.fixture(autouse=True)
-def _reset_redis_client() -> None:
+def _reset_redis() -> None:
     # Tests that point the service at a dead Redis must not leak the pool.
     get_redis.cache_clear()
+    # The database rolls back after each test but Redis does not: start every test without
+    # the caches and counters of the one before (only this suite's own keys).
+    from django.conf import settings
+
+    client = get_redis()
+    keys = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)

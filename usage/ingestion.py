@@ -190,8 +190,9 @@ def _validate(
     when = occurred_at or now
     if tenant.period_start and tenant.period_end and tenant.period_start <= when < tenant.period_end:
         # counts towards the current period's entitlement counter once committed
-        key = counter_key(tenant_id, metric.id, tenant.period_start)
-        counter = delta_for(metric.counter, key, quantity, clean_properties)
+        counter = delta_for(
+            metric.counter, counter_key(tenant_id, metric.id, tenant.period_start), quantity, clean_properties
+        )
     return _Row(
         index=index,
         tenant_id=tenant_id,

@@ -199,3 +199,14 @@ def test_an_event_for_a_closed_period_is_stored_and_flagged_late(api, reporter):
     assert on_time.json().get("late") is None
     assert UsageEvent.objects.get(pk=late.json()["id"]).late is True
     assert UsageEvent.objects.get(pk=on_time.json()["id"]).late is False
+
+
+def test_a_subscribed_tenants_batch_keeps_every_key(api, reporter):
+    # (a regression: the entitlement counter's key once shadowed the idempotency key)
+    from subscriptions.models import Tenant
+    from subscriptions.services import subscription_create
+
+    subscription_create(tenant=Tenant.objects.get(external_id="acme"), plan_code="enterprise", actor="t")
+    batch = {"events": [event(idempotency_key=f"k{i}", occurred_at=None) for i in range(4)]}
+    assert send(api, reporter, batch).json()["accepted"] == 4
+    assert UsageEvent.objects.count() == 4

@@ -1,0 +1,129 @@
+"""Entitlements API (API.md, "Entitlements")."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, cast
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing_project.api import BillingAPIView, RawField
+from billing_project.api_keys import ApiPrincipal
+from billing_project.errors import InvalidRequest
+from billing_project.money import parse_decimal
+from billing_project.scopes import ENTITLEMENTS_READ, USAGE_WRITE
+
+from .services import entitlement_check, entitlement_consume, entitlements_list
+
+MAX_QUANTITY = Decimal("1e24")
+
+Answer = inline_serializer(
+    "Entitlement",
+    {
+        "tenant": serializers.CharField(),
+        "feature": serializers.CharField(),
+        "allowed": serializers.BooleanField(),
+        "reason": serializers.ChoiceField(
+            choices=[
+                "ok",
+                "overage_billed",
+                "not_in_plan",
+                "limit_exceeded",
+                "no_subscription",
+                "subscription_suspended",
+                "subscription_canceled",
+            ]
+        ),
+        "limit": serializers.CharField(allow_null=True),
+        "used": serializers.CharField(allow_null=True),
+        "remaining": serializers.CharField(allow_null=True),
+        "period_start": serializers.DateTimeField(allow_null=True),
+        "period_end": serializers.DateTimeField(allow_null=True),
+        "on_unavailable": serializers.ChoiceField(choices=["allow", "deny"]),
+    },
+)
+
+
+class CheckIn(serializers.Serializer):  # type: ignore[type-arg]
+    tenant = serializers.CharField()
+    feature = serializers.CharField()
+    quantity = RawField(required=False, default="1")
+
+
+def quantity_of(raw: Any) -> Decimal:
+    try:
+        quantity = parse_decimal(raw)
+    except ValueError:
+        quantity = Decimal(-1)
+    if quantity < 0 or quantity >= MAX_QUANTITY:
+        raise InvalidRequest(
+            "`quantity` must be a number ≥ 0.", code="invalid_quantity", details={"quantity": str(raw)}
+        )
+    return quantity
+
+
+class EntitlementCheckApi(BillingAPIView):
+    """May this tenant do `quantity` more now? A query: agents may ask."""
+
+    required_scopes = {"POST": (ENTITLEMENTS_READ,)}
+    query_methods = frozenset({"POST"})
+
+    @extend_schema(operation_id="entitlements_check", request=CheckIn, responses={200: Answer}, tags=["entitlements"])
+    def post(self, request: Request) -> Response:
+        data = CheckIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        return Response(
+            entitlement_check(tenant=d["tenant"], feature=d["feature"], quantity=quantity_of(d["quantity"]))
+        )
+
+
+class TenantEntitlementsApi(BillingAPIView):
+    required_scopes = {"GET": (ENTITLEMENTS_READ,)}
+
+    @extend_schema(
+        operation_id="tenant_entitlements",
+        tags=["entitlements"],
+        responses={
+            200: inline_serializer(
+                "Entitlements", {"tenant": serializers.CharField(), "entitlements": Answer.__class__(many=True)}
+            )
+        },
+    )
+    def get(self, request: Request, tenant: str) -> Response:
+        from subscriptions.services import tenant_get
+
+        tenant_get(tenant)  # an unknown tenant in the path is 404
+        return Response(entitlements_list(tenant=tenant))
+
+
+class ConsumeIn(CheckIn):
+    idempotency_key = serializers.CharField(max_length=255)
+
+
+class EntitlementConsumeApi(BillingAPIView):
+    """Check and record in one atomic step (a write: never for agents)."""
+
+    required_scopes = {"POST": (ENTITLEMENTS_READ, USAGE_WRITE)}
+
+    @extend_schema(
+        operation_id="entitlements_consume",
+        request=ConsumeIn,
+        responses={200: Answer, 201: Answer},
+        tags=["entitlements"],
+    )
+    def post(self, request: Request) -> Response:
+        data = ConsumeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        status, body = entitlement_consume(
+            principal=cast(ApiPrincipal, request.auth),
+            tenant=d["tenant"],
+            feature=d["feature"],
+            quantity=quantity_of(d["quantity"]),
+            idempotency_key=d["idempotency_key"],
+        )
+        return Response(body, status=status)

@@ -1,0 +1,189 @@
+"""A tenant's entitlement context: subscription state, and each feature's terms (plan
+version entitlements plus active grants). Built from PostgreSQL, cached in Redis.
+
+The cached value carries the tenant's and the catalog's versions at build time
+(billing_project.cache); one Lua call returns it only if both versions are still
+current, so a change committed anywhere is seen by the next check. The entry also
+expires at the next instant that changes the answer by itself (a grant's expiry,
+the period's end, the end of a dunning grace).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db.models import Case, When
+from django.utils import timezone
+
+from billing_project.cache import catalog_version_key, tenant_version_key, tenant_version_prefix
+from billing_project.redis_client import get_redis, rkey
+from plans.models import Feature, PlanEntitlement
+from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
+
+from .evaluation import FeatureTerms, SubscriptionState
+from .models import Grant
+
+logger = logging.getLogger(__name__)
+MAX_AGE_SECONDS = 300
+
+# KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys.
+READ = """
+local ctx = redis.call('GET', KEYS[1])
+local catalog = redis.call('GET', KEYS[2]) or '0'
+if not ctx then return false end
+local tid, tv, cv = string.match(ctx, '^(%d+)|(%d+)|(%d+)|')
+if not tid then return false end
+local current = redis.call('GET', ARGV[1] .. tid) or '0'
+if current ~= tv or catalog ~= cv then return false end
+return ctx
+"""
+
+
+@dataclass(frozen=True)
+class Context:
+    tenant_id: int
+    external_id: str
+    currency: str
+    subscription: SubscriptionState | None
+    features: dict[str, FeatureTerms]
+
+    def to_json(self) -> str:
+        def enc(value: Any) -> Any:
+            if isinstance(value, Decimal):
+                return str(value)
+            if isinstance(value, datetime):
+                return value.isoformat()
+            raise TypeError(type(value))
+
+        return json.dumps(
+            {
+                "tenant_id": self.tenant_id,
+                "external_id": self.external_id,
+                "currency": self.currency,
+                "subscription": asdict(self.subscription) if self.subscription else None,
+                "features": {k: asdict(v) for k, v in self.features.items()},
+            },
+            default=enc,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> Context:
+        data = json.loads(raw)
+        sub = data["subscription"]
+        state = None
+        if sub is not None:
+            state = SubscriptionState(
+                status=sub["status"],
+                period_start=datetime.fromisoformat(sub["period_start"]),
+                period_end=datetime.fromisoformat(sub["period_end"]),
+                past_due_since=datetime.fromisoformat(sub["past_due_since"]) if sub["past_due_since"] else None,
+            )
+        features = {
+            code: FeatureTerms(**{**f, "limit": Decimal(f["limit"]) if f["limit"] is not None else None})
+            for code, f in data["features"].items()
+        }
+        return cls(data["tenant_id"], data["external_id"], data["currency"], state, features)
+
+
+def dunning_grace() -> timedelta:
+    return timedelta(days=settings.DUNNING_GRACE_DAYS)
+
+
+def build_context(tenant: Tenant, *, now: datetime) -> tuple[Context, datetime]:
+    """The context from PostgreSQL, and the instant it stops being true by itself."""
+    # the live subscription, else the last one (canceled or ended: its own reason)
+    sub = (
+        Subscription.objects.filter(tenant=tenant)
+        .only("status", "current_period_start", "current_period_end", "past_due_since", "plan_version_id")
+        .order_by(Case(When(status__in=LIVE_STATUSES, then=0), default=1), "-started_at", "-pk")
+        .first()
+    )
+    plan_terms: dict[int, PlanEntitlement] = {}
+    valid_until = now + timedelta(seconds=MAX_AGE_SECONDS)
+    state = None
+    if sub is not None:
+        state = SubscriptionState(sub.status, sub.current_period_start, sub.current_period_end, sub.past_due_since)
+        plan_terms = {e.feature_id: e for e in PlanEntitlement.objects.filter(version_id=sub.plan_version_id)}
+        if sub.status in LIVE_STATUSES:
+            valid_until = min(valid_until, sub.current_period_end)
+        if sub.past_due_since is not None:
+            valid_until = min(valid_until, max(now, sub.past_due_since + dunning_grace()))
+    grants: dict[int, list[Grant]] = {}
+    for grant in Grant.objects.filter(tenant=tenant, revoked_at__isnull=True, expires_at__gt=now):
+        grants.setdefault(grant.feature_id, []).append(grant)
+        valid_until = min(valid_until, grant.expires_at)
+    features = {}
+    for feature in Feature.objects.select_related("metric"):
+        features[feature.code] = _terms(feature, plan_terms.get(feature.pk), grants.get(feature.pk, []))
+    return Context(tenant.pk, tenant.external_id, tenant.currency, state, features), valid_until
+
+
+def _terms(feature: Feature, entitlement: PlanEntitlement | None, grants: list[Grant]) -> FeatureTerms:
+    metric = feature.metric
+    enabled = bool(entitlement and entitlement.enabled)
+    limit = entitlement.limit if entitlement else None
+    extra = sum((g.amount or Decimal(0) for g in grants if g.kind == Grant.Kind.EXTRA_LIMIT), Decimal(0))
+    if any(g.kind == Grant.Kind.ENABLE for g in grants) and not enabled:
+        enabled, limit = True, (extra if extra else None)  # switched on by staff: their extra, else no limit
+    elif limit is not None:
+        limit += extra
+    return FeatureTerms(
+        code=feature.code,
+        on_unavailable=feature.on_unavailable,
+        metric_id=metric.pk if metric else None,
+        metric_code=metric.code if metric else None,
+        aggregation=metric.aggregation if metric else None,
+        unique_property=metric.unique_property if metric else None,
+        in_plan=entitlement is not None,
+        enabled=enabled,
+        limit=limit,
+        overage=entitlement.overage if entitlement else "block",
+    )
+
+
+def _cache_key(external_id: str) -> str:
+    return rkey("ent-ctx", external_id)
+
+
+def load_context(external_id: str, *, now: datetime | None = None) -> Context | None:
+    """The tenant's context (None for an unknown tenant): from Redis when current, else
+    rebuilt from PostgreSQL and cached. With Redis unreachable, from PostgreSQL alone."""
+    now = now or timezone.now()
+    client: redis.Redis | None = get_redis()
+    catalog_version: Any = b"0"
+    try:
+        assert client is not None  # noqa: S101
+        raw = client.eval(READ, 2, _cache_key(external_id), catalog_version_key(), tenant_version_prefix())
+        if raw:
+            valid_until, payload = raw.decode().split("|", 4)[3:]
+            if now.timestamp() < float(valid_until):  # a grant expiry or period end passed: rebuild
+                return Context.from_json(payload)
+        catalog_version = client.get(catalog_version_key()) or b"0"
+    except redis.RedisError:
+        client, catalog_version = None, b"0"
+    tenant = Tenant.objects.filter(external_id=external_id).only("pk", "external_id", "currency").first()
+    if tenant is None:
+        return None
+    tenant_version: Any = b"0"
+    if client is not None:
+        try:
+            tenant_version = client.get(tenant_version_key(tenant.pk)) or b"0"
+        except redis.RedisError:
+            client = None
+    # versions read before the database: a change committed after this point bumps them
+    context, valid_until = build_context(tenant, now=now)
+    if client is not None:
+        ttl = max(1, int((valid_until - now).total_seconds()))
+        stamp = f"{tenant.pk}|{int(tenant_version)}|{int(catalog_version)}|{valid_until.timestamp()}|"
+        try:
+            client.set(_cache_key(external_id), stamp + context.to_json(), ex=ttl)
+        except redis.RedisError:
+            logger.warning("entitlements.context_cache_unreachable")
+    return context

@@ -1,0 +1,224 @@
+"""Entitlement services: check, list, the atomic consume, grants, and reconciliation."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from prometheus_client import Counter
+
+from billing_project.api_keys import ApiPrincipal
+from billing_project.cache import tenant_changed
+from billing_project.errors import Conflict, InvalidRequest
+from billing_project.money import format_decimal
+from plans.models import Feature
+from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
+from usage.counters import MeteredMetric, counter_reconcile, period_usage
+from usage.ingestion import usage_record
+
+from .context import Context, build_context, dunning_grace, load_context
+from .evaluation import Decision, FeatureTerms, evaluate
+from .models import ConsumeRecord, Grant, ReconciliationRun
+
+logger = logging.getLogger(__name__)
+CORRECTIONS = Counter("billing_entitlement_counter_corrections_total", "Usage counters corrected from PostgreSQL")
+
+
+def _qty(value: Decimal | None) -> str | None:
+    return None if value is None else format_decimal(value)
+
+
+def answer(ctx: Context, terms: FeatureTerms, decision: Decision) -> dict[str, Any]:
+    sub = ctx.subscription
+    return {
+        "tenant": ctx.external_id,
+        "feature": terms.code,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "limit": _qty(decision.limit),
+        "used": _qty(decision.used) if terms.metered else None,
+        "remaining": _qty(decision.remaining),
+        "period_start": sub.period_start if sub else None,
+        "period_end": sub.period_end if sub else None,
+        "on_unavailable": terms.on_unavailable,
+    }
+
+
+def _decide(ctx: Context, terms: FeatureTerms, quantity: Decimal, now: datetime, *, cached: bool) -> Decision:
+    used = None
+    sub = ctx.subscription
+    if terms.metered and terms.enabled and sub is not None and terms.metric_id is not None:
+        used = period_usage(
+            tenant_id=ctx.tenant_id,
+            metric=MeteredMetric(terms.metric_id, terms.aggregation or "sum", terms.unique_property),
+            period_start=sub.period_start,
+            period_end=sub.period_end,
+            use_cache=cached,
+        )
+    return evaluate(terms, state=sub, used=used, quantity=quantity, now=now, dunning_grace=dunning_grace())
+
+
+def _context(tenant: str, now: datetime) -> Context:
+    ctx = load_context(tenant, now=now)
+    if ctx is None:
+        raise InvalidRequest(f"No tenant {tenant!r}.", code="unknown_tenant", details={"tenant": tenant})
+    return ctx
+
+
+def _feature(ctx: Context, feature: str) -> FeatureTerms:
+    terms = ctx.features.get(feature)
+    if terms is None:
+        raise InvalidRequest(f"No feature {feature!r}.", code="unknown_feature", details={"feature": feature})
+    return terms
+
+
+def entitlement_check(*, tenant: str, feature: str, quantity: Decimal) -> dict[str, Any]:
+    """May this tenant do `quantity` more of `feature` now? (A read: nothing is recorded.)"""
+    now = timezone.now()
+    ctx = _context(tenant, now)
+    terms = _feature(ctx, feature)
+    return answer(ctx, terms, _decide(ctx, terms, quantity, now, cached=True))
+
+
+def entitlements_list(*, tenant: str) -> dict[str, Any]:
+    now = timezone.now()
+    ctx = _context(tenant, now)
+    return {
+        "tenant": ctx.external_id,
+        "entitlements": [
+            answer(ctx, terms, _decide(ctx, terms, Decimal(1), now, cached=True)) for terms in ctx.features.values()
+        ],
+    }
+
+
+@transaction.atomic
+def entitlement_consume(
+    *, principal: ApiPrincipal, tenant: str, feature: str, quantity: Decimal, idempotency_key: str
+) -> tuple[int, dict[str, Any]]:
+    """Check and record in one step, for hard limits: (201, answer + id) when allowed and
+    recorded, (200, answer) when denied. Consumes of one tenant's metric are serialised by
+    a transaction-level advisory lock and decided on PostgreSQL's exact usage, so a limit
+    of L admits at most L units whatever the concurrency. A repeated key answers as the
+    first time did."""
+    now = timezone.now()
+    tenant_row = Tenant.objects.filter(external_id=tenant).first()
+    if tenant_row is None:
+        raise InvalidRequest(f"No tenant {tenant!r}.", code="unknown_tenant", details={"tenant": tenant})
+    previous = ConsumeRecord.objects.filter(tenant=tenant_row, idempotency_key=idempotency_key).first()
+    if previous is not None:
+        return previous.status_code, previous.response
+    ctx, _ = build_context(tenant_row, now=now)  # PostgreSQL, not the cache: this decision records usage
+    terms = _feature(ctx, feature)
+    if not terms.metered:
+        raise InvalidRequest(f"{feature!r} is not metered: use entitlements/check.", code="validation_error")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [tenant_row.pk, terms.metric_id])
+    previous = ConsumeRecord.objects.filter(tenant=tenant_row, idempotency_key=idempotency_key).first()
+    if previous is not None:  # the same key, decided while we waited for the lock
+        return previous.status_code, previous.response
+    decision = _decide(ctx, terms, quantity, now, cached=False)
+    body = answer(ctx, terms, decision)
+    status = 200
+    if decision.allowed:
+        (result,) = usage_record(
+            principal=principal,
+            events=[
+                {
+                    "tenant": tenant,
+                    "metric": terms.metric_code,
+                    "quantity": str(quantity),
+                    "idempotency_key": idempotency_key,
+                    "correlation_id": f"consume:{idempotency_key}"[:255],
+                }
+            ],
+        )
+        if result.error is not None:
+            raise Conflict(result.error["message"], code=result.error["code"], details=result.error["details"])
+        body["id"] = result.id
+        body["used"] = _qty((decision.used or Decimal(0)) + quantity)
+        if decision.remaining is not None:
+            body["remaining"] = _qty(max(decision.remaining - quantity, Decimal(0)))
+        status = 201
+    try:
+        with transaction.atomic():
+            ConsumeRecord.objects.create(
+                tenant=tenant_row, idempotency_key=idempotency_key, status_code=status, response=_jsonable(body)
+            )
+    except IntegrityError as exc:  # the same key used for another feature at the same moment
+        raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
+    return status, body
+
+
+def _jsonable(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in body.items()}
+
+
+# ------------------------------------------------------------------ grants
+@transaction.atomic
+def grant_create(
+    *,
+    tenant: Tenant,
+    feature: Feature,
+    kind: str,
+    amount: Decimal | None,
+    reason: str,
+    expires_at: datetime,
+    created_by: Any,
+) -> Grant:
+    if not reason.strip():
+        raise InvalidRequest("A grant needs a reason.", code="validation_error")
+    if expires_at <= timezone.now():
+        raise InvalidRequest("A grant must expire in the future.", code="validation_error")
+    if kind == Grant.Kind.EXTRA_LIMIT and (feature.metric_id is None or not amount or amount <= 0):
+        raise InvalidRequest("An extra limit is a positive amount of a metered feature.", code="validation_error")
+    grant = Grant.objects.create(
+        tenant=tenant,
+        feature=feature,
+        kind=kind,
+        amount=amount,
+        reason=reason.strip(),
+        expires_at=expires_at,
+        created_by=created_by,
+    )
+    tenant_changed(tenant.pk)
+    return grant
+
+
+@transaction.atomic
+def grant_revoke(*, grant: Grant) -> Grant:
+    grant = Grant.objects.select_for_update().get(pk=grant.pk)
+    if grant.revoked_at is None:
+        grant.revoked_at = timezone.now()
+        grant.save(update_fields=["revoked_at"])
+        tenant_changed(grant.tenant_id)
+    return grant
+
+
+# ------------------------------------------------------------------ reconciliation
+def counters_reconcile() -> ReconciliationRun:
+    """Compare every live subscription's metered counters with PostgreSQL; correct drift."""
+    run = ReconciliationRun.objects.create()
+    metered = list(Feature.objects.filter(metric__isnull=False).select_related("metric"))
+    for sub in Subscription.objects.filter(status__in=LIVE_STATUSES).only(
+        "tenant_id", "current_period_start", "current_period_end"
+    ):
+        for feature in metered:
+            metric = feature.metric
+            assert metric is not None  # noqa: S101  (filtered above)
+            run.checked += 1
+            if counter_reconcile(
+                tenant_id=sub.tenant_id,
+                metric=MeteredMetric(metric.pk, metric.aggregation, metric.unique_property),
+                period_start=sub.current_period_start,
+                period_end=sub.current_period_end,
+            ):
+                run.corrected += 1
+                CORRECTIONS.inc()
+    run.save(update_fields=["checked", "corrected"])
+    if run.corrected:
+        logger.warning("entitlements.counters_corrected", extra={"corrected": run.corrected, "checked": run.checked})
+    return run

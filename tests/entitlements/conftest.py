@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+import time_machine
+
+from plans.services import catalog_import, catalog_validate
+from subscriptions.models import Subscription, Tenant
+from subscriptions.periods import utc
+from subscriptions.services import subscription_create, tenant_upsert
+from tests.conftest import Key
+
+CATALOG = {
+    "metrics": [
+        {"code": "api_calls", "name": "API calls", "aggregation": "count", "properties": ["endpoint"]},
+        {"code": "tokens", "name": "Tokens", "aggregation": "sum", "properties": ["model"]},
+        {
+            "code": "seats",
+            "name": "Seats",
+            "aggregation": "unique_count",
+            "unique_property": "user_ref",
+            "properties": ["user_ref"],
+        },
+        {"code": "storage", "name": "Storage", "aggregation": "max", "properties": []},
+    ],
+    "features": [
+        {"code": "chat", "name": "Chat", "on_unavailable": "allow"},
+        {"code": "sso", "name": "SSO"},
+        {"code": "export", "name": "Export"},
+        {"code": "api", "name": "API", "metric": "api_calls"},
+        {"code": "tokens", "name": "Tokens", "metric": "tokens"},
+        {"code": "seats", "name": "Seats", "metric": "seats"},
+        {"code": "storage", "name": "Storage", "metric": "storage", "on_unavailable": "allow"},
+    ],
+    "plans": [
+        {
+            "code": "basic",
+            "name": "Basic",
+            "base_fee": "10.00",
+            "charges": [{"metric": "tokens", "model": "per_unit", "unit_price": "0.001"}],
+            "entitlements": [
+                "chat",
+                {"feature": "sso", "enabled": False},
+                {"feature": "api", "limit": "5", "overage": "block"},
+                {"feature": "tokens", "limit": "100", "overage": "bill"},
+                {"feature": "seats", "limit": "2", "overage": "block"},
+                {"feature": "storage"},
+            ],
+        }
+    ],
+}
+
+
+@pytest.fixture
+def world(db: None) -> Tenant:
+    catalog_import(spec=catalog_validate(CATALOG))
+    return tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
+
+
+@pytest.fixture
+def subscribed(world: Tenant) -> Subscription:
+    with time_machine.travel(utc(2026, 11, 1), tick=False):
+        return subscription_create(tenant=world, plan_code="basic", actor="test")
+
+
+@pytest.fixture
+def reader(make_key) -> Key:
+    key: Key = make_key(
+        "service", scopes=["entitlements:read", "usage:write"], metrics=["api_calls", "tokens", "seats", "storage"]
+    )
+    return key
