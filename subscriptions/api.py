@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView
 from billing_project.api_keys import ApiPrincipal
+from billing_project.errors import InvalidRequest
 from billing_project.money import exponent, format_decimal
 from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE, TENANTS_WRITE
 
@@ -28,9 +29,13 @@ def actor(request: Request) -> str:
 
 class TenantIn(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=200)
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
-    currency = serializers.CharField(max_length=3, default="USD")
-    country = serializers.CharField(max_length=2, required=False, allow_blank=True, default="")
+    email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
+    currency = serializers.CharField(
+        max_length=3,
+        required=False,
+        help_text="Default USD for a new tenant; omitted on an update, the stored one stays.",
+    )
+    country = serializers.CharField(max_length=2, required=False, allow_blank=True)
 
 
 class TenantOut(serializers.Serializer):  # type: ignore[type-arg]
@@ -49,11 +54,17 @@ class TenantApi(BillingAPIView):
         operation_id="tenants_put", request=TenantIn, responses={200: TenantOut, 201: TenantOut}, tags=["tenants"]
     )
     def put(self, request: Request, tenant: str) -> Response:
+        if len(tenant) > 200:
+            raise InvalidRequest("A tenant id has at most 200 characters.", code="validation_error")
         data = TenantIn(data=request.data)
         data.is_valid(raise_exception=True)
         d = data.validated_data
         obj, created = tenant_upsert(
-            external_id=tenant, name=d["name"], billing_email=d["email"], country=d["country"], currency=d["currency"]
+            external_id=tenant,
+            name=d["name"],
+            billing_email=d.get("email"),
+            country=d.get("country"),
+            currency=d.get("currency"),
         )
         body = {
             "tenant": obj.external_id,

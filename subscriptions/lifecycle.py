@@ -28,6 +28,7 @@ TRANSITIONS: Final[dict[tuple[str, str], str]] = {
     ("past_due", "cancel"): "canceled",
     ("past_due", "end"): "ended",
     ("suspended", "resume"): "active",
+    ("suspended", "resume_trial"): "trialing",  # suspended during a trial that has not ended
     ("suspended", "cancel"): "canceled",
     ("suspended", "end"): "ended",
     # canceled and ended are final

@@ -47,9 +47,15 @@ def _country(code: str) -> str:
 
 
 def tenant_upsert(
-    *, external_id: str, name: str, billing_email: str = "", country: str = "", currency: str = "USD"
+    *,
+    external_id: str,
+    name: str,
+    billing_email: str | None = "",
+    country: str | None = "",
+    currency: str | None = "USD",
 ) -> tuple[Tenant, bool]:
-    """Create the tenant or update its details; returns (tenant, created)."""
+    """Create the tenant or update its details; returns (tenant, created). On an update,
+    a detail given as None keeps its stored value (a new tenant pays in USD unless told)."""
     if not (name or "").strip():
         raise InvalidRequest(
             "A tenant needs a name.", code="validation_error", details={"fields": {"name": "required"}}
@@ -59,21 +65,21 @@ def tenant_upsert(
             validate_email(billing_email)
         except ValidationError as exc:
             raise InvalidRequest(f"{billing_email!r} is not an email address.", code="invalid_email") from exc
-    values = {
+    given: dict[str, str | None] = {
         "name": name.strip(),
-        "billing_email": billing_email.strip(),
-        "country": _country(country),
-        "currency": normalize_currency(currency),
+        "billing_email": billing_email.strip() if billing_email is not None else None,
+        "country": _country(country) if country is not None else None,
+        "currency": normalize_currency(currency) if currency is not None else None,
     }
+    defaults = {"billing_email": "", "country": "", "currency": "USD"}
     with transaction.atomic():
-        tenant, created = Tenant.objects.select_for_update().get_or_create(external_id=external_id, defaults=values)
+        tenant, created = Tenant.objects.select_for_update().get_or_create(
+            external_id=external_id, defaults={k: v if v is not None else defaults[k] for k, v in given.items()}
+        )
         if not created:
-            live = (
-                Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES)
-                .select_related("plan_version")
-                .first()
-            )
-            if live is not None and values["currency"] != tenant.currency:
+            values = {k: v for k, v in given.items() if v is not None}
+            live = Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists()
+            if live and values.get("currency", tenant.currency) != tenant.currency:
                 raise Conflict(
                     f"{external_id} has a live subscription in {tenant.currency}; its currency cannot change.",
                     code="currency_locked",
@@ -171,7 +177,7 @@ def _start_paid_period(sub: Subscription, version: PlanVersion, at: datetime) ->
 def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datetime | None = None) -> Subscription:
     """Subscribe a tenant to a plan's live version; a trial first when the plan has one."""
     at = _now(at)
-    Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises creates for one tenant
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises creates; current currency
     if Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists():
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists")
     version = _offered_version(plan_code, tenant)
@@ -213,6 +219,9 @@ def subscription_change_plan(
     apply one after the other, each against the state the previous one left."""
     at = _now(at)
     sub = _live_locked(tenant)
+    _roll_locked(sub, at)
+    if not sub.is_live:
+        raise NotFound(f"{tenant.external_id} has no live subscription.", code="no_subscription")
     if sub.status not in CHANGEABLE:
         raise Conflict(
             f"A {sub.status} subscription cannot change plan.",
@@ -228,6 +237,10 @@ def subscription_change_plan(
     if when not in ("now", "period_end"):
         raise InvalidRequest("`when` is now or period_end.", code="validation_error")
     if when == "period_end":
+        if sub.cancel_at_period_end:
+            raise Conflict(
+                "The subscription is canceled at the period end; nothing to change into.", code="cancel_scheduled"
+            )
         sub.scheduled_plan_version = version
         sub.save()
         _record(
@@ -301,6 +314,9 @@ def subscription_cancel(
     """Cancel now (access stops) or at the end of the period (asked again: no change)."""
     at = _now(at)
     sub = _live_locked(tenant)
+    _roll_locked(sub, at)
+    if not sub.is_live:
+        return sub  # it ended at a boundary that had already passed
     if not at_period_end:
         _transition(sub, "cancel", actor=actor, reason=reason, at=at)
         return sub
@@ -334,7 +350,23 @@ def subscription_apply(
     mark_past_due (a payment failed), recover (the overdue invoice was paid)."""
     at = _now(at)
     sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    _roll_locked(sub, at)
+    if action == "resume" and sub.status == Subscription.Status.SUSPENDED:
+        return _resume(sub, actor=actor, reason=reason, at=at)
     _transition(sub, action, actor=actor, reason=reason, at=at)
+    return sub
+
+
+def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subscription:
+    """Back from suspension: into the trial if it has not ended, else into a paid period.
+    Time spent suspended is not billed: a period that ended meanwhile restarts at `at`."""
+    in_trial = sub.trial_end is not None and sub.current_period_end == sub.trial_end
+    if in_trial and sub.trial_end is not None and sub.trial_end > at:
+        _transition(sub, "resume_trial", actor=actor, reason=reason, at=at)
+        return sub
+    if in_trial or sub.current_period_end <= at:
+        _start_paid_period(sub, sub.plan_version, at)
+    _transition(sub, "resume", actor=actor, reason=reason, at=at)
     return sub
 
 
@@ -354,6 +386,12 @@ def subscription_roll(*, subscription_id: int, at: datetime | None = None) -> in
     period boundary crossed. Returns how many boundaries were crossed."""
     at = _now(at)
     sub = Subscription.objects.select_for_update().get(pk=subscription_id)  # no joins: see _live_locked
+    return _roll_locked(sub, at)
+
+
+def _roll_locked(sub: Subscription, at: datetime) -> int:
+    """The boundaries passed by `at`, crossed on a row the caller has locked. Every
+    operation calls it first, so none acts on a period that is already over."""
     crossed = 0
     while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
         boundary = sub.current_period_end

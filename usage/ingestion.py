@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing_project.api_keys import ApiPrincipal
-from billing_project.money import parse_decimal
+from billing_project.money import CONTEXT, parse_decimal
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 
@@ -94,7 +94,7 @@ def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = M
         if required:
             raise Rejected(400, "validation_error", f"`{name}` is required.", {"field": name})
         return ""
-    if not isinstance(value, str) or len(value) > limit:
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         raise Rejected(
             400, "validation_error", f"`{name}` must be a string of at most {limit} characters.", {"field": name}
         )
@@ -142,7 +142,8 @@ def _validate(
         quantity = parse_decimal(event.get("quantity"))
     except ValueError:
         quantity = Decimal(-1)
-    if quantity < 0 or quantity >= MAX_QUANTITY or quantity != quantity.quantize(Decimal("0.000001")):
+    exponent = quantity.normalize(CONTEXT).as_tuple().exponent
+    if quantity < 0 or quantity >= MAX_QUANTITY or (isinstance(exponent, int) and exponent < -6):
         raise Rejected(
             400,
             "invalid_quantity",
@@ -161,21 +162,27 @@ def _validate(
             {"properties": undeclared, "declared": sorted(metric.properties)},
         )
     if any(
-        not isinstance(v, (str, int, bool, Decimal)) or (isinstance(v, str) and len(v) > MAX_KEY)
-        for v in properties.values()
+        not isinstance(v, (str, int, bool, Decimal)) or len(str(v)) > MAX_KEY or "\x00" in str(v) or "\x00" in k
+        for k, v in properties.items()
     ):
         raise Rejected(
-            400, "validation_error", "Property values are strings, numbers or booleans.", {"field": "properties"}
+            400,
+            "validation_error",
+            "Property values are strings, numbers or booleans of at most 255 characters.",
+            {"field": "properties"},
         )
     occurred_at = None
     raw_time = event.get("occurred_at")
     if raw_time is not None:
-        occurred_at = parse_datetime(raw_time) if isinstance(raw_time, str) else None
-        if occurred_at is None or occurred_at.tzinfo is None:
+        try:
+            occurred_at = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+            occurred_at = occurred_at.astimezone(UTC) if occurred_at and occurred_at.tzinfo else None
+        except (ValueError, OverflowError):  # 30 February, year 0001 minus an offset…
+            occurred_at = None
+        if occurred_at is None:
             raise Rejected(
                 400, "validation_error", "`occurred_at` is ISO 8601 with an offset.", {"field": "occurred_at"}
             )
-        occurred_at = occurred_at.astimezone(UTC)
         if occurred_at > now + FUTURE_TOLERANCE:
             raise Rejected(
                 400,
@@ -233,7 +240,8 @@ INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurr
                               reported_by_id, idempotency_key, payload_hash, correlation_id, late)
 SELECT t, m, q, p::jsonb, COALESCE(o, now()), now(), %s, k, h, c, l
   FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
-              %s::text[], %s::text[], %s::text[], %s::boolean[]) AS x(t, m, q, p, o, k, h, c, l)
+              %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
+ ORDER BY n
 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
 RETURNING id, tenant_id, idempotency_key
 """
@@ -269,7 +277,8 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
         else:  # the same key twice in one batch: decided against the first
             seen.duplicates_of.append(i)
             results[i] = _repeat(i, same=seen.payload_hash == row.payload_hash)
-    rows = list(first.values())
+    # A fixed order: concurrent batches sharing keys then wait for each other instead of deadlocking.
+    rows = sorted(first.values(), key=lambda r: (r.tenant_id, r.key))
     with transaction.atomic(), connection.cursor() as cursor:
         inserted: dict[tuple[int, str], int] = {}
         if rows:

@@ -4,6 +4,7 @@ change the answer at once."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -143,7 +144,7 @@ class TestGrants:
                 tenant=subscribed.tenant,
                 feature=Feature.objects.get(code="api"),
                 kind="extra_limit",
-                amount=10,
+                amount=Decimal(10),
                 reason="launch week",
                 expires_at=NOW + timedelta(days=1),
                 created_by=staff,

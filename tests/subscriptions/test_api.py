@@ -47,6 +47,17 @@ class TestTenants:
         assert error(put_tenant(api, service_key, **body), 400) == code
         assert not Tenant.objects.exists()
 
+    def test_an_update_without_currency_keeps_it(self, api, service_key):
+        put_tenant(api, service_key, currency="EUR")
+        response = api.put("/api/v1/tenants/acme", {"name": "Acme AG"}, format="json", **service_key.header)
+        assert response.status_code == 200
+        assert Tenant.objects.get(external_id="acme").currency == "EUR"
+
+    def test_over_long_ids_and_emails_are_400(self, api, service_key):
+        assert error(put_tenant(api, service_key, tenant="x" * 201), 400) == "validation_error"
+        assert error(put_tenant(api, service_key, email="a" * 250 + "@b.co"), 400) == "validation_error"
+        assert not Tenant.objects.exists()
+
     def test_needs_the_tenants_scope(self, api, make_key):
         key = make_key("service", scopes=["billing:read"])
         assert error(put_tenant(api, key), 403) == "missing_scope"

@@ -133,3 +133,64 @@ def test_changing_plan_during_a_trial_prorates_nothing(tenant):
         change = subscription_change_plan(tenant=tenant, plan_code="team", when="now", actor="test")
     assert change.proration == []
     assert refreshed(sub).trial_end == utc(2026, 4, 15)
+
+
+def test_an_operation_on_an_overdue_period_rolls_it_first(tenant):
+    with time_machine.travel(utc(2026, 4, 1), tick=False):
+        sub = subscription_create(tenant=tenant, plan_code="team", actor="test")  # trial to Apr 15
+    # the roll job is far behind: a change now must not prorate against a finished period
+    with time_machine.travel(utc(2026, 6, 20), tick=False):
+        change = subscription_change_plan(tenant=tenant, plan_code="enterprise", when="now", actor="test")
+    sub = refreshed(sub)
+    assert sub.plan_version.plan.code == "enterprise"
+    assert sub.events.filter(action="activate").count() == 1
+    assert sub.events.filter(action="renew").count() == 2  # May 15, Jun 15
+    assert all(line.period_start == utc(2026, 6, 20) for line in change.proration)
+
+
+def test_suspend_and_resume_during_a_trial_keeps_the_trial(tenant):
+    from subscriptions.services import subscription_apply
+
+    with time_machine.travel(utc(2026, 1, 1), tick=False):
+        sub = subscription_create(tenant=tenant, plan_code="pro", actor="test")  # trial to Jan 15
+    with time_machine.travel(utc(2026, 1, 5), tick=False):
+        subscription_apply(subscription=sub, action="suspend", actor="staff:x", reason="check")
+    with time_machine.travel(utc(2026, 1, 7), tick=False):
+        sub = subscription_apply(subscription=sub, action="resume", actor="staff:x", reason="ok")
+    assert (sub.status, sub.current_period_end) == ("trialing", utc(2026, 1, 15))
+    with time_machine.travel(utc(2026, 1, 15), tick=False):
+        subscriptions_roll_due()
+    sub = refreshed(sub)
+    assert (sub.status, sub.current_period_start, sub.current_period_end) == (
+        "active",
+        utc(2026, 1, 15),
+        utc(2026, 2, 15),
+    )
+
+
+def test_a_resume_after_the_period_ended_starts_a_new_paid_period(tenant):
+    from subscriptions.services import subscription_apply
+
+    with time_machine.travel(utc(2026, 1, 1), tick=False):
+        sub = subscription_create(tenant=tenant, plan_code="pro", actor="test")
+    with time_machine.travel(utc(2026, 1, 5), tick=False):
+        subscription_apply(subscription=sub, action="suspend", actor="staff:x", reason="check")
+    with time_machine.travel(utc(2026, 3, 10), tick=False):
+        sub = subscription_apply(subscription=sub, action="resume", actor="staff:x", reason="ok")
+    assert (sub.status, sub.current_period_start, sub.current_period_end) == (
+        "active",
+        utc(2026, 3, 10),
+        utc(2026, 4, 10),
+    )
+    assert not sub.events.filter(action="renew").exists()  # suspended months are not billed
+
+
+def test_no_plan_change_can_be_scheduled_behind_a_scheduled_cancel(tenant):
+    from billing_project.errors import Conflict
+
+    with time_machine.travel(utc(2026, 3, 1), tick=False):
+        subscription_create(tenant=tenant, plan_code="enterprise", actor="test")
+        subscription_cancel(tenant=tenant, at_period_end=True, actor="test")
+        with pytest.raises(Conflict) as err:
+            subscription_change_plan(tenant=tenant, plan_code="team", when="period_end", actor="test")
+    assert err.value.code == "cancel_scheduled"

@@ -57,3 +57,13 @@ def test_overlapping_batches_from_many_threads(reporter):
     accepted = sum(1 for rs in results for r in rs if r.status == "accepted")
     assert accepted == 200
     assert UsageEvent.objects.count() == 200
+
+
+def test_batches_sharing_keys_in_opposite_orders_do_not_deadlock(reporter):
+    principal = ApiPrincipal.from_key(reporter.key)
+    batch = [{**event(), "idempotency_key": f"k{i:04d}"} for i in range(1000)]
+    orders = iter([batch, list(reversed(batch))] * 4)
+    for _ in range(3):
+        results, errors = race(lambda: usage_record(principal=principal, events=next(orders)), 2)
+        assert errors == []
+    assert UsageEvent.objects.count() == 1000

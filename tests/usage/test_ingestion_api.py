@@ -84,6 +84,13 @@ def test_the_same_key_under_another_tenant_is_another_event(api, reporter):
         ({"idempotency_key": None}, 400, "validation_error"),
         ({"occurred_at": "yesterday"}, 400, "validation_error"),
         ({"occurred_at": "2026-11-25T10:00:00"}, 400, "validation_error"),  # no offset
+        ({"occurred_at": "2026-02-30T00:00:00Z"}, 400, "validation_error"),  # no such day
+        ({"occurred_at": "0001-01-01T00:00:00+01:00"}, 400, "validation_error"),  # before year 1 in UTC
+        ({"quantity": "1000000000000000000000000"}, 400, "invalid_quantity"),  # 1e24: past the column
+        ({"idempotency_key": "nul\u0000byte"}, 400, "validation_error"),
+        ({"properties": {"model": "x" * 300}}, 400, "validation_error"),
+        ({"properties": {"model": 10**300}}, 400, "validation_error"),
+        ({"properties": {"model": "nul\u0000"}}, 400, "validation_error"),
     ],
 )
 def test_bad_events_are_refused_and_nothing_is_stored(api, reporter, overrides, status, error):
@@ -114,6 +121,16 @@ def test_a_metric_the_key_may_not_report_is_403(api, make_key, usage_world):
 def test_offsets_are_stored_in_utc(api, reporter):
     pk = send(api, reporter, event(occurred_at="2026-11-25T11:00:00+01:00")).json()["id"]
     assert UsageEvent.objects.get(pk=pk).occurred_at == datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def test_the_largest_quantities_are_stored_exactly(api, reporter):
+    # 23 digits and 6 decimals: past Python's default 28-digit context, within the column
+    pk = send(api, reporter, event(quantity="99999999999999999999999.123456")).json()["id"]
+    assert UsageEvent.objects.get(pk=pk).quantity == Decimal("99999999999999999999999.123456")
+
+
+def test_trailing_zeros_do_not_count_as_decimals(api, reporter):
+    assert send(api, reporter, event(quantity="1.500000000")).status_code == 201
 
 
 def test_numbers_are_accepted_for_quantity(api, reporter):
