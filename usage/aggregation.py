@@ -22,6 +22,13 @@ from django.db import connection, transaction
 WATERMARK = "usage"
 DEFAULT_LIMIT = 200_000
 
+# The bound is only safe if every other session's transaction start is visible.
+VISIBILITY = """
+SELECT current_setting('track_activities') = 'on',
+       NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                    WHERE datname = current_database() AND query = '<insufficient privilege>')
+"""
+
 BOUND = """
 SELECT LEAST(now(), COALESCE(
     (SELECT min(xact_start) FROM pg_stat_activity
@@ -93,6 +100,15 @@ def usage_aggregate(*, limit: int = DEFAULT_LIMIT, up_to: datetime | None = None
         )
         cursor.execute("SELECT received_up_to FROM usage_aggregationwatermark WHERE name = %s FOR UPDATE", [WATERMARK])
         (low,) = cursor.fetchone()
+        cursor.execute(VISIBILITY)
+        tracked, visible = cursor.fetchone()
+        if not (tracked and visible):
+            # Without seeing every transaction's start, an event could commit behind the
+            # watermark and never be counted: refuse loudly (the task lands in TaskFailure).
+            raise RuntimeError(
+                "usage aggregation needs track_activities = on and a role that sees every session in "
+                "pg_stat_activity (the same role, or pg_read_all_stats)"
+            )
         cursor.execute(BOUND)
         (high,) = cursor.fetchone()
         if up_to is not None:

@@ -115,3 +115,36 @@ def test_kill_minus_nine_mid_run_then_rerun_is_exact(reporter):
     assert rolled == expected
     total = usage_over(tenant_id=tenant.pk, metric=tokens, start=base, end=base + timedelta(days=3))
     assert total == expected
+
+
+def test_the_watermark_waits_for_a_transaction_still_inserting(reporter):
+    """An event whose transaction started before the run but commits after it must not
+    fall behind the watermark (it would be counted nowhere)."""
+    tenant = Tenant.objects.get(external_id="acme")
+    tokens = BillableMetric.objects.get(code="ai_tokens")
+    slow = raw_connection()  # a slow ingesting transaction: received_at = its start
+    slow.execute(
+        "INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,"
+        " reported_by_id, idempotency_key, payload_hash, correlation_id, late)"
+        " VALUES (%s, %s, 5, '{}', now(), now(), %s, 'slow', 'h', '', false)",
+        [tenant.pk, tokens.pk, reporter.key.pk],
+    )
+    try:
+        time.sleep(0.05)
+        UsageEvent.objects.create(
+            tenant=tenant,
+            metric=tokens,
+            quantity=7,
+            occurred_at=datetime.now(UTC),
+            received_at=datetime.now(UTC),
+            reported_by=reporter.key,
+            idempotency_key="fast",
+            payload_hash="h",
+        )
+        first = usage_aggregate()
+        slow.commit()
+    finally:
+        slow.close()  # never leave it holding locks the next test's clean-up needs
+    assert first.events == 0  # the bound stayed at the slow transaction's start: "fast" waited too
+    assert usage_aggregate().events == 2
+    assert sum(r.sum for r in UsageRollup.objects.all()) == 12
