@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,11 @@ def _qty(value: Decimal | None) -> str | None:
     return None if value is None else format_decimal(value)
 
 
+def _time(at: datetime) -> str:
+    # as the API renders UTC times, so that a stored consume answer is byte-identical
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def answer(ctx: Context, terms: FeatureTerms, decision: Decision) -> dict[str, Any]:
     sub = ctx.subscription
     return {
@@ -42,8 +47,8 @@ def answer(ctx: Context, terms: FeatureTerms, decision: Decision) -> dict[str, A
         "limit": _qty(decision.limit),
         "used": _qty(decision.used) if terms.metered else None,
         "remaining": _qty(decision.remaining),
-        "period_start": sub.period_start if sub else None,
-        "period_end": sub.period_end if sub else None,
+        "period_start": _time(sub.period_start) if sub else None,
+        "period_end": _time(sub.period_end) if sub else None,
         "on_unavailable": terms.on_unavailable,
     }
 
@@ -113,8 +118,15 @@ def entitlement_consume(
         return previous.status_code, previous.response
     ctx, _ = build_context(tenant_row, now=now)  # PostgreSQL, not the cache: this decision records usage
     terms = _feature(ctx, feature)
-    if not terms.metered:
-        raise InvalidRequest(f"{feature!r} is not metered: use entitlements/check.", code="validation_error")
+    if terms.aggregation not in ("sum", "count"):
+        # max, unique_count and latest do not add up: a "consume" of them has no meaning
+        raise InvalidRequest(f"{feature!r} is not counted or summed: use entitlements/check.", code="validation_error")
+    if terms.aggregation == "count" and (quantity != quantity.to_integral_value() or not 1 <= quantity <= 1000):
+        raise InvalidRequest(
+            "A counted feature consumes a whole number of uses, 1 to 1000.",
+            code="invalid_quantity",
+            details={"quantity": str(quantity)},
+        )
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [tenant_row.pk, terms.metric_id])
     previous = ConsumeRecord.objects.filter(tenant=tenant_row, idempotency_key=idempotency_key).first()
@@ -124,21 +136,23 @@ def entitlement_consume(
     body = answer(ctx, terms, decision)
     status = 200
     if decision.allowed:
-        (result,) = usage_record(
-            principal=principal,
-            events=[
-                {
-                    "tenant": tenant,
-                    "metric": terms.metric_code,
-                    "quantity": str(quantity),
-                    "idempotency_key": idempotency_key,
-                    "correlation_id": f"consume:{idempotency_key}"[:255],
-                }
-            ],
-        )
-        if result.error is not None:
-            raise Conflict(result.error["message"], code=result.error["code"], details=result.error["details"])
-        body["id"] = result.id
+        # a counted metric counts events: N uses are N events (keys key, key:2 … key:N)
+        uses = int(quantity) if terms.aggregation == "count" else 1
+        events = [
+            {
+                "tenant": tenant,
+                "metric": terms.metric_code,
+                "quantity": str(quantity) if terms.aggregation == "sum" else "1",
+                "idempotency_key": idempotency_key if i == 0 else f"{idempotency_key}:{i + 1}"[:255],
+                "correlation_id": f"consume:{idempotency_key}"[:255],
+            }
+            for i in range(uses)
+        ]
+        results = usage_record(principal=principal, events=events)
+        failed = next((r for r in results if r.error is not None), None)
+        if failed is not None and failed.error is not None:
+            raise Conflict(failed.error["message"], code=failed.error["code"], details=failed.error["details"])
+        body["id"] = results[0].id
         body["used"] = _qty((decision.used or Decimal(0)) + quantity)
         if decision.remaining is not None:
             body["remaining"] = _qty(max(decision.remaining - quantity, Decimal(0)))
@@ -146,15 +160,11 @@ def entitlement_consume(
     try:
         with transaction.atomic():
             ConsumeRecord.objects.create(
-                tenant=tenant_row, idempotency_key=idempotency_key, status_code=status, response=_jsonable(body)
+                tenant=tenant_row, idempotency_key=idempotency_key, status_code=status, response=body
             )
     except IntegrityError as exc:  # the same key used for another feature at the same moment
         raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
     return status, body
-
-
-def _jsonable(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in body.items()}
 
 
 # ------------------------------------------------------------------ grants
