@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,6 +49,9 @@ class ApiPrincipal:
     tenant: str | None
     rate_per_minute: int
 
+    #: requests in the current minute, counted in the same round trip as the key lookup
+    requests_this_minute: int | None = dataclasses.field(default=None, compare=False)
+
     is_authenticated = True  # DRF treats the principal as request.user
 
     @property
@@ -59,6 +63,7 @@ class ApiPrincipal:
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
+        data.pop("requests_this_minute")
         data["scopes"] = sorted(self.scopes)
         data["metrics"] = sorted(self.metrics)
         return json.dumps(data)
@@ -172,8 +177,15 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
     """The principal behind a presented key, or AuthenticationError (401)."""
     digest = hash_secret(raw_key)
     client: redis.Redis | None = get_redis()
+    count = None
     try:
-        cached = client.get(rkey("apikey", digest)) if client is not None else None
+        # one round trip: the cached key and this minute's request count (the rate limit)
+        rate_key = rate_key_for(digest)
+        pipe = client.pipeline(transaction=False)  # type: ignore[union-attr]
+        pipe.get(rkey("apikey", digest))
+        pipe.incr(rate_key)
+        pipe.expire(rate_key, 61)
+        cached, count, _ = pipe.execute()
     except redis.RedisError:
         cached, client = None, None
     if cached is not None:
@@ -193,13 +205,23 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
             except redis.RedisError:
                 client = None
     _touch(principal.key_id, client)
-    return principal
+    return dataclasses.replace(principal, requests_this_minute=count)
+
+
+def rate_key_for(digest: str) -> str:
+    return rkey("rate", digest[:20], int(time.time() // 60))
+
+
+_touched: dict[int, float] = {}  # per process: key id → when this process last recorded a use
 
 
 def _touch(key_id: int, client: redis.Redis | None) -> None:
-    """Record last use at most once a minute per key, so the hot path stays read-only."""
-    if client is None:
+    """Record last use at most once a minute per key, so the hot path stays read-only
+    (and asks Redis at most once a minute per process)."""
+    now = time.monotonic()
+    if client is None or now - _touched.get(key_id, -120.0) < 60:
         return
+    _touched[key_id] = now
     try:
         first_this_minute = client.set(rkey("apikey-used", key_id), 1, ex=60, nx=True)
     except redis.RedisError:

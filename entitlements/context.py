@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,7 @@ from billing_project.cache import catalog_version_key, tenant_version_key, tenan
 from billing_project.redis_client import get_redis, rkey
 from plans.models import Feature, PlanEntitlement
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
+from usage.counters import MICRO, counter_key
 
 from .evaluation import FeatureTerms, SubscriptionState
 from .models import Grant
@@ -33,16 +34,26 @@ from .models import Grant
 logger = logging.getLogger(__name__)
 MAX_AGE_SECONDS = 300
 
-# KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys.
+# KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys,
+# ARGV[2] a feature whose usage counter to return too (one round trip for a whole check).
 READ = """
 local ctx = redis.call('GET', KEYS[1])
 local catalog = redis.call('GET', KEYS[2]) or '0'
 if not ctx then return false end
-local tid, tv, cv = string.match(ctx, '^(%d+)|(%d+)|(%d+)|')
+local tid, tv, cv, payload = string.match(ctx, '^(%d+)|(%d+)|(%d+)|[%d.]+|(.*)$')
 if not tid then return false end
 local current = redis.call('GET', ARGV[1] .. tid) or '0'
 if current ~= tv or catalog ~= cv then return false end
-return ctx
+local counter = false
+if ARGV[2] ~= '' then
+  local key = cjson.decode(payload).counters[ARGV[2]]
+  if key then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'set' then counter = 's' .. redis.call('SCARD', key)
+    elseif kind == 'string' then counter = 'n' .. redis.call('GET', key) end
+  end
+end
+return {ctx, counter}
 """
 
 
@@ -53,6 +64,7 @@ class Context:
     currency: str
     subscription: SubscriptionState | None
     features: dict[str, FeatureTerms]
+    counters: dict[str, str] = field(default_factory=dict)  # feature → its period usage counter key
 
     def to_json(self) -> str:
         def enc(value: Any) -> Any:
@@ -69,6 +81,7 @@ class Context:
                 "currency": self.currency,
                 "subscription": asdict(self.subscription) if self.subscription else None,
                 "features": {k: asdict(v) for k, v in self.features.items()},
+                "counters": self.counters,
             },
             default=enc,
         )
@@ -89,7 +102,9 @@ class Context:
             code: FeatureTerms(**{**f, "limit": Decimal(f["limit"]) if f["limit"] is not None else None})
             for code, f in data["features"].items()
         }
-        return cls(data["tenant_id"], data["external_id"], data["currency"], state, features)
+        return cls(
+            data["tenant_id"], data["external_id"], data["currency"], state, features, data.get("counters") or {}
+        )
 
 
 def dunning_grace() -> timedelta:
@@ -122,7 +137,14 @@ def build_context(tenant: Tenant, *, now: datetime) -> tuple[Context, datetime]:
     features = {}
     for feature in Feature.objects.select_related("metric"):
         features[feature.code] = _terms(feature, plan_terms.get(feature.pk), grants.get(feature.pk, []))
-    return Context(tenant.pk, tenant.external_id, tenant.currency, state, features), valid_until
+    counters = {}
+    if sub is not None and sub.status in LIVE_STATUSES:
+        counters = {
+            code: counter_key(tenant.pk, t.metric_id, sub.current_period_start)
+            for code, t in features.items()
+            if t.metric_id is not None and t.aggregation in ("sum", "count", "max", "unique_count")
+        }
+    return Context(tenant.pk, tenant.external_id, tenant.currency, state, features, counters), valid_until
 
 
 def _terms(feature: Feature, entitlement: PlanEntitlement | None, grants: list[Grant]) -> FeatureTerms:
@@ -152,25 +174,44 @@ def _cache_key(external_id: str) -> str:
     return rkey("ent-ctx", external_id)
 
 
-def load_context(external_id: str, *, now: datetime | None = None) -> Context | None:
-    """The tenant's context (None for an unknown tenant): from Redis when current, else
-    rebuilt from PostgreSQL and cached. With Redis unreachable, from PostgreSQL alone."""
+_parsed: dict[str, Context] = {}  # per process: cached payload → parsed context (parsing is the hot path)
+
+
+def _parse(payload: str) -> Context:
+    context = _parsed.get(payload)
+    if context is None:
+        if len(_parsed) > 1024:
+            _parsed.clear()
+        context = _parsed[payload] = Context.from_json(payload)
+    return context
+
+
+def load_context(
+    external_id: str, *, now: datetime | None = None, feature: str = ""
+) -> tuple[Context | None, Decimal | None]:
+    """The tenant's context (None for an unknown tenant) and, when asked for a feature,
+    its current-period usage counter if Redis has one: from Redis in one round trip when
+    current, else rebuilt from PostgreSQL and cached. With Redis unreachable, from
+    PostgreSQL alone."""
     now = now or timezone.now()
     client: redis.Redis | None = get_redis()
     catalog_version: Any = b"0"
     try:
         assert client is not None  # noqa: S101
-        raw = client.eval(READ, 2, _cache_key(external_id), catalog_version_key(), tenant_version_prefix())
-        if raw:
+        found = _read_script(client)(
+            keys=[_cache_key(external_id), catalog_version_key()], args=[tenant_version_prefix(), feature]
+        )
+        if found:
+            raw, counter = found
             valid_until, payload = raw.decode().split("|", 4)[3:]
             if now.timestamp() < float(valid_until):  # a grant expiry or period end passed: rebuild
-                return Context.from_json(payload)
+                return _parse(payload), _counter_value(counter)
         catalog_version = client.get(catalog_version_key()) or b"0"
     except redis.RedisError:
         client, catalog_version = None, b"0"
     tenant = Tenant.objects.filter(external_id=external_id).only("pk", "external_id", "currency").first()
     if tenant is None:
-        return None
+        return None, None
     tenant_version: Any = b"0"
     if client is not None:
         try:
@@ -186,4 +227,22 @@ def load_context(external_id: str, *, now: datetime | None = None) -> Context | 
             client.set(_cache_key(external_id), stamp + context.to_json(), ex=ttl)
         except redis.RedisError:
             logger.warning("entitlements.context_cache_unreachable")
-    return context
+    return context, None
+
+
+def _counter_value(raw: bytes | None) -> Decimal | None:
+    if not raw:
+        return None
+    text = raw.decode()
+    return Decimal(text[1:]) if text[0] == "s" else Decimal(int(text[1:])) / MICRO
+
+
+_scripts: dict[int, Any] = {}
+
+
+def _read_script(client: redis.Redis) -> Any:
+    """READ registered once per connection pool (EVALSHA: the script is not resent)."""
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(READ)
+    return script

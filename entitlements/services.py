@@ -53,10 +53,18 @@ def answer(ctx: Context, terms: FeatureTerms, decision: Decision) -> dict[str, A
     }
 
 
-def _decide(ctx: Context, terms: FeatureTerms, quantity: Decimal, now: datetime, *, cached: bool) -> Decision:
-    used = None
+def _decide(
+    ctx: Context,
+    terms: FeatureTerms,
+    quantity: Decimal,
+    now: datetime,
+    *,
+    cached: bool,
+    counter: Decimal | None = None,
+) -> Decision:
+    used = counter if cached else None
     sub = ctx.subscription
-    if terms.metered and terms.enabled and sub is not None and terms.metric_id is not None:
+    if used is None and terms.metered and terms.enabled and sub is not None and terms.metric_id is not None:
         used = period_usage(
             tenant_id=ctx.tenant_id,
             metric=MeteredMetric(terms.metric_id, terms.aggregation or "sum", terms.unique_property),
@@ -67,11 +75,11 @@ def _decide(ctx: Context, terms: FeatureTerms, quantity: Decimal, now: datetime,
     return evaluate(terms, state=sub, used=used, quantity=quantity, now=now, dunning_grace=dunning_grace())
 
 
-def _context(tenant: str, now: datetime) -> Context:
-    ctx = load_context(tenant, now=now)
+def _context(tenant: str, now: datetime, feature: str = "") -> tuple[Context, Decimal | None]:
+    ctx, counter = load_context(tenant, now=now, feature=feature)
     if ctx is None:
         raise InvalidRequest(f"No tenant {tenant!r}.", code="unknown_tenant", details={"tenant": tenant})
-    return ctx
+    return ctx, counter
 
 
 def _feature(ctx: Context, feature: str) -> FeatureTerms:
@@ -84,14 +92,14 @@ def _feature(ctx: Context, feature: str) -> FeatureTerms:
 def entitlement_check(*, tenant: str, feature: str, quantity: Decimal) -> dict[str, Any]:
     """May this tenant do `quantity` more of `feature` now? (A read: nothing is recorded.)"""
     now = timezone.now()
-    ctx = _context(tenant, now)
+    ctx, counter = _context(tenant, now, feature)
     terms = _feature(ctx, feature)
-    return answer(ctx, terms, _decide(ctx, terms, quantity, now, cached=True))
+    return answer(ctx, terms, _decide(ctx, terms, quantity, now, cached=True, counter=counter))
 
 
 def entitlements_list(*, tenant: str) -> dict[str, Any]:
     now = timezone.now()
-    ctx = _context(tenant, now)
+    ctx, _ = _context(tenant, now)
     return {
         "tenant": ctx.external_id,
         "entitlements": [
