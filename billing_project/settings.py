@@ -67,11 +67,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    "billing_project.middleware.StaffAuditlogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so that it sees the authenticated staff user and locks out guessers.
-    "axes.middleware.AxesMiddleware",
+    "billing_project.middleware.StaffAxesMiddleware",
 ]
 
 ROOT_URLCONF = "billing_project.urls"
