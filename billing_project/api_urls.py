@@ -7,4 +7,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("subscriptions.urls")),
     path("", include("usage.urls")),
     path("", include("entitlements.urls")),
+    path("", include("invoicing.urls")),
 ]

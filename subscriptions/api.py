@@ -11,9 +11,9 @@ from billing_project.api import BillingAPIView
 from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import InvalidRequest
 from billing_project.money import exponent, format_decimal
-from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE, TENANTS_WRITE
+from billing_project.scopes import SUBSCRIPTIONS_WRITE, TENANTS_WRITE
 
-from .selectors import billing_state, subscription_document
+from .selectors import subscription_document
 from .services import (
     subscription_cancel,
     subscription_change_plan,
@@ -202,27 +202,3 @@ class SubscriptionCancelApi(BillingAPIView):
             reason=data.validated_data["reason"],
         )
         return Response(subscription_document(sub))
-
-
-class BillingStateApi(BillingAPIView):
-    required_scopes = {"GET": (BILLING_READ,)}
-
-    @extend_schema(
-        operation_id="tenant_billing",
-        tags=["tenants"],
-        responses={
-            200: inline_serializer(
-                "BillingState",
-                {
-                    "tenant": serializers.CharField(),
-                    "currency": serializers.CharField(),
-                    "subscription": SubscriptionOut,
-                    "usage": serializers.ListField(child=serializers.DictField()),
-                    "credit_balance": serializers.CharField(allow_null=True),
-                    "invoices": serializers.ListField(child=serializers.DictField()),
-                },
-            )
-        },
-    )
-    def get(self, request: Request, tenant: str) -> Response:
-        return Response(billing_state(tenant_get(tenant)))

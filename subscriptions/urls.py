@@ -4,7 +4,6 @@ from . import api
 
 urlpatterns = [
     path("tenants/<str:tenant>", api.TenantApi.as_view(), name="tenant"),
-    path("tenants/<str:tenant>/billing", api.BillingStateApi.as_view(), name="tenant-billing"),
     path("tenants/<str:tenant>/subscription", api.SubscriptionCreateApi.as_view(), name="subscription-create"),
     path("tenants/<str:tenant>/subscription/change", api.SubscriptionChangeApi.as_view(), name="subscription-change"),
     path("tenants/<str:tenant>/subscription/cancel", api.SubscriptionCancelApi.as_view(), name="subscription-cancel"),
