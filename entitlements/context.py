@@ -204,7 +204,7 @@ def load_context(
         if found:
             raw, counter = found
             valid_until, payload = raw.decode().split("|", 4)[3:]
-            if now.timestamp() < float(valid_until):  # a grant expiry or period end passed: rebuild
+            if _micros(now) < int(valid_until):  # a grant expiry or period end passed: rebuild
                 return _parse(payload), _counter_value(counter)
         catalog_version = client.get(catalog_version_key()) or b"0"
     except redis.RedisError:
@@ -222,12 +222,18 @@ def load_context(
     context, valid_until = build_context(tenant, now=now)
     if client is not None:
         ttl = max(1, int((valid_until - now).total_seconds()))
-        stamp = f"{tenant.pk}|{int(tenant_version)}|{int(catalog_version)}|{valid_until.timestamp()}|"
+        stamp = f"{tenant.pk}|{int(tenant_version)}|{int(catalog_version)}|{_micros(valid_until)}|"
         try:
             client.set(_cache_key(external_id), stamp + context.to_json(), ex=ttl)
         except redis.RedisError:
             logger.warning("entitlements.context_cache_unreachable")
     return context, None
+
+
+def _micros(at: datetime) -> int:
+    """An instant as integer microseconds since the epoch (exact, unlike a float)."""
+    delta = at - datetime(1970, 1, 1, tzinfo=at.tzinfo)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _counter_value(raw: bytes | None) -> Decimal | None:
