@@ -131,13 +131,16 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             form = RevokeForm()
         return TemplateResponse(
             request,
-            "admin/billing_project/apikey/revoke.html",
+            "admin/action_with_reason.html",
             {
                 **self.admin_site.each_context(request),
                 "form": form,
-                "keys": queryset,
+                "objects": queryset,
                 "opts": self.model._meta,
                 "title": "Revoke API keys",
+                "warning": "These keys stop working at once. Revocation cannot be undone.",
+                "action": "revoke_keys",
+                "submit": "Revoke",
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
             },
         )

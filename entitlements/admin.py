@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from billing_project.admin_base import ReadOnlyAdmin
 from billing_project.errors import BillingError
 
 from .models import Grant, ReconciliationRun
@@ -77,11 +78,5 @@ class GrantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ReconciliationRun)
-class ReconciliationRunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReconciliationRunAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "checked", "corrected"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

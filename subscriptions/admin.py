@@ -12,21 +12,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from billing_project.admin_base import ReadOnlyAdmin
 from billing_project.errors import BillingError
 
 from .models import ProrationItem, Subscription, SubscriptionEvent, Tenant
 from .services import subscription_apply
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Tenant)
@@ -81,14 +71,15 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             return None
         return TemplateResponse(
             request,
-            "admin/subscriptions/subscription/reason.html",
+            "admin/action_with_reason.html",
             {
                 **self.admin_site.each_context(request),
                 "form": form,
-                "subscriptions": queryset,
+                "objects": queryset,
                 "title": title,
                 "opts": self.model._meta,
                 "action": request.POST.get("action"),
+                "submit": title,
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
             },
         )
