@@ -194,3 +194,18 @@ def test_no_plan_change_can_be_scheduled_behind_a_scheduled_cancel(tenant):
         with pytest.raises(Conflict) as err:
             subscription_change_plan(tenant=tenant, plan_code="team", when="period_end", actor="test")
     assert err.value.code == "cancel_scheduled"
+
+
+def test_a_scheduled_change_to_another_interval_restarts_the_period_at_the_boundary(tenant):
+    with time_machine.travel(utc(2026, 1, 31), tick=False):
+        sub = subscription_create(tenant=tenant, plan_code="enterprise", actor="test")  # yearly, no trial
+        change = subscription_change_plan(tenant=tenant, plan_code="team", when="period_end", actor="test")
+    assert (change.applied, change.effective_at) == (False, utc(2027, 1, 31))
+    with time_machine.travel(utc(2027, 1, 31), tick=False):
+        assert subscriptions_roll_due() == 1
+    sub = refreshed(sub)
+    assert sub.plan_version.plan.code == "team"
+    assert (sub.current_period_start, sub.current_period_end) == (utc(2027, 1, 31), utc(2027, 2, 28))
+    with time_machine.travel(utc(2027, 2, 28), tick=False):
+        subscriptions_roll_due()
+    assert refreshed(sub).current_period_end == utc(2027, 3, 31)  # monthly now, anchored on the 31st
