@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="gthread workers with this many threads (1: sync)")
     parser.add_argument("--json")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
@@ -103,6 +104,8 @@ def main() -> int:
     app_port, bare_port = free_port(), free_port()
     gunicorn = [sys.executable, "-m", "gunicorn"]
     common = ["--workers", str(args.workers), "--log-level", "warning"]
+    if args.threads > 1:
+        common += ["--worker-class", "gthread", "--threads", str(args.threads)]
     app = start([*gunicorn, "billing_project.wsgi", "--bind", f"127.0.0.1:{app_port}", *common], env, app_port)
     bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.bare"}
     bare = start(
