@@ -207,15 +207,18 @@ def raw_rows(n: int, tenant_ids: list[int], metric_id: int, key_id: int, tag: st
     ]
 
 
+def bench_tenant_ids(conn: Any) -> list[int]:
+    return [
+        r[0] for r in conn.execute("SELECT id FROM subscriptions_tenant WHERE external_id LIKE 'bench-%%' ORDER BY id")
+    ]
+
+
 def raw_baselines(url: str, key_id: int, n: int, batch_size: int) -> dict[str, float]:
     import psycopg
 
     results: dict[str, float] = {}
     with psycopg.connect(url) as conn:
-        tenant_ids = [
-            r[0]
-            for r in conn.execute("SELECT id FROM subscriptions_tenant WHERE external_id LIKE 'bench-%%' ORDER BY id")
-        ]
+        tenant_ids = bench_tenant_ids(conn)
         (metric_id,) = conn.execute("SELECT id FROM plans_billablemetric WHERE code = 'ai_tokens'").fetchone()
         # A scratch copy of the events table: same columns, indexes and constraints, no rows kept.
         conn.execute("DROP TABLE IF EXISTS bench_usage_event")
@@ -293,10 +296,7 @@ def aggregation(env: dict[str, str], url: str, key_id: int, sizes: list[int]) ->
     results: dict[str, float] = {}
     loaded = 0
     with psycopg.connect(url) as conn:
-        tenant_ids = [
-            r[0]
-            for r in conn.execute("SELECT id FROM subscriptions_tenant WHERE external_id LIKE 'bench-%%' ORDER BY id")
-        ]
+        tenant_ids = bench_tenant_ids(conn)
         metrics = [r[0] for r in conn.execute("SELECT id FROM plans_billablemetric ORDER BY id")]
         # Start from empty rollups; events already there (from the API load) count too.
         conn.execute("TRUNCATE usage_usagerollup, usage_usageuniquevalue, usage_aggregationwatermark")

@@ -15,6 +15,7 @@ from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import InvalidRequest
 from billing_project.money import parse_decimal
 from billing_project.scopes import ENTITLEMENTS_READ, USAGE_WRITE
+from subscriptions.services import tenant_get
 
 from .services import entitlement_check, entitlement_consume, entitlements_list
 
@@ -101,8 +102,6 @@ class TenantEntitlementsApi(BillingAPIView):
         },
     )
     def get(self, request: Request, tenant: str) -> Response:
-        from subscriptions.services import tenant_get
-
         tenant_get(tenant)  # an unknown tenant in the path is 404
         return Response(entitlements_list(tenant=tenant))
 

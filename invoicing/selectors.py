@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing_project.money import exponent, format_decimal, round_line
-from plans.models import BillableMetric
+from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
 from plans.selectors import plan_spec_from_version, versions_with_terms
 from subscriptions.models import LIVE_STATUSES, Tenant
@@ -24,7 +24,7 @@ def billing_view(tenant: Tenant, *, now: datetime) -> dict[str, Any]:
     if sub is None or sub.status not in LIVE_STATUSES:
         view["cost_to_date"] = None
         return view
-    version = versions_with_terms(type(sub.plan_version).objects.filter(pk=sub.plan_version_id)).get()
+    version = versions_with_terms(PlanVersion.objects.filter(pk=sub.plan_version_id)).get()
     terms = plan_spec_from_version(version)
     currency, places = version.currency, exponent(version.currency)
     end = min(now, sub.current_period_end)

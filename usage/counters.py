@@ -135,6 +135,12 @@ def _exact(tenant_id: int, metric: MeteredMetric, start: datetime, end: datetime
     return value if value is not None else Decimal(0)
 
 
+def _exact_values(tenant_id: int, metric: MeteredMetric, start: datetime, end: datetime) -> set[str]:
+    return unique_values_over(
+        tenant_id=tenant_id, metric_id=metric.id, unique_property=metric.unique_property or "", start=start, end=end
+    )
+
+
 def _ttl(period_end: datetime) -> int:
     return max(60, int((period_end - timezone.now()).total_seconds()) + GRACE_SECONDS)
 
@@ -144,13 +150,7 @@ def _rebuild(
 ) -> Decimal:
     try:
         if metric.aggregation == "unique_count":
-            values = unique_values_over(
-                tenant_id=tenant_id,
-                metric_id=metric.id,
-                unique_property=metric.unique_property or "",
-                start=start,
-                end=end,
-            )
+            values = _exact_values(tenant_id, metric, start, end)
             if values and not client.exists(key):
                 pipe = client.pipeline()
                 pipe.sadd(key, *values)
@@ -170,15 +170,11 @@ def counter_reconcile(*, tenant_id: int, metric: MeteredMetric, period_start: da
         return False
     key = counter_key(tenant_id, metric.id, period_start)
     client = get_redis()
+    if not client.exists(key):
+        return False  # nothing cached: the next read rebuilds it from PostgreSQL
     if metric.aggregation == "unique_count":
-        exact_values = unique_values_over(
-            tenant_id=tenant_id,
-            metric_id=metric.id,
-            unique_property=metric.unique_property or "",
-            start=period_start,
-            end=period_end,
-        )
-        if not client.exists(key) or client.scard(key) == len(exact_values):
+        exact_values = _exact_values(tenant_id, metric, period_start, period_end)
+        if client.scard(key) == len(exact_values):
             return False
         pipe = client.pipeline()
         pipe.delete(key)

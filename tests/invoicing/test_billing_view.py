@@ -3,6 +3,8 @@ cost to date, the credit balance and the last invoices (API.md)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from plans.services import catalog_import, catalog_validate
@@ -10,6 +12,12 @@ from subscriptions.services import subscription_create, tenant_upsert
 from tests.plans.factories import demo
 
 pytestmark = [pytest.mark.django_db]
+
+
+def NOW() -> str:  # noqa: N802
+    # An explicit time: inside a test's transaction PostgreSQL's now() (the default
+    # occurred_at) is the transaction's start, which predates the subscription made in it.
+    return datetime.now(UTC).isoformat()
 
 
 @pytest.fixture
@@ -27,6 +35,7 @@ def test_usage_so_far_with_its_cost_to_date(api, make_key, acme):
             "metric": "active_users",
             "quantity": "1",
             "idempotency_key": f"u{i}",
+            "occurred_at": NOW(),
             "properties": {"user_ref": f"user-{i % 3}"},
         }
         for i in range(7)
@@ -52,7 +61,7 @@ def test_a_trial_shows_usage_but_costs_nothing(api, make_key, acme):
     key = make_key("service", metrics=["api_calls"])
     api.post(
         "/api/v1/usage/events",
-        {"tenant": "acme", "metric": "api_calls", "quantity": "1", "idempotency_key": "a"},
+        {"tenant": "acme", "metric": "api_calls", "quantity": "1", "idempotency_key": "a", "occurred_at": NOW()},
         format="json",
         **key.header,
     )

@@ -1,6 +1,8 @@
-"""Usage events are append-only; the aggregation watermark starts at the epoch."""
+"""Usage events are append-only; received_at defaults to the inserting transaction's start."""
 
 from django.db import migrations
+
+from billing_project.db import append_only
 
 TABLE = "usage_usageevent"
 
@@ -12,17 +14,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(
-            f"""
-            CREATE TRIGGER {TABLE}_append_only BEFORE UPDATE OR DELETE ON {TABLE}
-                FOR EACH ROW EXECUTE FUNCTION billing_refuse_change();
-            CREATE TRIGGER {TABLE}_append_only_truncate BEFORE TRUNCATE ON {TABLE}
-                FOR EACH STATEMENT EXECUTE FUNCTION billing_refuse_change();
-            ALTER TABLE {TABLE} ALTER COLUMN received_at SET DEFAULT now();
-            """,
-            f"""
-            DROP TRIGGER IF EXISTS {TABLE}_append_only ON {TABLE};
-            DROP TRIGGER IF EXISTS {TABLE}_append_only_truncate ON {TABLE};
-            """,
-        ),
+        append_only(TABLE),
+        migrations.RunSQL(f"ALTER TABLE {TABLE} ALTER COLUMN received_at SET DEFAULT now();", migrations.RunSQL.noop),
     ]
