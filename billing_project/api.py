@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
 from rest_framework.views import APIView
+
+from .api_keys import Prefetch
 
 
 class BillingAPIView(APIView):
@@ -19,6 +25,23 @@ class BillingAPIView(APIView):
     query_methods: ClassVar[frozenset[str]] = frozenset()
     #: Unsafe methods an agent key may call (only creating a proposal).
     agent_methods: ClassVar[frozenset[str]] = frozenset()
+
+    def redis_prefetch(self, request: HttpRequest) -> Prefetch | None:
+        """Redis reads to make in the authentication round trip (a hot path's whole
+        answer); the results arrive as `request.auth.prefetched`. Runs before the
+        central rules, so it must only read, and its results must not be used unless
+        the request is admitted."""
+        return None
+
+
+class JsonOnly(DefaultContentNegotiation):
+    """The API answers only JSON: skip weighing the Accept header on hot paths."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}], "example": "1500"})

@@ -44,8 +44,11 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise exceptions.AuthenticationFailed("Use `Authorization: Bearer <api key>`.", code="invalid_api_key")
+        view = (getattr(request, "parser_context", None) or {}).get("view")
+        hook = getattr(view, "redis_prefetch", None)
+        prefetch = hook(request._request) if hook is not None else None
         try:
-            principal = api_key_authenticate(raw_key=token)
+            principal = api_key_authenticate(raw_key=token, prefetch=prefetch)
         except AuthenticationError as exc:
             raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
         principal_var.set(principal.label())

@@ -13,8 +13,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -36,6 +37,10 @@ class AuthenticationError(BillingError):
     status_code = 401
 
 
+#: Redis reads a view queues into the authentication round trip (see api_key_authenticate).
+Prefetch = Callable[["redis.client.Pipeline"], None]
+
+
 @dataclass(frozen=True)
 class ApiPrincipal:
     """Who is calling: the verified key, as views and permissions see it."""
@@ -51,6 +56,9 @@ class ApiPrincipal:
 
     #: requests in the current minute, counted in the same round trip as the key lookup
     requests_this_minute: int | None = dataclasses.field(default=None, compare=False)
+    #: results of the view's prefetch (None if it queued nothing or Redis failed); each
+    #: may be an exception, which its reader treats as a miss
+    prefetched: tuple[Any, ...] | None = dataclasses.field(default=None, compare=False)
 
     is_authenticated = True  # DRF treats the principal as request.user
 
@@ -64,6 +72,7 @@ class ApiPrincipal:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data.pop("requests_this_minute")
+        data.pop("prefetched")
         data["scopes"] = sorted(self.scopes)
         data["metrics"] = sorted(self.metrics)
         return json.dumps(data)
@@ -173,21 +182,33 @@ def _forget(digest: str) -> None:
         logger.warning("api_key.update.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
-    """The principal behind a presented key, or AuthenticationError (401)."""
+def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None) -> ApiPrincipal:
+    """The principal behind a presented key, or AuthenticationError (401).
+
+    `prefetch` lets a hot view queue its own Redis reads into the same round trip (the
+    entitlement check reads its whole answer this way); their results come back on the
+    principal and are used only once the central rules have admitted the request.
+    """
     digest = hash_secret(raw_key)
     client: redis.Redis | None = get_redis()
     count = None
+    prefetched = None
     try:
-        # one round trip: the cached key and this minute's request count (the rate limit)
+        # one round trip: the cached key, this minute's request count (the rate limit)
+        # and whatever the view prefetches
         rate_key = rate_key_for(digest)
         pipe = client.pipeline(transaction=False)  # type: ignore[union-attr]
         pipe.get(rkey("apikey", digest))
         pipe.incr(rate_key)
         pipe.expire(rate_key, 61)
-        cached, count, _ = pipe.execute()
+        if prefetch is not None:
+            prefetch(pipe)
+        cached, count, _, *rest = pipe.execute(raise_on_error=False)
+        if isinstance(cached, Exception) or isinstance(count, Exception):
+            raise redis.RedisError("key lookup failed")
+        prefetched = tuple(rest) if rest else None
     except redis.RedisError:
-        cached, client = None, None
+        cached, client, count, prefetched = None, None, None, None
     if cached is not None:
         if cached == _REVOKED.encode():
             raise AuthenticationError("This API key has been revoked.", code="api_key_revoked")
@@ -205,7 +226,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal:
             except redis.RedisError:
                 client = None
     _touch(principal.key_id, client)
-    return dataclasses.replace(principal, requests_this_minute=count)
+    return dataclasses.replace(principal, requests_this_minute=count, prefetched=prefetched)
 
 
 def rate_key_for(digest: str) -> str:

@@ -3,9 +3,9 @@
 from django.urls import URLPattern, URLResolver, include, path
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("", include("entitlements.urls")),  # first: the entitlement check is the hottest route
     path("", include("plans.urls")),
     path("", include("subscriptions.urls")),
     path("", include("usage.urls")),
-    path("", include("entitlements.urls")),
     path("", include("invoicing.urls")),
 ]

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from auditlog.middleware import AuditlogMiddleware
 from axes.middleware import AxesMiddleware
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
 
 from .api_errors import API_PREFIX, error_response
@@ -104,3 +107,17 @@ class StaffAuditlogMiddleware(StaffPagesOnly, AuditlogMiddleware):  # type: igno
 
 class StaffAxesMiddleware(StaffPagesOnly, AxesMiddleware):  # type: ignore[misc]
     """Login lockout where logins happen (the admin), not on every API request."""
+
+
+# API requests authenticate with a key and never use a session, a staff user or flash
+# messages; skipping these on /api/ is a tenth of an entitlement check.
+class StaffSessionMiddleware(StaffPagesOnly, SessionMiddleware):  # type: ignore[misc]
+    """Sessions for staff pages."""
+
+
+class StaffAuthenticationMiddleware(StaffPagesOnly, AuthenticationMiddleware):  # type: ignore[misc]
+    """`request.user` for staff pages."""
+
+
+class StaffMessageMiddleware(StaffPagesOnly, MessageMiddleware):  # type: ignore[misc]
+    """Flash messages for staff pages."""

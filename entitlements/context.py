@@ -10,6 +10,7 @@ the period's end, the end of a dunning grace).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,7 @@ if ARGV[2] ~= '' then
 end
 return {ctx, counter}
 """
+READ_SHA = hashlib.sha1(READ.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
 @dataclass(frozen=True)
@@ -186,23 +188,33 @@ def _parse(payload: str) -> Context:
     return context
 
 
+NOT_PREFETCHED = object()
+
+
+def queue_context_read(pipe: Any, external_id: str, feature: str = "") -> None:
+    """Queue the context read into another round trip (the API key lookup's pipeline).
+    Plain EVALSHA: a Script object would add a SCRIPT EXISTS round trip to every call."""
+    pipe.evalsha(READ_SHA, 2, _cache_key(external_id), catalog_version_key(), tenant_version_prefix(), feature)
+
+
 def load_context(
-    external_id: str, *, now: datetime | None = None, feature: str = ""
+    external_id: str, *, now: datetime | None = None, feature: str = "", prefetched: Any = NOT_PREFETCHED
 ) -> tuple[Context | None, Decimal | None]:
     """The tenant's context (None for an unknown tenant) and, when asked for a feature,
     its current-period usage counter if Redis has one: from Redis in one round trip when
     current, else rebuilt from PostgreSQL and cached. With Redis unreachable, from
-    PostgreSQL alone."""
+    PostgreSQL alone. `prefetched` is the result of queue_context_read, if it was queued."""
     now = now or timezone.now()
     client: redis.Redis | None = get_redis()
     catalog_version: Any = b"0"
     try:
         assert client is not None  # noqa: S101
-        found = _read_script(client)(
-            keys=[_cache_key(external_id), catalog_version_key()], args=[tenant_version_prefix(), feature]
-        )
-        if found:
-            raw, counter = found
+        if prefetched is NOT_PREFETCHED or isinstance(prefetched, Exception):  # not queued, or NOSCRIPT after a restart
+            prefetched = _read_script(client)(
+                keys=[_cache_key(external_id), catalog_version_key()], args=[tenant_version_prefix(), feature]
+            )
+        if prefetched:
+            raw, counter = prefetched
             valid_until, payload = raw.decode().split("|", 4)[3:]
             if _micros(now) < int(valid_until):  # a grant expiry or period end passed: rebuild
                 return _parse(payload), _counter_value(counter)

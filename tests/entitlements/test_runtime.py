@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
+import redis
 
 from billing_project.api_keys import ApiPrincipal
 from billing_project.redis_client import get_redis
@@ -56,6 +57,48 @@ def test_a_warm_check_runs_no_sql(api, reader, subscribed, django_assert_num_que
         body = check(api, reader, "api")
         check(api, reader, "chat")
     assert body["reason"] == "ok"
+
+
+@pytest.mark.django_db
+def test_a_warm_check_is_one_redis_round_trip(api, reader, subscribed, monkeypatch):
+    check(api, reader, "api")  # warm
+    sends = []
+    real_send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting_send(self, command, check_health=True):
+        sends.append(command)
+        return real_send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    body = check(api, reader, "api", quantity="2")
+    assert len(sends) == 1, sends  # key, rate count, context and counter in one pipeline
+    assert body["reason"] == "ok"
+    assert body["used"] == "0"
+
+
+@pytest.mark.django_db
+def test_a_check_survives_redis_forgetting_its_scripts(api, reader, subscribed):
+    """After a Redis restart (SCRIPT FLUSH) the prefetched EVALSHA fails with NOSCRIPT:
+    the check must reload the script and answer the same, never fail or allow by error."""
+    report(api, reader, "api_calls", ["a", "b"])
+    assert check(api, reader, "api")["used"] == "2"
+    get_redis().script_flush()
+    again = check(api, reader, "api")
+    assert again["used"] == "2"
+    assert again["reason"] == "ok"
+    assert check(api, reader, "api")["used"] == "2"  # and the reloaded script serves the next
+
+
+@pytest.mark.django_db
+def test_a_prefetch_for_another_body_is_never_used(api, reader, subscribed):
+    """The prefetch peeks at the raw body; a body it reads differently from the parser
+    (duplicate keys: both take the last, but nothing may rely on it) must not leak a
+    different feature's answer."""
+    check(api, reader, "api")
+    raw = '{"tenant": "acme", "feature": "chat", "feature": "api", "quantity": "1"}'
+    response = api.post("/api/v1/entitlements/check", raw, content_type="application/json", **reader.header)
+    assert response.status_code == 200
+    assert response.json()["feature"] == "api"
 
 
 @pytest.mark.django_db
