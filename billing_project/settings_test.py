@@ -20,7 +20,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # A developer's `make run` may share the embedded Redis: keep tests out of its way.
-REDIS_KEY_PREFIX = "billing-test"
+# TEST_REDIS_KEY_PREFIX lets two suites share one Redis (e.g. two checkouts on one machine).
+REDIS_KEY_PREFIX = env.str("TEST_REDIS_KEY_PREFIX", default="billing-test")  # noqa: F405
 CACHES = {**CACHES}  # noqa: F405
 CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": "billing-test-cache"}
-CELERY_TASK_DEFAULT_QUEUE = "billing-test"
+CELERY_TASK_DEFAULT_QUEUE = REDIS_KEY_PREFIX
