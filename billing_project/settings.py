@@ -146,6 +146,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "roll-due-subscriptions": {"task": "subscriptions.tasks.roll_due_subscriptions", "schedule": 60.0},
     "aggregate-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 60.0},
     "reconcile-usage-counters": {"task": "entitlements.tasks.reconcile_usage_counters", "schedule": 300.0},
+    "close-periods": {"task": "invoicing.tasks.close_periods", "schedule": 300.0},
+    # Stripe events whose processing was never queued (the broker was down right after they were stored).
+    "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff
@@ -230,10 +233,28 @@ STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)
 # Not a secret: dj-stripe insists on a key of the right shape even offline.
 STRIPE_TEST_SECRET_KEY = env.str("STRIPE_TEST_SECRET_KEY", default="sk_test_" + "0" * 24)
 STRIPE_LIVE_SECRET_KEY = env.str("STRIPE_LIVE_SECRET_KEY", default="")
+# The endpoint's signing secret (whsec_…). Empty: POST /webhooks/stripe/ refuses everything (503).
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Stripe's events are a few KiB; anything near this is not one (413 before verifying).
+STRIPE_WEBHOOK_MAX_BODY_BYTES = env.int("STRIPE_WEBHOOK_MAX_BODY_BYTES", default=512 * 1024)
 STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-05-27.dahlia")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")  # a local fake Stripe in tests
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+# Stripe Tax: when on, a draft invoice is sent to Stripe first and finalized with the tax
+# Stripe computes; when off, invoices carry no tax lines and say so.
+STRIPE_TAX_ENABLED = env.bool("STRIPE_TAX_ENABLED", default=False)
+
+# ---------------------------------------------------------------- Invoicing
+INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")
+# Late events for a closed period are awaited this long before its invoice is drafted.
+INVOICE_GRACE_MINUTES = env.int("INVOICE_GRACE_MINUTES", default=60)
+INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
+INVOICE_SELLER = {
+    "name": env.str("INVOICE_SELLER_NAME", default="Example Platform Inc."),
+    "address": env.str("INVOICE_SELLER_ADDRESS", default="1 Example Street, Springfield"),
+    "tax_id": env.str("INVOICE_SELLER_TAX_ID", default=""),
+    "email": env.str("INVOICE_SELLER_EMAIL", default="billing@example.com"),
+}
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 
 # ---------------------------------------------------------------- Audit

@@ -1,0 +1,158 @@
+"""Invoices, their lines, gapless number sequences and the credit ledger.
+
+A finalized invoice never changes: its amounts, lines and number are frozen by a
+PostgreSQL trigger (migration 0002), and only its collection status moves on
+(open → paid | void | uncollectible). A mistake is corrected by a new record.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+# Amounts rounded to a minor unit: at most 4 digits after the point (CLF).
+AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
+
+
+class InvoiceSequence(models.Model):
+    """The last number handed out per series and year. Finalization locks the row, so
+    numbers are consecutive and a rolled-back finalization returns its number."""
+
+    series = models.CharField(max_length=10)
+    year = models.PositiveSmallIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "year"], name="invoicesequence_series_year")]
+
+    def __str__(self) -> str:
+        return f"{self.series}-{self.year}: {self.last_number}"
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"  # finalized, awaiting payment
+        PAID = "paid"
+        VOID = "void"
+        UNCOLLECTIBLE = "uncollectible"
+
+    class Tax(models.TextChoices):
+        NOT_CALCULATED = "not_calculated", "No tax calculated (Stripe Tax not enabled)"
+        CALCULATED = "calculated", "Tax calculated by Stripe Tax"
+
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", on_delete=models.PROTECT, related_name="invoices", null=True, blank=True
+    )
+    # The period boundary this invoice closes: at most one invoice per boundary, so a
+    # rerun of the period close can never bill a period twice.
+    boundary = models.OneToOneField(
+        "subscriptions.SubscriptionEvent", on_delete=models.PROTECT, related_name="invoice", null=True, blank=True
+    )
+    status = models.CharField(max_length=13, choices=Status.choices, default=Status.DRAFT)
+    currency = models.CharField(max_length=3)
+    series = models.CharField(max_length=10, default="INV")
+    number = models.CharField(max_length=32, unique=True, null=True, blank=True)
+    period_start = models.DateTimeField(help_text="Usage billed in arrears from here…")
+    period_end = models.DateTimeField(help_text="…to here (half-open).")
+    subtotal = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=0)
+    tax = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=0)
+    credit_applied = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=0)
+    total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=0)
+    tax_status = models.CharField(max_length=14, choices=Tax.choices, default=Tax.NOT_CALCULATED)
+    seller = models.JSONField(default=dict, blank=True, help_text="Seller details as printed, frozen at finalization.")
+    buyer = models.JSONField(default=dict, blank=True, help_text="Buyer details as printed, frozen at finalization.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    # collection: may change after finalization
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    uncollectible_at = models.DateTimeField(null=True, blank=True)
+    stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_number = models.CharField(max_length=64, blank=True, help_text="Stripe's own number: a reference only.")
+    collection_attempts = models.PositiveIntegerField(default=0)
+    last_payment_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="invoice_number_iff_finalized",
+                condition=(Q(status="draft") & Q(number__isnull=True))
+                | (~Q(status="draft") & Q(number__isnull=False) & Q(finalized_at__isnull=False)),
+            ),
+            models.CheckConstraint(name="invoice_total_not_negative", condition=Q(total__gte=0)),
+        ]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="invoice_tenant_created")]
+
+    def __str__(self) -> str:
+        return self.number or f"draft #{self.pk}"
+
+
+class InvoiceLine(models.Model):
+    class Kind(models.TextChoices):
+        BASE_FEE = "base_fee"
+        USAGE = "usage"
+        PRORATION = "proration"
+        LATE_USAGE = "late_usage"
+        CREDIT = "credit"
+        TAX = "tax"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    description = models.CharField(max_length=300)
+    metric = models.CharField(max_length=100, blank=True)
+    quantity = models.DecimalField(max_digits=30, decimal_places=6, null=True, blank=True)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    # how the amount was reached: model, aggregation, tiers, events behind it
+    explanation = models.JSONField(default=dict, blank=True)
+    proration_item = models.OneToOneField(
+        "subscriptions.ProrationItem", on_delete=models.PROTECT, null=True, blank=True, related_name="invoice_line"
+    )
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoiceline_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount}"
+
+
+class CreditEntry(models.Model):
+    """The credit ledger: append-only. A tenant's balance in a currency is the sum of
+    its entries; grants are positive, applications to invoices negative."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        APPLICATION = "application"
+        REVERSAL = "reversal"  # an application given back (its invoice was voided)
+
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="credit_entries")
+    currency = models.CharField(max_length=3)
+    kind = models.CharField(max_length=11, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="credits")
+    reason = models.TextField()
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                name="creditentry_sign_matches_kind",
+                condition=(Q(kind__in=["grant", "reversal"]) & Q(amount__gt=0))
+                | (Q(kind="application") & Q(amount__lt=0) & Q(invoice__isnull=False)),
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "currency"], name="creditentry_tenant_currency")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.currency}"

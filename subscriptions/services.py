@@ -121,11 +121,40 @@ def _record(
     )
 
 
+def _period_doc(sub: Subscription, *, end: datetime | None = None) -> dict[str, Any]:
+    """A period as a boundary event records it, for invoicing: its bounds, the plan version
+    that priced it, and whether it is paid (a trial is not)."""
+    in_trial = sub.trial_end is not None and sub.current_period_end == sub.trial_end
+    return {
+        "start": sub.current_period_start.isoformat(),
+        "end": (end or sub.current_period_end).isoformat(),
+        "plan_version": sub.plan_version_id,
+        "paid": not in_trial,
+    }
+
+
+def _boundary(closed: dict[str, Any] | None, opened: dict[str, Any] | None) -> dict[str, Any]:
+    """Event data for a period boundary: the period that closed (its usage is billed in
+    arrears), the one that opened (its base fee is billed in advance), and whether the
+    boundary has anything to bill. Invoicing drafts one invoice per billable boundary."""
+    data: dict[str, Any] = {"bill": bool((closed and closed["paid"]) or (opened and opened["paid"]))}
+    if closed:
+        data["closed"] = closed
+    if opened:
+        data["opened"] = opened
+    return data
+
+
 def _transition(
     sub: Subscription, action: str, *, actor: str, reason: str, at: datetime, data: dict[str, Any] | None = None
 ) -> SubscriptionEvent:
     old = sub.status
-    sub.status = next_status(old, action)  # raises InvalidTransition before anything is written
+    new = next_status(old, action)  # raises InvalidTransition before anything is written
+    if new in ("canceled", "ended") and old in ("trialing", "active", "past_due", "suspended"):
+        data = data or {}
+        if "closed" not in data:  # stopped mid-period: the usage so far is billed
+            data.update(_boundary(_period_doc(sub, end=min(at, sub.current_period_end)), None))
+    sub.status = new
     if sub.status == Subscription.Status.PAST_DUE and old != sub.status:
         sub.past_due_since = at  # the dunning grace counts from here
     elif sub.status != Subscription.Status.PAST_DUE:
@@ -195,8 +224,15 @@ def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datet
             sub.save()
     except IntegrityError as exc:  # the partial unique index, should a writer bypass the lock
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists") from exc
+    opened = _period_doc(sub) if sub.status == Subscription.Status.ACTIVE else None
     _record(
-        sub, "create", "", actor=actor, reason="", at=at, data={"plan": version.plan.code, "version": version.version}
+        sub,
+        "create",
+        "",
+        actor=actor,
+        reason="",
+        at=at,
+        data={"plan": version.plan.code, "version": version.version, **_boundary(None, opened)},
     )
     return sub
 
@@ -254,6 +290,7 @@ def subscription_change_plan(
         )
         return PlanChange(sub, False, sub.current_period_end, [])
     lines: list[proration.ProrationLine] = []
+    boundary: dict[str, Any] = {}
     if sub.status == Subscription.Status.ACTIVE:
         same = old.interval == version.interval
         new_end = None if same else periods.shift(at, _interval(version), 1)
@@ -270,6 +307,8 @@ def subscription_change_plan(
             new_period_end=new_end,
         )
         if not same:
+            # the old period closes here (its usage is billed now); the new one's fee is a proration charge
+            boundary = _boundary(_period_doc(sub, end=at), None)
             _start_paid_period(sub, version, at)
     # (a trial is free: switching during it prorates nothing and keeps the trial's end)
     sub.plan_version = version
@@ -286,6 +325,7 @@ def subscription_change_plan(
             "from": str(old),
             "to": str(version),
             "proration": [{"kind": x.kind, "amount": format_decimal(x.amount)} for x in lines],
+            **boundary,
         },
     )
     ProrationItem.objects.bulk_create(
@@ -364,9 +404,12 @@ def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subs
     if in_trial and sub.trial_end is not None and sub.trial_end > at:
         _transition(sub, "resume_trial", actor=actor, reason=reason, at=at)
         return sub
+    data: dict[str, Any] = {}
     if in_trial or sub.current_period_end <= at:
+        closed = None if in_trial else _period_doc(sub)  # its usage until the suspension is billed now
         _start_paid_period(sub, sub.plan_version, at)
-    _transition(sub, "resume", actor=actor, reason=reason, at=at)
+        data = _boundary(closed, _period_doc(sub))
+    _transition(sub, "resume", actor=actor, reason=reason, at=at, data=data)
     return sub
 
 
@@ -396,6 +439,7 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
     while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
         boundary = sub.current_period_end
         crossed += 1
+        closed = _period_doc(sub)
         if sub.cancel_at_period_end:
             _transition(sub, "end", actor=SYSTEM, reason="canceled at period end", at=boundary)
             break
@@ -409,12 +453,14 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
                 sub.period_anchor, sub.period_index = boundary, -1  # the next period starts here
         if sub.status == Subscription.Status.TRIALING:
             _start_paid_period(sub, sub.plan_version, boundary)
+            data.update(_boundary(closed, _period_doc(sub)))
             _transition(sub, "activate", actor=SYSTEM, reason="trial ended", at=boundary, data=data)
             continue
         sub.period_index += 1
         sub.current_period_start, sub.current_period_end = periods.period(
             sub.period_anchor, _interval(sub.plan_version), sub.period_index
         )
+        data.update(_boundary(closed, _period_doc(sub)))
         _transition(sub, "renew", actor=SYSTEM, reason="", at=boundary, data=data)
     return crossed
 

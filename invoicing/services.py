@@ -1,0 +1,468 @@
+"""Invoice services: close a period into an invoice, finalize it, and move its
+collection status. Each public function is one business action in one transaction.
+
+One invoice per billable period boundary (subscriptions records them as
+SubscriptionEvents with `data.bill`): usage of the period that closed, in arrears,
+priced by the plan version that held it at its end; the base fee of the period that
+opened, in advance; pending proration; late usage of earlier periods; then credit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Min
+from django.utils import timezone
+
+from billing_project.errors import Conflict
+from billing_project.money import exponent, format_decimal, round_line
+from plans.models import BillableMetric, PlanVersion
+from plans.pricing import ChargePrice, price
+from plans.selectors import plan_spec_from_version, versions_with_terms
+from subscriptions.models import ProrationItem, Subscription, SubscriptionEvent, Tenant
+from subscriptions.services import subscription_apply
+from usage.models import UsageEvent
+from usage.selectors import usage_over
+
+from .ledger import credit_apply, credit_restore, next_invoice_number
+from .models import CreditEntry, Invoice, InvoiceLine
+
+logger = logging.getLogger(__name__)
+SYSTEM = "system"
+
+
+@dataclass
+class _Line:
+    kind: str
+    description: str
+    amount: Decimal
+    metric: str = ""
+    quantity: Decimal | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    explanation: dict[str, Any] = field(default_factory=dict)
+    proration_item: ProrationItem | None = None
+
+
+def _period(doc: dict[str, Any]) -> tuple[datetime, datetime, PlanVersion]:
+    version = versions_with_terms(PlanVersion.objects.filter(pk=doc["plan_version"])).get()
+    return datetime.fromisoformat(doc["start"]), datetime.fromisoformat(doc["end"]), version
+
+
+def _day(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d")
+
+
+def _tiers(priced: ChargePrice) -> list[dict[str, str | None]]:
+    return [
+        {
+            "from": format_decimal(t.from_),
+            "to": format_decimal(t.to) if t.to is not None else None,
+            "quantity": format_decimal(t.quantity),
+            "unit_price": format_decimal(t.unit_price),
+            "flat_fee": format_decimal(t.flat_fee),
+            "amount": format_decimal(t.amount),
+        }
+        for t in priced.tiers
+    ]
+
+
+def events_behind(*, tenant_id: int, metric: BillableMetric, start: datetime, end: datetime) -> dict[str, Any]:
+    """The usage events behind a usage line: how many, the first and last, and where to list them."""
+    row = UsageEvent.objects.filter(tenant_id=tenant_id, metric=metric, occurred_at__gte=start, occurred_at__lt=end)
+    stats = row.aggregate(count=Count("id"), first=Min("occurred_at"), last=Max("occurred_at"))
+    named = row.exclude(correlation_id="").values_list("correlation_id", flat=True)
+    correlations = list(named.distinct().order_by("correlation_id")[:20])
+    return {
+        "count": stats["count"],
+        "first_at": stats["first"].isoformat() if stats["first"] else None,
+        "last_at": stats["last"].isoformat() if stats["last"] else None,
+        "correlation_ids": correlations,
+        "list_url": (
+            f"/admin/usage/usageevent/?tenant__id__exact={tenant_id}&metric__id__exact={metric.pk}"
+            f"&occurred_at__gte={start.isoformat()}&occurred_at__lt={end.isoformat()}"
+        ),
+    }
+
+
+def _usage_line(
+    *, tenant: Tenant, version: PlanVersion, charge: Any, metric: BillableMetric, start: datetime, end: datetime
+) -> tuple[ChargePrice, dict[str, Any]]:
+    used = usage_over(tenant_id=tenant.pk, metric=metric, start=start, end=end) or Decimal(0)
+    priced = price(charge, used, version.currency)
+    explanation = {
+        "metric": metric.code,
+        "aggregation": metric.aggregation,
+        "model": charge.model,
+        "plan": version.plan.code,
+        "plan_version": version.version,
+        "plan_version_id": version.pk,
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        "quantity": format_decimal(used),
+        "unit_price": format_decimal(charge.unit_price) if charge.unit_price is not None else None,
+        "packages": format_decimal(priced.packages) if priced.packages is not None else None,
+        "tiers": _tiers(priced),
+        "unrounded_amount": format_decimal(priced.raw_amount),
+        "events": events_behind(tenant_id=tenant.pk, metric=metric, start=start, end=end),
+    }
+    return priced, explanation
+
+
+def _usage_lines(tenant: Tenant, closed: dict[str, Any]) -> list[_Line]:
+    start, end, version = _period(closed)
+    terms = plan_spec_from_version(version)
+    metrics = {m.code: m for m in BillableMetric.objects.filter(code__in=[c.metric for c in terms.charges])}
+    lines = []
+    for charge in terms.charges:
+        priced, explanation = _usage_line(
+            tenant=tenant, version=version, charge=charge, metric=metrics[charge.metric], start=start, end=end
+        )
+        lines.append(
+            _Line(
+                kind=InvoiceLine.Kind.USAGE,
+                description=f"{charge.metric} ({charge.model.replace('_', ' ')}), {_day(start)} – {_day(end)}",
+                amount=priced.amount,
+                metric=charge.metric,
+                quantity=priced.quantity,
+                period_start=start,
+                period_end=end,
+                explanation=explanation,
+            )
+        )
+    return lines
+
+
+def _late_lines(sub: Subscription, tenant: Tenant) -> list[_Line]:
+    """Usage that arrived after an earlier invoice billed its period: the difference between
+    the period's price now and what its invoices already billed, as its own line."""
+    billed: dict[tuple[str, datetime, datetime], list[InvoiceLine]] = {}
+    earlier = InvoiceLine.objects.filter(
+        invoice__subscription=sub,
+        invoice__status__in=("open", "paid", "uncollectible"),
+        kind__in=(InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE),
+    ).select_related("invoice")
+    for line in earlier:
+        if line.period_start is not None and line.period_end is not None:  # usage lines always have one
+            billed.setdefault((line.metric, line.period_start, line.period_end), []).append(line)
+    lines = []
+    for (code, start, end), group in sorted(billed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        last_billed_at = max(line.invoice.finalized_at for line in group if line.invoice.finalized_at)
+        metric = BillableMetric.objects.get(code=code)
+        arrived_since = UsageEvent.objects.filter(
+            tenant=tenant, metric=metric, occurred_at__gte=start, occurred_at__lt=end, received_at__gt=last_billed_at
+        ).exists()
+        if not arrived_since:
+            continue
+        version_id = group[0].explanation["plan_version_id"]
+        version = versions_with_terms(PlanVersion.objects.filter(pk=version_id)).get()
+        charge = next(c for c in plan_spec_from_version(version).charges if c.metric == code)
+        priced, explanation = _usage_line(
+            tenant=tenant, version=version, charge=charge, metric=metric, start=start, end=end
+        )
+        already = sum((line.amount for line in group), Decimal(0))
+        billed_quantity = max(line.quantity or Decimal(0) for line in group)
+        if priced.quantity == billed_quantity:
+            continue
+        explanation["already_billed"] = {
+            "quantity": format_decimal(billed_quantity),
+            "amount": format_decimal(already, exponent(version.currency)),
+            "invoices": sorted({line.invoice.number or "" for line in group}),
+        }
+        lines.append(
+            _Line(
+                kind=InvoiceLine.Kind.LATE_USAGE,
+                description=f"Late usage: {code}, {_day(start)} – {_day(end)}",
+                amount=priced.amount - already,
+                metric=code,
+                quantity=priced.quantity,
+                period_start=start,
+                period_end=end,
+                explanation=explanation,
+            )
+        )
+    return lines
+
+
+def _base_fee_line(opened: dict[str, Any]) -> _Line:
+    start, end, version = _period(opened)
+    interval = "monthly" if version.interval == "month" else "yearly"
+    return _Line(
+        kind=InvoiceLine.Kind.BASE_FEE,
+        description=f"{version.plan.name} base fee ({interval}), {_day(start)} – {_day(end)}",
+        amount=round_line(version.base_fee, version.currency),
+        quantity=Decimal(1),
+        period_start=start,
+        period_end=end,
+        explanation={"plan": version.plan.code, "plan_version": version.version, "in_advance": True},
+    )
+
+
+def _proration_lines(sub: Subscription, upto: datetime) -> list[_Line]:
+    items = ProrationItem.objects.select_for_update().filter(subscription=sub, invoiced_at__isnull=True)
+    return [
+        _Line(
+            kind=InvoiceLine.Kind.PRORATION,
+            description=item.description,
+            amount=round_line(item.amount, item.currency),
+            quantity=Decimal(1),
+            period_start=item.period_start,
+            period_end=item.period_end,
+            explanation={"unrounded_amount": format_decimal(item.amount), "plan_change_event": item.event_id},
+            proration_item=item,
+        )
+        for item in items.filter(created_at__lte=max(upto, timezone.now())).order_by("created_at", "id")
+    ]
+
+
+def _write_lines(invoice: Invoice, lines: list[_Line], first_position: int = 1) -> None:
+    InvoiceLine.objects.bulk_create(
+        [
+            InvoiceLine(
+                invoice=invoice,
+                position=first_position + i,
+                kind=line.kind,
+                description=line.description[:300],
+                metric=line.metric,
+                quantity=line.quantity,
+                amount=line.amount,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                explanation=line.explanation,
+                proration_item=line.proration_item,
+            )
+            for i, line in enumerate(lines)
+        ]
+    )
+
+
+def _draft(event: SubscriptionEvent, now: datetime) -> Invoice:
+    sub = event.subscription
+    tenant = sub.tenant
+    closed, opened = event.data.get("closed"), event.data.get("opened")
+    lines: list[_Line] = []
+    if closed and closed["paid"]:
+        lines += _usage_lines(tenant, closed)
+    if opened and opened["paid"]:
+        lines.append(_base_fee_line(opened))
+    lines += _proration_lines(sub, event.at)
+    lines += _late_lines(sub, tenant)
+    doc = closed or opened
+    assert doc is not None  # noqa: S101 - billable boundaries have a period
+    currency = _period(doc)[2].currency
+    invoice = Invoice.objects.create(
+        tenant=tenant,
+        subscription=sub,
+        boundary=event,
+        currency=currency,
+        series=settings.INVOICE_SERIES,
+        period_start=datetime.fromisoformat(doc["start"]),
+        period_end=datetime.fromisoformat(doc["end"]),
+    )
+    _write_lines(invoice, lines)
+    ProrationItem.objects.filter(pk__in=[x.proration_item.pk for x in lines if x.proration_item]).update(
+        invoiced_at=now
+    )
+    return invoice
+
+
+def _seller() -> dict[str, str]:
+    return dict(settings.INVOICE_SELLER)
+
+
+def _buyer(tenant: Tenant) -> dict[str, str]:
+    return {
+        "name": tenant.name,
+        "email": tenant.billing_email,
+        "country": tenant.country,
+        "reference": tenant.external_id,
+    }
+
+
+def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[_Line] | None = None) -> Invoice:
+    """Tax lines (from Stripe Tax, when enabled), then credit, totals and the next number,
+    all in the caller's transaction: a finalized invoice never changes again."""
+    lines = list(invoice.lines.order_by("position"))
+    position = len(lines) + 1
+    if tax_lines:
+        _write_lines(invoice, tax_lines, position)
+        position += len(tax_lines)
+        invoice.tax_status = Invoice.Tax.CALCULATED
+    subtotal = sum((line.amount for line in lines), Decimal(0))
+    tax = sum((line.amount for line in tax_lines or []), Decimal(0))
+    if subtotal + tax < 0:
+        # More proration credit than charges: an invoice never totals below zero, so
+        # the rest becomes credit on the ledger for the next invoices.
+        carried = -(subtotal + tax)
+        _write_lines(
+            invoice,
+            [_Line(kind=InvoiceLine.Kind.CREDIT, description="Carried to the credit balance", amount=carried)],
+            position,
+        )
+        position += 1
+        subtotal += carried
+        CreditEntry.objects.create(
+            tenant_id=invoice.tenant_id,
+            currency=invoice.currency,
+            kind=CreditEntry.Kind.GRANT,
+            amount=carried,
+            invoice=invoice,
+            reason="proration credit beyond the invoice's charges",
+            actor=SYSTEM,
+        )
+    applied = credit_apply(invoice=invoice, up_to=subtotal + tax, actor=SYSTEM)
+    if applied:
+        _write_lines(
+            invoice,
+            [_Line(kind=InvoiceLine.Kind.CREDIT, description="Credit applied", amount=-applied)],
+            position,
+        )
+    invoice.subtotal, invoice.tax, invoice.credit_applied = subtotal, tax, applied
+    invoice.total = subtotal + tax - applied
+    invoice.number = next_invoice_number(series=invoice.series, year=now.year)
+    invoice.status = Invoice.Status.PAID if invoice.total == 0 else Invoice.Status.OPEN
+    invoice.finalized_at = now
+    invoice.due_at = now + timedelta(days=settings.INVOICE_DUE_DAYS)
+    if invoice.total == 0:
+        invoice.paid_at = now  # nothing to collect
+    invoice.seller, invoice.buyer = _seller(), _buyer(invoice.tenant)
+    invoice.save()
+    return invoice
+
+
+def boundaries_due(*, now: datetime, limit: int) -> list[int]:
+    """Billable boundaries past the grace window for late events, not invoiced yet."""
+    cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    return list(
+        SubscriptionEvent.objects.filter(data__bill=True, at__lte=cutoff, invoice__isnull=True)
+        .order_by("at", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+@transaction.atomic
+def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Invoice | None:
+    """Draft the invoice of one period boundary and, without Stripe Tax, finalize it.
+    Returns None when another run got there first (the boundary row lock and the
+    one-invoice-per-boundary constraint make a rerun a no-op)."""
+    now = now or timezone.now()
+    event = SubscriptionEvent.objects.select_for_update().select_related("subscription__tenant").get(pk=event_id)
+    if Invoice.objects.filter(boundary=event).exists():
+        return None
+    invoice = _draft(event, now)
+    if settings.STRIPE_TAX_ENABLED:
+        return invoice  # the collection task asks Stripe for tax, then finalizes both
+    return _finalize(invoice, now=now)
+
+
+def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
+    """The beat job: one transaction per boundary, so one failure does not hold back the rest."""
+    now = now or timezone.now()
+    made, failed = 0, []
+    for event_id in boundaries_due(now=now, limit=limit):
+        try:
+            made += invoice_close_boundary(event_id=event_id, now=now) is not None
+        except Exception:
+            logger.exception("invoicing.close_failed", extra={"event_id": event_id})
+            failed.append(event_id)
+    if failed:  # the task retries, and records a failure once its retries are spent
+        raise RuntimeError(f"period close failed for boundary events {failed}")
+    return made
+
+
+@transaction.atomic
+def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice:
+    """Finalize a draft as it stands (no tax lines): credit, totals, the next number."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status != Invoice.Status.DRAFT:
+        return invoice
+    return _finalize(invoice, now=now or timezone.now())
+
+
+@transaction.atomic
+def invoice_finalize_with_tax(
+    *, invoice_id: int, tax: list[tuple[str, Decimal]], now: datetime | None = None
+) -> Invoice:
+    """Finalize a draft with the tax Stripe computed for it (description, amount)."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status != Invoice.Status.DRAFT:
+        return invoice
+    lines = [_Line(kind=InvoiceLine.Kind.TAX, description=d, amount=round_line(a, invoice.currency)) for d, a in tax]
+    return _finalize(invoice, now=now, tax_lines=lines)
+
+
+# ------------------------------------------------------------------ collection status
+def _locked(invoice_id: int) -> Invoice:
+    return Invoice.objects.select_for_update().select_related("subscription").get(pk=invoice_id)
+
+
+@transaction.atomic
+def invoice_mark_paid(*, invoice_id: int, at: datetime | None = None, actor: str = SYSTEM) -> Invoice:
+    """Paid (at Stripe, or by staff): the subscription recovers if it was past due."""
+    invoice = _locked(invoice_id)
+    if invoice.status == Invoice.Status.PAID:
+        return invoice
+    if invoice.status not in (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE):
+        raise Conflict(f"A {invoice.status} invoice cannot be paid.", code="invoice_not_payable")
+    invoice.status, invoice.paid_at, invoice.last_payment_error = Invoice.Status.PAID, at or timezone.now(), ""
+    invoice.save(update_fields=["status", "paid_at", "last_payment_error"])
+    sub = invoice.subscription
+    if sub is not None and sub.status == Subscription.Status.PAST_DUE and not _other_unpaid(invoice):
+        subscription_apply(subscription=sub, action="recover", actor=actor, reason=f"invoice {invoice.number} paid")
+    return invoice
+
+
+def _other_unpaid(invoice: Invoice) -> bool:
+    return (
+        Invoice.objects.filter(subscription=invoice.subscription, status=Invoice.Status.OPEN, last_payment_error__gt="")
+        .exclude(pk=invoice.pk)
+        .exists()
+    )
+
+
+@transaction.atomic
+def invoice_payment_failed(*, invoice_id: int, error: str, actor: str = SYSTEM) -> Invoice:
+    """A collection attempt failed: the subscription goes past due (the dunning grace
+    starts), and entitlements follow."""
+    invoice = _locked(invoice_id)
+    if invoice.status != Invoice.Status.OPEN:
+        return invoice  # paid or voided meanwhile: a stale failure changes nothing
+    invoice.collection_attempts += 1
+    invoice.last_payment_error = error or "payment failed"
+    invoice.save(update_fields=["collection_attempts", "last_payment_error"])
+    sub = invoice.subscription
+    if sub is not None and sub.status == Subscription.Status.ACTIVE:
+        subscription_apply(
+            subscription=sub, action="mark_past_due", actor=actor, reason=f"invoice {invoice.number} unpaid"
+        )
+    return invoice
+
+
+@transaction.atomic
+def invoice_void(*, invoice_id: int, reason: str, actor: str, at: datetime | None = None) -> Invoice:
+    """Void an unpaid invoice; the credit it used returns to the ledger."""
+    invoice = _locked(invoice_id)
+    if invoice.status == Invoice.Status.VOID:
+        return invoice
+    if invoice.status not in (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE):
+        raise Conflict(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+    invoice.status, invoice.voided_at = Invoice.Status.VOID, at or timezone.now()
+    invoice.save(update_fields=["status", "voided_at"])
+    credit_restore(invoice=invoice, actor=actor)
+    logger.info("invoicing.voided", extra={"number": invoice.number, "reason": reason, "actor": actor})
+    return invoice
+
+
+@transaction.atomic
+def invoice_mark_uncollectible(*, invoice_id: int, actor: str, at: datetime | None = None) -> Invoice:
+    invoice = _locked(invoice_id)
+    if invoice.status == Invoice.Status.OPEN:
+        invoice.status, invoice.uncollectible_at = Invoice.Status.UNCOLLECTIBLE, at or timezone.now()
+        invoice.save(update_fields=["status", "uncollectible_at"])
+    return invoice

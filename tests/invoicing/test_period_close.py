@@ -1,0 +1,175 @@
+"""Period close: one invoice per billable boundary, priced on exact period aggregates,
+base fee in advance, proration, late usage and credit, checked against hand computations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from billing_project.money import Money
+from invoicing.ledger import credit_balance, credit_grant
+from invoicing.models import Invoice, InvoiceLine
+from invoicing.services import invoice_close_boundary, invoices_close_due
+from plans.services import catalog_import, catalog_validate
+from subscriptions.models import SubscriptionEvent
+from subscriptions.services import subscription_change_plan, subscription_create, subscription_roll, tenant_upsert
+from tests.plans.factories import demo
+
+pytestmark = [pytest.mark.django_db]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # subscribed; Pro's 14-day trial ends on Jan 15
+PAID_START, PAID_END = datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
+LATER = datetime(2026, 3, 1, tzinfo=UTC)  # well past every grace window
+
+
+@pytest.fixture
+def acme(db):
+    catalog_import(spec=catalog_validate(demo()))
+    return tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
+
+
+@pytest.fixture
+def reporter(make_key):
+    return make_key("service", metrics=["ai_tokens", "api_calls", "active_users", "storage_gb"])
+
+
+def report(api, key, metric, quantity, at, n=1, **props):
+    events = [
+        {
+            "tenant": "acme",
+            "metric": metric,
+            "quantity": str(quantity),
+            "idempotency_key": f"{metric}-{at.isoformat()}-{i}-{sorted(props.items())}",
+            "occurred_at": at.isoformat(),
+            "properties": {k: (f"{v}-{i}" if k == "user_ref" else v) for k, v in props.items()},
+        }
+        for i in range(n)
+    ]
+    response = api.post("/api/v1/usage/events", {"events": events}, format="json", **key.header)
+    assert response.json()["accepted"] == n, response.content
+
+
+def amounts(invoice):
+    return [(line.kind, line.metric, line.amount) for line in invoice.lines.order_by("position")]
+
+
+def test_a_month_closes_into_one_invoice_matching_a_hand_computation(api, acme, reporter):
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    subscription_roll(subscription_id=sub.pk, at=PAID_START)  # trial ends: Pro's fee in advance
+    assert not Invoice.objects.exists()  # the period close (beat) drafts invoices, not the roll
+    invoices_close_due(now=LATER)
+    first = Invoice.objects.get()
+    assert amounts(first) == [("base_fee", "", Decimal("49.00"))]  # the trial's usage is free
+    assert (first.status, first.total, first.number) == ("open", Decimal("49.00"), "INV-2026-000001")
+
+    mid = datetime(2026, 2, 1, tzinfo=UTC)
+    report(api, reporter, "ai_tokens", 1_500_000, datetime(2026, 1, 20, tzinfo=UTC))
+    report(api, reporter, "ai_tokens", 1_500_000, datetime(2026, 2, 10, tzinfo=UTC))
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 21, tzinfo=UTC), n=3, user_ref="u")
+    report(api, reporter, "storage_gb", 5, datetime(2026, 1, 22, tzinfo=UTC))
+    report(api, reporter, "storage_gb", 2, datetime(2026, 2, 12, tzinfo=UTC))
+    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=mid)  # 14 of 31 days left
+    credit_grant(tenant=acme, amount=Money(Decimal("10.00"), "USD"), reason="goodwill", actor="staff:ann")
+    subscription_roll(subscription_id=sub.pk, at=PAID_END)
+    invoices_close_due(now=LATER)
+
+    second = Invoice.objects.exclude(pk=first.pk).get()
+    lines = {(kind, metric): amount for kind, metric, amount in amounts(second)}
+    # Usage of the closed period, priced by the version held at its end (Team):
+    assert lines[("usage", "ai_tokens")] == Decimal("54.00")  # volume: 3,000,000 × 0.000018
+    assert lines[("usage", "api_calls")] == Decimal("0.00")  # none reported
+    assert lines[("usage", "active_users")] == Decimal("0.00")  # 3 users, the first 10 are free
+    assert lines[("usage", "storage_gb")] == Decimal("0.40")  # max 5 GB × 0.08
+    # Team's fee for the period that opened, in advance:
+    assert lines[("base_fee", "")] == Decimal("199.00")
+    prorations = [a for k, m, a in amounts(second) if k == "proration"]
+    assert prorations == [Decimal("-22.13"), Decimal("89.87")]  # 49 × 14/31 back, 199 × 14/31 due
+    assert lines[("credit", "")] == Decimal("-10.00")
+    # 54.00 + 0.40 + 199.00 − 22.13 + 89.87 = 321.14, less 10.00 credit
+    assert (second.subtotal, second.credit_applied, second.total) == (
+        Decimal("321.14"),
+        Decimal("10.00"),
+        Decimal("311.14"),
+    )
+    assert second.total == sum(a for _, _, a in amounts(second))
+    assert second.number == "INV-2026-000002"
+    assert (second.period_start, second.period_end) == (PAID_START, PAID_END)
+    assert credit_balance(tenant=acme, currency="USD") == 0
+    assert second.tax_status == "not_calculated"
+    assert second.buyer["name"] == "Acme"
+
+
+def test_each_usage_line_explains_itself(api, acme, reporter):
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    report(api, reporter, "ai_tokens", 1_000_000, datetime(2026, 1, 20, tzinfo=UTC), n=3)
+    subscription_roll(subscription_id=sub.pk, at=PAID_END)
+    invoices_close_due(now=LATER)
+    line = InvoiceLine.objects.get(kind="usage", metric="ai_tokens", period_start=PAID_START)
+    why = line.explanation
+    assert (why["aggregation"], why["model"], why["quantity"], why["plan"]) == ("sum", "graduated", "3000000", "pro")
+    assert [t["amount"] for t in why["tiers"]] == ["0", "20"]  # 2M free, then 1M × 0.00002
+    assert why["events"]["count"] == 3
+    assert why["events"]["first_at"].startswith("2026-01-20")
+    assert line.amount == Decimal("20.00")
+
+
+def test_rerunning_the_close_never_bills_a_boundary_twice(api, acme):
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    subscription_roll(subscription_id=sub.pk, at=datetime(2026, 3, 20, tzinfo=UTC))  # activate + 2 renewals
+    assert invoices_close_due(now=datetime(2026, 4, 1, tzinfo=UTC)) == 3
+    assert invoices_close_due(now=datetime(2026, 4, 1, tzinfo=UTC)) == 0
+    event = SubscriptionEvent.objects.filter(data__bill=True).first()
+    assert invoice_close_boundary(event_id=event.pk, now=LATER) is None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invoice.objects.create(
+            tenant=acme, subscription=sub, boundary=event, currency="USD", period_start=T0, period_end=T0
+        )
+    assert Invoice.objects.count() == 3
+    numbers = sorted(Invoice.objects.values_list("number", flat=True))
+    assert numbers == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
+
+
+def test_a_boundary_waits_for_its_grace_window(api, acme, settings):
+    settings.INVOICE_GRACE_MINUTES = 60
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    subscription_roll(subscription_id=sub.pk, at=PAID_START)
+    assert invoices_close_due(now=PAID_START + timedelta(minutes=59)) == 0
+    assert invoices_close_due(now=PAID_START + timedelta(minutes=60)) == 1
+
+
+def test_late_usage_is_billed_on_the_next_invoice(api, acme, reporter):
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    report(api, reporter, "ai_tokens", 2_500_000, datetime(2026, 1, 20, tzinfo=UTC))
+    subscription_roll(subscription_id=sub.pk, at=PAID_END)
+    invoices_close_due(now=LATER)
+    billed = InvoiceLine.objects.get(kind="usage", metric="ai_tokens", period_start=PAID_START)
+    assert billed.amount == Decimal("10.00")  # 500k × 0.00002
+    # 1M more tokens for January, reported after January's invoice was finalized
+    report(api, reporter, "ai_tokens", 1_000_000, datetime(2026, 1, 25, tzinfo=UTC))
+    subscription_roll(subscription_id=sub.pk, at=datetime(2026, 3, 15, tzinfo=UTC))
+    invoices_close_due(now=datetime(2026, 3, 20, tzinfo=UTC))
+    late = InvoiceLine.objects.get(kind="late_usage")
+    assert late.amount == Decimal("20.00")  # 3.5M now costs 30.00; 10.00 was billed
+    assert (late.period_start, late.quantity) == (PAID_START, Decimal("3500000"))
+    assert late.explanation["already_billed"]["amount"] == "10.00"
+    # and the adjustment is not repeated by the invoice after that
+    subscription_roll(subscription_id=sub.pk, at=datetime(2026, 4, 15, tzinfo=UTC))
+    invoices_close_due(now=datetime(2026, 4, 20, tzinfo=UTC))
+    assert InvoiceLine.objects.filter(kind="late_usage").count() == 1
+
+
+def test_cancelling_now_bills_the_usage_so_far(api, acme, reporter):
+    from subscriptions.services import subscription_cancel
+
+    sub = subscription_create(tenant=acme, plan_code="enterprise", actor="t", at=T0)  # no trial: fee up front
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 3, tzinfo=UTC), n=2, user_ref="u")
+    subscription_cancel(tenant=acme, at_period_end=False, actor="t", reason="", at=datetime(2026, 1, 10, tzinfo=UTC))
+    invoices_close_due(now=LATER)
+    opening, closing = Invoice.objects.order_by("number")
+    assert amounts(opening) == [("base_fee", "", Decimal("24000.00"))]
+    assert ("usage", "active_users", Decimal("12.00")) in amounts(closing)  # 2 users × 6.00
+    assert closing.period_end == datetime(2026, 1, 10, tzinfo=UTC)
+    assert sub.pk == closing.subscription_id
