@@ -351,7 +351,10 @@ def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Inv
     Returns None when another run got there first (the boundary row lock and the
     one-invoice-per-boundary constraint make a rerun a no-op)."""
     now = now or timezone.now()
-    event = SubscriptionEvent.objects.select_for_update().select_related("subscription__tenant").get(pk=event_id)
+    # Locks the boundary only: concurrent closes of it queue here; the subscription stays free.
+    event = (
+        SubscriptionEvent.objects.select_for_update(of=("self",)).select_related("subscription__tenant").get(pk=event_id)
+    )
     if Invoice.objects.filter(boundary=event).exists():
         return None
     invoice = _draft(event, now)
@@ -399,7 +402,7 @@ def invoice_finalize_with_tax(
 
 # ------------------------------------------------------------------ collection status
 def _locked(invoice_id: int) -> Invoice:
-    return Invoice.objects.select_for_update().select_related("subscription").get(pk=invoice_id)
+    return Invoice.objects.select_for_update().get(pk=invoice_id)  # join-free: see subscriptions._live_locked
 
 
 @transaction.atomic

@@ -1,0 +1,175 @@
+"""What must hold whatever the code above does: finalized invoices are frozen below the
+ORM, numbers are gapless under concurrency and rollback, and the credit ledger is
+append-only and never goes negative."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from billing_project.money import Money
+from invoicing.ledger import credit_balance, credit_grant
+from invoicing.models import CreditEntry, Invoice, InvoiceLine
+from invoicing.services import invoice_finalize, invoice_mark_paid
+from plans.services import catalog_import, catalog_validate
+from subscriptions.services import tenant_upsert
+from tests.plans.factories import demo
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def acme(db):
+    catalog_import(spec=catalog_validate(demo()))
+    return tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
+
+
+def draft(tenant, amount="10.00"):
+    invoice = Invoice.objects.create(tenant=tenant, currency="USD", period_start=T, period_end=T)
+    InvoiceLine.objects.create(invoice=invoice, position=1, kind="base_fee", description="fee", amount=Decimal(amount))
+    return invoice
+
+
+def refused(sql, params=()):
+    with pytest.raises(DatabaseError, match="finalized"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@pytest.mark.django_db
+def test_a_finalized_invoice_is_frozen_below_the_orm(acme):
+    invoice = invoice_finalize(invoice_id=draft(acme).pk)
+    assert invoice.status == "open"
+    refused("UPDATE invoicing_invoice SET total = 1 WHERE id = %s", [invoice.pk])
+    refused("UPDATE invoicing_invoice SET number = 'INV-2026-999999' WHERE id = %s", [invoice.pk])
+    refused("UPDATE invoicing_invoice SET buyer = '{}' WHERE id = %s", [invoice.pk])
+    refused("DELETE FROM invoicing_invoice WHERE id = %s", [invoice.pk])
+    refused("UPDATE invoicing_invoiceline SET amount = 0 WHERE invoice_id = %s", [invoice.pk])
+    refused("DELETE FROM invoicing_invoiceline WHERE invoice_id = %s", [invoice.pk])
+    refused(
+        "INSERT INTO invoicing_invoiceline (invoice_id, position, kind, description, metric, amount, explanation)"
+        " VALUES (%s, 9, 'credit', 'sneaky', '', -5, '{}')",
+        [invoice.pk],
+    )
+    with pytest.raises(DatabaseError, match="refused"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE invoicing_invoice SET status = 'draft' WHERE id = %s", [invoice.pk])
+    # only its collection moves on
+    paid = invoice_mark_paid(invoice_id=invoice.pk)
+    assert paid.status == "paid"
+    with pytest.raises(DatabaseError, match="refused"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE invoicing_invoice SET status = 'open' WHERE id = %s", [invoice.pk])
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.total) == ("paid", Decimal("10.00"))
+
+
+@pytest.mark.django_db
+def test_a_draft_may_still_change(acme):
+    invoice = draft(acme)
+    InvoiceLine.objects.filter(invoice=invoice).update(amount=Decimal("12.00"))
+    assert invoice_finalize(invoice_id=invoice.pk).total == Decimal("12.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_finalizations_take_fifty_consecutive_numbers(acme):
+    drafts = [draft(acme).pk for _ in range(50)]
+    # one more that rolls back after taking its number: it must leave no hole
+    doomed = draft(acme).pk
+    with pytest.raises(RuntimeError), transaction.atomic():
+        invoice_finalize(invoice_id=doomed)
+        raise RuntimeError("rolled back after numbering")
+    pending = list(drafts)
+    lock = threading.Lock()
+    barrier = threading.Barrier(10)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(10)
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    pk = pending.pop()
+                invoice_finalize(invoice_id=pk)
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    numbers = sorted(Invoice.objects.exclude(number=None).values_list("number", flat=True))
+    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 51)]
+    assert Invoice.objects.get(pk=doomed).status == "draft"
+
+
+@pytest.mark.django_db
+def test_the_credit_ledger_is_append_only(acme):
+    entry = credit_grant(tenant=acme, amount=Money(Decimal("5.00"), "USD"), reason="goodwill", actor="staff:ann")
+    for sql in (
+        "UPDATE invoicing_creditentry SET amount = 500 WHERE id = %s",
+        "DELETE FROM invoicing_creditentry WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
+            c.execute(sql, [entry.pk])
+    assert credit_balance(tenant=acme, currency="USD") == Decimal("5.00")
+
+
+@pytest.mark.django_db
+def test_credit_covers_an_invoice_at_most_and_never_goes_negative(acme):
+    credit_grant(tenant=acme, amount=Money(Decimal("15.00"), "USD"), reason="outage", actor="staff:ann")
+    first = invoice_finalize(invoice_id=draft(acme).pk)
+    assert (first.credit_applied, first.total, first.status) == (Decimal("10.00"), Decimal("0.00"), "paid")
+    second = invoice_finalize(invoice_id=draft(acme).pk)
+    assert (second.credit_applied, second.total) == (Decimal("5.00"), Decimal("5.00"))
+    third = invoice_finalize(invoice_id=draft(acme).pk)
+    assert third.credit_applied == 0
+    assert credit_balance(tenant=acme, currency="USD") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_finalizations_share_the_credit_without_overdrawing(acme):
+    credit_grant(tenant=acme, amount=Money(Decimal("25.00"), "USD"), reason="outage", actor="staff:ann")
+    drafts = [draft(acme).pk for _ in range(6)]
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def finalize(pk: int) -> None:
+        try:
+            barrier.wait(10)
+            invoice_finalize(invoice_id=pk)
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=finalize, args=(pk,)) for pk in drafts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert credit_balance(tenant=acme, currency="USD") == 0
+    applied = sorted(Invoice.objects.values_list("credit_applied", flat=True))
+    assert sum(applied) == Decimal("25.00")
+    assert applied.count(Decimal("10.00")) == 2
+    assert CreditEntry.objects.filter(amount__lt=0).count() == 3  # 10 + 10 + 5
+
+
+@pytest.mark.django_db
+def test_credit_must_be_whole_minor_units_and_explained(acme):
+    from billing_project.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        credit_grant(tenant=acme, amount=Money(Decimal("0.001"), "USD"), reason="x", actor="a")
+    with pytest.raises(InvalidRequest):
+        credit_grant(tenant=acme, amount=Money(Decimal("-1"), "USD"), reason="x", actor="a")
+    with pytest.raises(InvalidRequest):
+        credit_grant(tenant=acme, amount=Money(Decimal("1"), "USD"), reason=" ", actor="a")
