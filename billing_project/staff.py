@@ -36,6 +36,7 @@ _FINANCE = [
     ("invoicing", "grant_*"),
     ("invoicing", "issue_*"),
     ("invoicing", "propose_*"),
+    ("webhooks", "reprocess_*"),
     ("billing_project", "view_taskfailure"),
     ("billing_project", "change_taskfailure"),
     ("auditlog", "view_logentry"),

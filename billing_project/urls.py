@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("billing_project.api_urls")),
     path("admin/", admin.site.urls),
+    path("webhooks/", include("webhooks.urls")),
 ]
 
 handler404 = "billing_project.api_errors.json_404"
