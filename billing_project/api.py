@@ -26,6 +26,11 @@ class BillingAPIView(APIView):
     #: Unsafe methods an agent key may call (only creating a proposal).
     agent_methods: ClassVar[frozenset[str]] = frozenset()
 
+    def tenant_of_path(self, kwargs: Mapping[str, Any]) -> str | None:
+        """The tenant that a path naming a record (an invoice number) belongs to, for the
+        tenant-binding rule; None when the path names no tenant's record or none exists."""
+        return None
+
     def redis_prefetch(self, request: HttpRequest) -> Prefetch | None:
         """Redis reads to make in the authentication round trip (a hot path's whole
         answer); the results arrive as `request.auth.prefetched`. Runs before the

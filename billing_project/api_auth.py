@@ -73,6 +73,10 @@ def tenants_named(request: Request, view: Any) -> set[str]:
     kwargs = getattr(view, "kwargs", {}) or {}
     if "tenant" in kwargs:
         named.add(str(kwargs["tenant"]))
+    resolve = getattr(view, "tenant_of_path", None)
+    owner = resolve(kwargs) if resolve is not None and kwargs else None
+    if owner is not None:
+        named.add(owner)
     if "tenant" in request.query_params:
         named.update(request.query_params.getlist("tenant"))
     if request.method in SAFE_METHODS:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -12,7 +17,8 @@ from billing_project.api import BillingAPIView
 from billing_project.scopes import BILLING_READ
 from subscriptions.services import tenant_get
 
-from .selectors import billing_view
+from .documents import invoice_document, invoice_html, invoice_summary
+from .selectors import billing_view, invoice_by_number, invoice_owner, invoices_of
 
 
 class BillingStateApi(BillingAPIView):
@@ -38,3 +44,59 @@ class BillingStateApi(BillingAPIView):
     )
     def get(self, request: Request, tenant: str) -> Response:
         return Response(billing_view(tenant_get(tenant), now=timezone.now()))
+
+
+class TenantInvoicesApi(BillingAPIView):
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    @extend_schema(
+        operation_id="tenant_invoices",
+        tags=["invoices"],
+        responses={
+            200: inline_serializer(
+                "Invoices",
+                {"tenant": serializers.CharField(), "invoices": serializers.ListField(child=serializers.DictField())},
+            )
+        },
+    )
+    def get(self, request: Request, tenant: str) -> Response:
+        owner = tenant_get(tenant)
+        return Response({"tenant": owner.external_id, "invoices": [invoice_summary(i) for i in invoices_of(owner)]})
+
+
+class InvoiceApi(BillingAPIView):
+    """One finalized invoice: JSON, or the printable document with `Accept: text/html`
+    (or `?format=html`); a paid invoice prints as a receipt."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+    renderer_classes = [JSONRenderer, StaticHTMLRenderer]
+
+    def tenant_of_path(self, kwargs: Mapping[str, Any]) -> str | None:
+        return invoice_owner(str(kwargs.get("number", "")))
+
+    @extend_schema(
+        operation_id="invoice",
+        tags=["invoices"],
+        responses={
+            (200, "application/json"): inline_serializer(
+                "Invoice",
+                {
+                    "number": serializers.CharField(),
+                    "tenant": serializers.CharField(),
+                    "status": serializers.ChoiceField(choices=["open", "paid", "void", "uncollectible"]),
+                    "currency": serializers.CharField(),
+                    "subtotal": serializers.CharField(),
+                    "tax": serializers.CharField(),
+                    "credit_applied": serializers.CharField(),
+                    "total": serializers.CharField(),
+                    "lines": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            (200, "text/html"): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request: Request, number: str) -> Response:
+        invoice = invoice_by_number(number)
+        if request.accepted_renderer.format == "html":
+            return Response(invoice_html(invoice))
+        return Response(invoice_document(invoice))

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from billing_project.errors import NotFound
 from billing_project.money import exponent, format_decimal, round_line
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
@@ -16,10 +17,36 @@ from subscriptions.models import LIVE_STATUSES, Tenant
 from subscriptions.selectors import billing_state, latest_subscription
 from usage.selectors import usage_over
 
+from .documents import invoice_summary
+from .ledger import credit_balance
+from .models import Invoice
+
+FINALIZED = ("open", "paid", "void", "uncollectible")
+
+
+def invoices_of(tenant: Tenant, *, limit: int = 100) -> list[Invoice]:
+    """A tenant's finalized invoices, newest first (drafts are not issued yet)."""
+    return list(Invoice.objects.filter(tenant=tenant, status__in=FINALIZED).order_by("-finalized_at", "-id")[:limit])
+
+
+def invoice_by_number(number: str) -> Invoice:
+    invoice = Invoice.objects.select_related("tenant").filter(number=number).first()
+    if invoice is None:
+        raise NotFound(f"No invoice {number!r}.", code="not_found")
+    return invoice
+
+
+def invoice_owner(number: str) -> str | None:
+    """The external id of the tenant an invoice number belongs to (the tenant-binding rule)."""
+    return Invoice.objects.filter(number=number).values_list("tenant__external_id", flat=True).first()
+
 
 def billing_view(tenant: Tenant, *, now: datetime) -> dict[str, Any]:
     view = billing_state(tenant)
-    view["credit_balance"] = format_decimal(Decimal(0), exponent(tenant.currency))  # no credits exist yet
+    view["credit_balance"] = format_decimal(
+        credit_balance(tenant=tenant, currency=tenant.currency), exponent(tenant.currency)
+    )
+    view["invoices"] = [invoice_summary(i) for i in invoices_of(tenant, limit=5)]
     sub = latest_subscription(tenant)
     if sub is None or sub.status not in LIVE_STATUSES:
         view["cost_to_date"] = None

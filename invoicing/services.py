@@ -353,7 +353,9 @@ def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Inv
     now = now or timezone.now()
     # Locks the boundary only: concurrent closes of it queue here; the subscription stays free.
     event = (
-        SubscriptionEvent.objects.select_for_update(of=("self",)).select_related("subscription__tenant").get(pk=event_id)
+        SubscriptionEvent.objects.select_for_update(of=("self",))
+        .select_related("subscription__tenant")
+        .get(pk=event_id)
     )
     if Invoice.objects.filter(boundary=event).exists():
         return None

@@ -2,4 +2,8 @@ from django.urls import path
 
 from . import api
 
-urlpatterns = [path("tenants/<str:tenant>/billing", api.BillingStateApi.as_view(), name="tenant-billing")]
+urlpatterns = [
+    path("tenants/<str:tenant>/billing", api.BillingStateApi.as_view(), name="tenant-billing"),
+    path("tenants/<str:tenant>/invoices", api.TenantInvoicesApi.as_view(), name="tenant-invoices"),
+    path("invoices/<str:number>", api.InvoiceApi.as_view(), name="invoice"),
+]

@@ -77,6 +77,7 @@ def test_fifty_concurrent_finalizations_take_fifty_consecutive_numbers(acme):
     drafts = [draft(acme).pk for _ in range(50)]
     # one more that rolls back after taking its number: it must leave no hole
     doomed = draft(acme).pk
+
     def finalize_then_fail() -> None:
         with transaction.atomic():
             invoice_finalize(invoice_id=doomed)

@@ -1,0 +1,148 @@
+"""Every write to StripeEvent: record a verified event once, process it once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .handlers import HANDLERS
+from .models import StripeEvent
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidEvent(Exception):
+    """A verified body that is not a Stripe event we can store."""
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    stripe_id: str
+    created: bool  # False: Stripe delivered it before (a retry or a replay)
+
+
+_INSERT = """
+INSERT INTO webhooks_stripeevent (stripe_id, type, api_version, livemode, created, payload, received_at,
+                                  attempts, last_error)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb, now(), 0, '')
+ON CONFLICT (stripe_id) DO NOTHING
+RETURNING id
+"""
+
+
+def _fields(event: Any) -> tuple[str, str, str | None, bool, datetime]:
+    if not isinstance(event, dict):
+        raise InvalidEvent("The body is not a JSON object.")
+    stripe_id, event_type, api_version = event.get("id"), event.get("type"), event.get("api_version")
+    livemode, created, data = event.get("livemode"), event.get("created"), event.get("data")
+    if not isinstance(stripe_id, str) or not 0 < len(stripe_id) <= 255:
+        raise InvalidEvent("id must be a non-empty string.")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= 255:
+        raise InvalidEvent("type must be a non-empty string.")
+    if api_version is not None and (not isinstance(api_version, str) or len(api_version) > 64):
+        raise InvalidEvent("api_version must be a string or null.")
+    if not isinstance(livemode, bool):
+        raise InvalidEvent("livemode must be a boolean.")
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**37:
+        raise InvalidEvent("created must be a Unix timestamp.")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise InvalidEvent("data.object must be an object.")
+    return stripe_id, event_type, api_version, livemode, datetime.fromtimestamp(created, tz=UTC)
+
+
+def stripe_event_record(*, event: Any) -> RecordedEvent:
+    """Store a verified event once by its Stripe id and, once that commits, queue its
+    processing. A concurrent duplicate waits on the unique index and then finds the row:
+    never an error."""
+    stripe_id, event_type, api_version, livemode, created = _fields(event)
+    # PostgreSQL's jsonb cannot hold NUL in a string; refuse it here rather than as a 500.
+    text = json.dumps(event, ensure_ascii=False, allow_nan=False)
+    if "\\u0000" in text:
+        raise InvalidEvent("The event contains a NUL character.")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_INSERT, [stripe_id, event_type, api_version, livemode, created, text])
+        created_now = cursor.fetchone() is not None
+        if created_now:
+            stripe_event_enqueue(stripe_id=stripe_id)
+    if api_version and api_version != settings.STRIPE_API_VERSION:
+        # Handlers re-read objects from Stripe at our pinned version, so this is only a hint
+        # that the endpoint in Stripe's dashboard is configured for another version.
+        logger.warning("stripe.event.api_version_differs", extra={"event": stripe_id, "api_version": api_version})
+    logger.info("stripe.event.received", extra={"event": stripe_id, "type": event_type, "new": created_now})
+    return RecordedEvent(stripe_id=stripe_id, created=created_now)
+
+
+def stripe_event_enqueue(*, stripe_id: str) -> None:
+    """Queue the event's processing once the current transaction commits (the task must
+    find the row)."""
+    # A module-level import would be circular: the task calls stripe_event_process.
+    from .tasks import process_stripe_event
+
+    def send() -> None:
+        try:
+            process_stripe_event.delay(stripe_id)
+        except Exception:
+            # The row is committed: Stripe must not be told to retry, and the sweeper
+            # (process_pending_stripe_events) queues it again.
+            logger.exception("stripe.event.enqueue_failed", extra={"event": stripe_id})
+
+    transaction.on_commit(send)
+
+
+def stripe_event_process(*, stripe_id: str) -> bool:
+    """Apply the event's effect exactly once. Returns True if this call applied it.
+
+    The row lock serialises concurrent deliveries of one event; the handler's writes and
+    processed_at commit together, so a failed attempt leaves no effect behind and the next
+    attempt starts clean. A failure is counted in its own transaction, then re-raised for
+    the task's retries.
+    """
+    try:
+        with transaction.atomic():
+            event = StripeEvent.objects.select_for_update().get(stripe_id=stripe_id)
+            if event.processed_at is not None:
+                return False
+            handler = HANDLERS.get(event.type)
+            if handler is None:
+                logger.info("stripe.event.unhandled", extra={"event": stripe_id, "type": event.type})
+            else:
+                handler(event)
+            StripeEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), attempts=F("attempts") + 1)
+    except StripeEvent.DoesNotExist:
+        # Queued only after the row committed and rows are never deleted: a retry cannot help.
+        logger.error("stripe.event.missing", extra={"event": stripe_id})
+        return False
+    except Exception as exc:
+        _record_failure(stripe_id=stripe_id, error=exc)
+        raise
+    logger.info("stripe.event.processed", extra={"event": stripe_id, "type": event.type})
+    return True
+
+
+def _record_failure(*, stripe_id: str, error: BaseException) -> None:
+    try:
+        with transaction.atomic():
+            StripeEvent.objects.filter(stripe_id=stripe_id, processed_at=None).update(
+                attempts=F("attempts") + 1, last_error=f"{type(error).__name__}: {error}"[:4000]
+            )
+    except Exception:
+        # The original error matters more; the task's retry and failure record still see it.
+        logger.exception("stripe.event.failure_not_recorded", extra={"event": stripe_id})
+
+
+def stripe_events_pending(*, older_than: timedelta, limit: int = 500) -> list[str]:
+    """Events never attempted although received a while ago: their enqueue was lost."""
+    cutoff = timezone.now() - older_than
+    return list(
+        StripeEvent.objects.filter(processed_at=None, attempts=0, received_at__lt=cutoff)
+        .order_by("received_at")
+        .values_list("stripe_id", flat=True)[:limit]
+    )
