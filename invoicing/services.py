@@ -26,7 +26,7 @@ from plans.models import BillableMetric, PlanVersion
 from plans.pricing import ChargePrice, price
 from plans.selectors import plan_spec_from_version, versions_with_terms
 from subscriptions.models import ProrationItem, Subscription, SubscriptionEvent, Tenant
-from subscriptions.services import subscription_apply
+from subscriptions.services import subscription_apply, suspended_for_dunning
 from usage.models import UsageEvent
 from usage.selectors import usage_over
 
@@ -418,8 +418,12 @@ def invoice_mark_paid(*, invoice_id: int, at: datetime | None = None, actor: str
     invoice.status, invoice.paid_at, invoice.last_payment_error = Invoice.Status.PAID, at or timezone.now(), ""
     invoice.save(update_fields=["status", "paid_at", "last_payment_error"])
     sub = invoice.subscription
-    if sub is not None and sub.status == Subscription.Status.PAST_DUE and not _other_unpaid(invoice):
-        subscription_apply(subscription=sub, action="recover", actor=actor, reason=f"invoice {invoice.number} paid")
+    if sub is not None and not _other_unpaid(invoice):
+        reason = f"invoice {invoice.number} paid"
+        if sub.status == Subscription.Status.PAST_DUE:
+            subscription_apply(subscription=sub, action="recover", actor=actor, reason=reason)
+        elif suspended_for_dunning(sub):  # suspended by dunning, not by staff: payment lifts it
+            subscription_apply(subscription=sub, action="resume", actor=actor, reason=reason)
     return invoice
 
 

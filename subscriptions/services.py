@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from babel import Locale
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -474,3 +475,31 @@ def subscriptions_roll_due(*, at: datetime | None = None, limit: int = 1000) -> 
         .values_list("pk", flat=True)[:limit]
     )
     return sum(subscription_roll(subscription_id=pk, at=at) for pk in due)
+
+
+DUNNING_SUSPENSION = "unpaid past the dunning grace"
+
+
+def subscriptions_suspend_overdue(*, at: datetime | None = None, limit: int = 1000) -> int:
+    """The beat job of dunning: suspend each subscription still past due after
+    DUNNING_GRACE_DAYS, each in its own transaction. Payment of the overdue invoice
+    resumes it (invoicing)."""
+    at = _now(at)
+    cutoff = at - timedelta(days=settings.DUNNING_GRACE_DAYS)
+    overdue = list(
+        Subscription.objects.filter(status=Subscription.Status.PAST_DUE, past_due_since__lte=cutoff)
+        .order_by("past_due_since")
+        .values_list("pk", flat=True)[:limit]
+    )
+    suspended = 0
+    for pk in overdue:
+        sub = subscription_apply(
+            subscription=Subscription(pk=pk), action="suspend", actor=SYSTEM, reason=DUNNING_SUSPENSION, at=at
+        )
+        suspended += sub.status == Subscription.Status.SUSPENDED
+    return suspended
+
+
+def suspended_for_dunning(sub: Subscription) -> bool:
+    last = sub.events.order_by("-at", "-id").first()
+    return sub.status == Subscription.Status.SUSPENDED and last is not None and last.reason == DUNNING_SUSPENSION
