@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
@@ -84,9 +85,14 @@ def events_behind(*, tenant_id: int, metric: BillableMetric, start: datetime, en
         "first_at": stats["first"].isoformat() if stats["first"] else None,
         "last_at": stats["last"].isoformat() if stats["last"] else None,
         "correlation_ids": correlations,
-        "list_url": (
-            f"/admin/usage/usageevent/?tenant__id__exact={tenant_id}&metric__id__exact={metric.pk}"
-            f"&occurred_at__gte={start.isoformat()}&occurred_at__lt={end.isoformat()}"
+        "list_url": "/admin/usage/usageevent/?"
+        + urlencode(
+            {
+                "tenant__id__exact": tenant_id,
+                "metric__id__exact": metric.pk,
+                "occurred_at__gte": start.isoformat(),
+                "occurred_at__lt": end.isoformat(),
+            }
         ),
     }
 

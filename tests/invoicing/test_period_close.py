@@ -173,3 +173,15 @@ def test_cancelling_now_bills_the_usage_so_far(api, acme, reporter):
     assert ("usage", "active_users", Decimal("12.00")) in amounts(closing)  # 2 users × 6.00
     assert closing.period_end == datetime(2026, 1, 10, tzinfo=UTC)
     assert sub.pk == closing.subscription_id
+
+
+def test_the_explanations_link_lists_exactly_the_events_behind_the_line(api, acme, reporter, admin_client):
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    report(api, reporter, "ai_tokens", 10, datetime(2026, 1, 20, tzinfo=UTC), n=2)
+    report(api, reporter, "ai_tokens", 10, datetime(2026, 2, 20, tzinfo=UTC))  # next period: not behind it
+    subscription_roll(subscription_id=sub.pk, at=PAID_END)
+    invoices_close_due(now=LATER)
+    events = InvoiceLine.objects.get(kind="usage", metric="ai_tokens").explanation["events"]
+    page = admin_client.get(events["list_url"])
+    assert page.status_code == 200
+    assert page.context["cl"].result_count == 2
