@@ -147,6 +147,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "aggregate-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 60.0},
     "reconcile-usage-counters": {"task": "entitlements.tasks.reconcile_usage_counters", "schedule": 300.0},
     "close-periods": {"task": "invoicing.tasks.close_periods", "schedule": 300.0},
+    "collect-pending-invoices": {"task": "invoicing.tasks.collect_pending_invoices", "schedule": 900.0},
     "suspend-overdue-subscriptions": {"task": "subscriptions.tasks.suspend_overdue_subscriptions", "schedule": 3600.0},
     # Stripe events whose processing was never queued (the broker was down right after they were stored).
     "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},
@@ -244,6 +245,11 @@ DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 # Stripe Tax: when on, a draft invoice is sent to Stripe first and finalized with the tax
 # Stripe computes; when off, invoices carry no tax lines and say so.
 STRIPE_TAX_ENABLED = env.bool("STRIPE_TAX_ENABLED", default=False)
+# Collection at Stripe: on by default once a real secret key is configured. Off (the demo,
+# or before go-live), invoices are issued and stay open for staff to settle.
+_stripe_key = STRIPE_LIVE_SECRET_KEY if STRIPE_LIVE_MODE else STRIPE_TEST_SECRET_KEY
+_placeholder_key = set(_stripe_key.removeprefix("sk_test_").removeprefix("sk_live_")) <= {"0"}
+STRIPE_COLLECTION_ENABLED = env.bool("STRIPE_COLLECTION_ENABLED", default=not _placeholder_key)
 
 # ---------------------------------------------------------------- Invoicing
 INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")

@@ -21,7 +21,7 @@ class InvoiceLineInline(admin.TabularInline):  # type: ignore[type-arg]
     model = InvoiceLine
     extra = 0
     can_delete = False
-    fields = ["position", "kind", "description", "quantity", "amount", "explanation"]
+    fields = ("position", "kind", "description", "quantity", "amount", "explanation")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

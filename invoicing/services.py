@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from billing_project.errors import Conflict
@@ -366,9 +366,38 @@ def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Inv
     if Invoice.objects.filter(boundary=event).exists():
         return None
     invoice = _draft(event, now)
-    if settings.STRIPE_TAX_ENABLED:
-        return invoice  # the collection task asks Stripe for tax, then finalizes both
-    return _finalize(invoice, now=now)
+    if not (settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED):
+        invoice = _finalize(invoice, now=now)
+    # With Stripe Tax the collection task asks Stripe for the tax, then finalizes both.
+    if invoice.status == Invoice.Status.DRAFT or invoice.total > 0:
+        collect_after_commit(invoice.pk)
+    return invoice
+
+
+def collect_after_commit(invoice_id: int) -> None:
+    """Queue collection at Stripe once the invoice is committed. A lost send is picked
+    up by the sweeper (invoices_awaiting_collection)."""
+    if not settings.STRIPE_COLLECTION_ENABLED:
+        return
+    from .tasks import collect_invoice  # the tasks module imports this one
+
+    def send() -> None:
+        try:
+            collect_invoice.delay(invoice_id)
+        except Exception:
+            logger.exception("invoicing.collect_enqueue_failed", extra={"invoice_id": invoice_id})
+
+    transaction.on_commit(send)
+
+
+def invoices_awaiting_collection(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Invoices Stripe should hold but does not yet, left for at least 10 minutes: their
+    collection task was lost or has given up. The beat sweeper queues them again."""
+    now = now or timezone.now()
+    pending = Invoice.objects.filter(stripe_number="", created_at__lte=now - timedelta(minutes=10)).filter(
+        Q(status=Invoice.Status.OPEN, total__gt=0) | Q(status=Invoice.Status.DRAFT, boundary__isnull=False)
+    )
+    return list(pending.order_by("created_at").values_list("pk", flat=True)[:limit])
 
 
 def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:

@@ -4,10 +4,29 @@ from celery import shared_task
 
 from billing_project.tasks import BillingTask
 
-from .services import invoices_close_due
+from .payments import invoice_collect
+from .providers import ProviderRejected
+from .services import collect_after_commit, invoices_awaiting_collection, invoices_close_due
 
 
 @shared_task(base=BillingTask, ignore_result=True)
 def close_periods() -> int:
     """Every 5 minutes (beat): invoice each period boundary past its grace window."""
     return invoices_close_due()
+
+
+@shared_task(base=BillingTask, ignore_result=True, dont_autoretry_for=(ProviderRejected,))
+def collect_invoice(invoice_id: int) -> None:
+    """Push one invoice to Stripe for collection. Stripe unreachable (ProviderUnavailable)
+    → retried with backoff, then a TaskFailure; Stripe refusing it (ProviderRejected) is
+    recorded at once, since a retry would be refused too. Idempotent: reruns continue."""
+    invoice_collect(invoice_id=invoice_id)
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def collect_pending_invoices() -> int:
+    """Every 15 minutes (beat): queue collection again for invoices Stripe does not hold yet."""
+    pending = invoices_awaiting_collection()
+    for invoice_id in pending:
+        collect_after_commit(invoice_id)  # outside a transaction: sent at once
+    return len(pending)

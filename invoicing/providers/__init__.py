@@ -1,2 +1,47 @@
 """The payment-provider adapter: the only package that imports `stripe` or `djstripe`
-(an import-linter contract run by the tests enforces it)."""
+(an import-linter contract run by the tests enforces it).
+
+Callers use these names only; they take our values and model instances and return the
+plain dataclasses of `base`, raising `ProviderUnavailable` (retry) or `ProviderRejected`."""
+
+from .base import (
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    PushedInvoice,
+    RemoteCharge,
+    RemoteCheckoutSession,
+    RemoteInvoice,
+    RemoteRefund,
+)
+from .stripe_adapter import (
+    charge_fetch,
+    checkout_session_create,
+    checkout_session_fetch,
+    customer_find,
+    customer_for,
+    invoice_fetch,
+    invoice_finalize_remote,
+    invoice_push,
+    refund_create,
+)
+
+__all__ = [
+    "ProviderError",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "PushedInvoice",
+    "RemoteCharge",
+    "RemoteCheckoutSession",
+    "RemoteInvoice",
+    "RemoteRefund",
+    "charge_fetch",
+    "checkout_session_create",
+    "checkout_session_fetch",
+    "customer_find",
+    "customer_for",
+    "invoice_fetch",
+    "invoice_finalize_remote",
+    "invoice_push",
+    "refund_create",
+]

@@ -1,0 +1,158 @@
+"""Collection through the payment provider: push our invoices to Stripe, and move their
+collection status from what Stripe says *now* (never from an event's payload).
+
+No Stripe call runs while we hold a row lock: the provider is called first, then one
+short transaction applies the result. Every function is safe to run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from billing_project.errors import Conflict
+from billing_project.money import Money
+
+from . import providers
+from .models import Invoice
+from .services import (
+    invoice_finalize_with_tax,
+    invoice_mark_paid,
+    invoice_mark_uncollectible,
+    invoice_payment_failed,
+    invoice_void,
+)
+
+logger = logging.getLogger(__name__)
+STRIPE = "stripe"
+
+
+@transaction.atomic
+def _store_stripe_refs(*, invoice_id: int, stripe_invoice_id: str, stripe_number: str = "") -> Invoice:
+    """Stripe's id and number on our invoice: set once, from empty (the 0002 trigger
+    refuses any later change on a finalized invoice)."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    changed = []
+    if invoice.stripe_invoice_id != stripe_invoice_id:
+        if invoice.stripe_invoice_id:
+            raise Conflict(
+                f"invoice {invoice.pk} is already at Stripe as {invoice.stripe_invoice_id}, not {stripe_invoice_id}",
+                code="stripe_invoice_mismatch",
+            )
+        invoice.stripe_invoice_id = stripe_invoice_id
+        changed.append("stripe_invoice_id")
+    if stripe_number and not invoice.stripe_number:
+        invoice.stripe_number = stripe_number
+        changed.append("stripe_number")
+    if changed:
+        invoice.save(update_fields=changed)
+    return invoice
+
+
+def invoice_collect(*, invoice_id: int) -> Invoice:
+    """Push the invoice to Stripe and finalize it there, so Stripe charges the customer.
+
+    Without Stripe Tax the invoice is already final here. With it, the draft goes to Stripe
+    first, Stripe's tax is recorded as our tax lines by finalizing ours, then Stripe's.
+    Rerunning after any failure continues where the last run stopped."""
+    invoice = Invoice.objects.select_related("tenant").get(pk=invoice_id)
+    if invoice.stripe_number:
+        return invoice  # finalized at Stripe already: Stripe collects
+    if invoice.status == Invoice.Status.DRAFT and not settings.STRIPE_TAX_ENABLED:
+        raise Conflict(f"draft invoice {invoice.pk} is not finalized: nothing to collect", code="invoice_not_final")
+    if invoice.status in (Invoice.Status.VOID, Invoice.Status.UNCOLLECTIBLE) or (
+        invoice.status == Invoice.Status.PAID and not invoice.stripe_invoice_id
+    ):
+        # settled without Stripe (a zero total, staff) or given up on
+        logger.info("payments.collect_skipped", extra={"invoice_id": invoice.pk, "status": invoice.status})
+        return invoice
+    pushed = providers.invoice_push(invoice)
+    invoice = _store_stripe_refs(invoice_id=invoice.pk, stripe_invoice_id=pushed.stripe_invoice_id)
+    if invoice.status == Invoice.Status.DRAFT:
+        invoice = invoice_finalize_with_tax(invoice_id=invoice.pk, tax=pushed.taxes)
+    if pushed.status == "draft" and pushed.total != invoice.total:
+        # never let Stripe charge an amount other than the one on our invoice
+        raise Conflict(
+            f"invoice {invoice.number}: Stripe's draft totals {pushed.total}, ours {invoice.total}",
+            code="stripe_total_mismatch",
+        )
+    final = providers.invoice_finalize_remote(
+        pushed.stripe_invoice_id, billing_invoice_id=invoice.pk, number=invoice.number or ""
+    )
+    invoice = _store_stripe_refs(
+        invoice_id=invoice.pk, stripe_invoice_id=final.stripe_invoice_id, stripe_number=final.stripe_number
+    )
+    logger.info(
+        "payments.collect_pushed",
+        extra={"invoice_id": invoice.pk, "stripe_invoice_id": final.stripe_invoice_id, "stripe_status": final.status},
+    )
+    return invoice
+
+
+def invoice_sync_from_stripe(*, stripe_invoice_id: str) -> Invoice | None:
+    """Apply the Stripe invoice's current state to ours. Reads state rather than trusting
+    the event, so events may arrive in any order or twice: a stale `payment_failed` after
+    `paid` reads "paid" and changes nothing."""
+    invoice = Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
+    if invoice is None:
+        logger.info("payments.sync_unknown_invoice", extra={"stripe_invoice_id": stripe_invoice_id})
+        return None
+    remote = providers.invoice_fetch(stripe_invoice_id)
+    if remote.status == "paid":
+        return invoice_mark_paid(invoice_id=invoice.pk, at=remote.paid_at, actor=STRIPE)
+    if remote.status == "void":
+        return invoice_void(invoice_id=invoice.pk, reason="voided at Stripe", actor=STRIPE, at=remote.voided_at)
+    if remote.status == "uncollectible":
+        return invoice_mark_uncollectible(invoice_id=invoice.pk, actor=STRIPE, at=remote.uncollectible_at)
+    # Count each of Stripe's failed attempts once, however often its events arrive.
+    if remote.payment_failed and remote.attempt_count > invoice.collection_attempts:
+        return invoice_payment_failed(invoice_id=invoice.pk, error=remote.last_payment_error, actor=STRIPE)
+    return invoice
+
+
+@dataclass(frozen=True)
+class RefundSync:
+    stripe_charge_id: str
+    refunded: Money
+    fully_refunded: bool
+
+
+def charge_refund_sync(*, stripe_charge_id: str) -> RefundSync:
+    """What Stripe has refunded of a charge, as it stands now (refund records: a later issue)."""
+    charge = providers.charge_fetch(stripe_charge_id)
+    result = RefundSync(
+        stripe_charge_id=charge.charge_id,
+        refunded=Money(charge.amount_refunded, charge.currency),
+        fully_refunded=charge.refunded,
+    )
+    logger.info(
+        "payments.charge_refunded",
+        extra={"stripe_charge_id": charge.charge_id, "refunded": str(result.refunded), "full": charge.refunded},
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    session_id: str
+    customer: str
+    status: str
+    setup_intent: str
+    tenant_external_id: str
+
+
+def checkout_session_completed(*, session_id: str) -> CheckoutResult:
+    """A Checkout session (mode=setup) finished: the customer has a payment method."""
+    session = providers.checkout_session_fetch(session_id)
+    result = CheckoutResult(
+        session_id=session.session_id,
+        customer=session.customer,
+        status=session.status,
+        setup_intent=session.setup_intent,
+        tenant_external_id=str(session.metadata.get("billing_tenant_id") or ""),
+    )
+    logger.info("payments.checkout_completed", extra={"session_id": session.session_id, "status": session.status})
+    return result

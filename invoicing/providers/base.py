@@ -1,0 +1,82 @@
+"""What the payment provider hands back, in our terms: plain values, Decimal money, no
+`stripe` objects. Importing this module does not import `stripe`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+class ProviderError(Exception):
+    """The payment provider refused or failed a call."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Unreachable, rate limited or failing on its side (5xx): retry later, with the same keys."""
+
+
+class ProviderRejected(ProviderError):
+    """The request itself was refused (invalid request, card declined, auth): retrying changes nothing."""
+
+
+@dataclass(frozen=True)
+class PushedInvoice:
+    stripe_invoice_id: str
+    status: str  # draft | open | paid | void | uncollectible
+    stripe_number: str  # Stripe's own number ("" while a draft)
+    total: Decimal
+    # The tax Stripe computed (Stripe Tax), as (description, amount) per tax line.
+    taxes: list[tuple[str, Decimal]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteInvoice:
+    stripe_invoice_id: str
+    status: str  # draft | open | paid | void | uncollectible
+    stripe_number: str
+    currency: str
+    total: Decimal
+    amount_paid: Decimal
+    attempt_count: int
+    last_payment_error: str
+    billing_invoice_id: int | None
+    paid_at: datetime | None = None
+    voided_at: datetime | None = None
+    uncollectible_at: datetime | None = None
+
+    @property
+    def payment_failed(self) -> bool:
+        """Open with at least one failed collection attempt."""
+        return self.status == "open" and self.attempt_count > 0
+
+
+@dataclass(frozen=True)
+class RemoteCharge:
+    charge_id: str
+    currency: str
+    amount: Decimal
+    amount_refunded: Decimal
+    refunded: bool
+    payment_intent: str
+
+
+@dataclass(frozen=True)
+class RemoteRefund:
+    refund_id: str
+    status: str
+    currency: str
+    amount: Decimal
+    charge_id: str
+
+
+@dataclass(frozen=True)
+class RemoteCheckoutSession:
+    session_id: str
+    status: str  # open | complete | expired
+    mode: str
+    customer: str
+    setup_intent: str
+    url: str
+    metadata: dict[str, Any] = field(default_factory=dict)

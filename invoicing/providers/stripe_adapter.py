@@ -1,0 +1,384 @@
+"""Stripe, behind plain functions: the only module that talks to Stripe.
+
+Every call goes through stripe-python's `StripeClient` with the pinned API version
+(`STRIPE_API_VERSION`), the test or live key, and `STRIPE_API_BASE` when set (a local
+fake Stripe). Every write carries an idempotency key derived from our own record
+(`customer-{tenant.pk}`, `inv-{invoice.pk}-create`, `inv-{invoice.pk}-item-{position}`,
+`inv-{invoice.pk}-finalize`), so a retry within Stripe's 24 h key window returns the
+first result. Because Stripe forgets keys after that, a write that may be a retry first
+looks for what an earlier attempt made (by the metadata we stamp on every object).
+
+Errors come back as ours: `ProviderUnavailable` (connection, rate limit, 5xx: retry) or
+`ProviderRejected` (invalid request, card error, authentication: do not).
+
+Customers: we keep no mapping table. A tenant's Stripe customer is found, in order, from
+(1) the customer of the tenant's last invoice already pushed (`stripe_invoice_id` is ours),
+(2) `Customer.list(email=…)` filtered by `metadata.billing_tenant_id` (the search API is
+not served by localstripe), else (3) created with the key `customer-{tenant.pk}` and that
+metadata, which Stripe answers with the same customer for 24 h.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
+
+import stripe
+from django.conf import settings
+
+from billing_project.money import Money, from_minor_units, to_minor_units
+
+from .base import (
+    ProviderRejected,
+    ProviderUnavailable,
+    PushedInvoice,
+    RemoteCharge,
+    RemoteCheckoutSession,
+    RemoteInvoice,
+    RemoteRefund,
+)
+
+if TYPE_CHECKING:
+    from invoicing.models import Invoice
+    from subscriptions.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+# stripe-python retries connection errors and 409/5xx itself, with the same idempotency key;
+# past that the Celery task retries with backoff.
+MAX_NETWORK_RETRIES = 2
+# Lines Stripe does not get as invoice items: tax is Stripe's own (Stripe Tax).
+NOT_PUSHED = ("tax",)
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
+
+def _client() -> stripe.StripeClient:
+    key = settings.STRIPE_LIVE_SECRET_KEY if settings.STRIPE_LIVE_MODE else settings.STRIPE_TEST_SECRET_KEY
+    return stripe.StripeClient(
+        key,
+        stripe_version=settings.STRIPE_API_VERSION,
+        base_addresses={"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None,
+        max_network_retries=MAX_NETWORK_RETRIES,
+    )
+
+
+@contextmanager
+def _errors(action: str) -> Iterator[None]:
+    """Stripe's exceptions as ours."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise ProviderUnavailable(f"{action}: {exc.user_message or exc}") from exc
+    except stripe.StripeError as exc:
+        status = exc.http_status or 0
+        if status >= 500 or isinstance(exc, stripe.APIError):
+            raise ProviderUnavailable(f"{action}: HTTP {status}: {exc.user_message or exc}") from exc
+        raise ProviderRejected(f"{action}: HTTP {status}: {exc.user_message or exc}") from exc
+
+
+def _call(fn: Callable[..., Any], *args: Any, key: str | None = None, **params: Any) -> dict[str, Any]:
+    """One Stripe call; the object it returns as a plain dict."""
+    options: dict[str, Any] = {"idempotency_key": key} if key else {}
+    result = fn(*args, params=params or None, options=options or None)
+    return cast(dict[str, Any], result.to_dict())
+
+
+def _list(fn: Callable[..., Any], **params: Any) -> Iterator[dict[str, Any]]:
+    for obj in fn(params=params).auto_paging_iter():
+        yield cast(dict[str, Any], obj.to_dict())
+
+
+def _at(timestamp: int | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, tz=UTC) if timestamp else None
+
+
+def _money(units: int | None, currency: str) -> Decimal:
+    return from_minor_units(units or 0, currency.upper())
+
+
+# ---------------------------------------------------------------- customers
+def customer_find(tenant: Tenant) -> str | None:
+    """The tenant's Stripe customer, if one exists (see the module docstring)."""
+    from invoicing.models import Invoice  # invoicing.models never imports this module
+
+    client = _client()
+    with _errors("customer_find"):
+        pushed = (
+            Invoice.objects.filter(tenant=tenant, stripe_invoice_id__isnull=False)
+            .order_by("-created_at", "-id")
+            .values_list("stripe_invoice_id", flat=True)
+            .first()
+        )
+        if pushed:
+            customer = _call(client.v1.invoices.retrieve, pushed).get("customer")
+            if isinstance(customer, str) and customer:
+                return customer
+        if tenant.billing_email:
+            for found in _list(client.v1.customers.list, email=tenant.billing_email, limit=100):
+                if (found.get("metadata") or {}).get("billing_tenant_id") == tenant.external_id:
+                    return str(found["id"])
+    return None
+
+
+def customer_for(tenant: Tenant) -> str:
+    """The tenant's Stripe customer id, created when there is none."""
+    found = customer_find(tenant)
+    if found:
+        return found
+    with _errors("customer_create"):
+        created = _call(
+            _client().v1.customers.create,
+            key=f"customer-{tenant.pk}",
+            name=tenant.name,
+            email=tenant.billing_email or None,
+            address={"country": tenant.country} if tenant.country else None,
+            metadata={"billing_tenant_id": tenant.external_id},
+        )
+    logger.info("stripe.customer_created", extra={"tenant": tenant.external_id, "customer": created["id"]})
+    return str(created["id"])
+
+
+# ---------------------------------------------------------------- invoices
+def _taxes(obj: dict[str, Any]) -> list[tuple[str, Decimal]]:
+    currency = str(obj["currency"])
+    taxes = []
+    for tax in obj.get("total_taxes") or []:
+        details = tax.get("tax_rate_details") or {}
+        rate = details.get("tax_rate") if isinstance(details, dict) else None
+        label = f"Tax ({rate})" if isinstance(rate, str) and rate else f"Tax ({tax.get('taxability_reason') or 'tax'})"
+        taxes.append((label, _money(tax.get("amount"), currency)))
+    return taxes
+
+
+def _pushed(obj: dict[str, Any]) -> PushedInvoice:
+    return PushedInvoice(
+        stripe_invoice_id=str(obj["id"]),
+        status=str(obj["status"]),
+        stripe_number=str(obj.get("number") or ""),
+        total=_money(obj.get("total"), str(obj["currency"])),
+        taxes=_taxes(obj),
+    )
+
+
+def _remote(obj: dict[str, Any]) -> RemoteInvoice:
+    currency = str(obj["currency"])
+    transitions = obj.get("status_transitions") or {}
+    ours = (obj.get("metadata") or {}).get("billing_invoice_id")
+    error = ""
+    for payment in (obj.get("payments") or {}).get("data") or []:  # when expanded
+        intent = (payment.get("payment") or {}).get("payment_intent")
+        if isinstance(intent, dict) and intent.get("last_payment_error"):
+            error = str(intent["last_payment_error"].get("message") or intent["last_payment_error"].get("code"))
+    attempts = int(obj.get("attempt_count") or 0)
+    if not error and obj.get("status") == "open" and attempts:
+        error = f"payment attempt {attempts} failed"
+    return RemoteInvoice(
+        stripe_invoice_id=str(obj["id"]),
+        status=str(obj["status"]),
+        stripe_number=str(obj.get("number") or ""),
+        currency=currency.upper(),
+        total=_money(obj.get("total"), currency),
+        amount_paid=_money(obj.get("amount_paid"), currency),
+        attempt_count=attempts,
+        last_payment_error=error,
+        billing_invoice_id=int(ours) if isinstance(ours, str) and ours.isdigit() else None,
+        paid_at=_at(transitions.get("paid_at")),
+        voided_at=_at(transitions.get("voided_at")),
+        uncollectible_at=_at(transitions.get("marked_uncollectible_at")),
+    )
+
+
+def _find_invoice(client: stripe.StripeClient, invoice: Invoice, customer: str) -> dict[str, Any] | None:
+    """What an earlier push of this invoice made, even after Stripe forgot its keys."""
+    if invoice.stripe_invoice_id:
+        return _call(client.v1.invoices.retrieve, invoice.stripe_invoice_id)
+    # Ours is created before Stripe's: only invoices created since can be it.
+    since = int(invoice.created_at.timestamp()) - 60
+    for found in _list(client.v1.invoices.list, customer=customer, created={"gte": since}, limit=100):
+        if (found.get("metadata") or {}).get("billing_invoice_id") == str(invoice.pk):
+            return found
+    return None
+
+
+def _item_params(invoice: Invoice) -> list[tuple[int, dict[str, Any]]]:
+    items = []
+    for line in invoice.lines.order_by("position"):
+        if line.kind in NOT_PUSHED or line.amount == 0:
+            continue
+        items.append(
+            (
+                line.position,
+                {
+                    "amount": to_minor_units(line.amount, invoice.currency),  # credit lines are negative
+                    "currency": invoice.currency.lower(),
+                    "description": line.description,
+                    "metadata": {"billing_invoice_id": str(invoice.pk), "billing_line_position": str(line.position)},
+                },
+            )
+        )
+    return items
+
+
+def invoice_push(invoice: Invoice) -> PushedInvoice:
+    """Create (or find) our invoice at Stripe as a draft with one item per line, and return
+    it as Stripe now has it (its tax, with Stripe Tax). Safe to call again."""
+    customer = customer_for(invoice.tenant)
+    client = _client()
+    with _errors("invoice_push"):
+        remote = _find_invoice(client, invoice, customer)
+        if remote is None:
+            metadata = {"billing_invoice_id": str(invoice.pk), "billing_invoice_number": invoice.number or ""}
+            remote = _call(
+                client.v1.invoices.create,
+                key=f"inv-{invoice.pk}-create",
+                customer=customer,
+                currency=invoice.currency.lower(),
+                collection_method="charge_automatically",
+                auto_advance=False,  # no auto-finalization while we add items; collection starts at finalize
+                pending_invoice_items_behavior="exclude",
+                metadata=metadata,
+                custom_fields=[{"name": "Invoice", "value": invoice.number}] if invoice.number else None,
+                # Stripe Tax only for a draft of ours: a finalized invoice's amounts are fixed.
+                automatic_tax={"enabled": True} if settings.STRIPE_TAX_ENABLED and invoice.number is None else None,
+            )
+        stripe_id = str(remote["id"])
+        if remote.get("status") != "draft":
+            return _pushed(remote)
+        present = {
+            (item.get("metadata") or {}).get("billing_line_position")
+            for item in _list(client.v1.invoice_items.list, invoice=stripe_id, limit=100)
+        }
+        for position, params in _item_params(invoice):
+            if str(position) in present:
+                continue
+            _call(
+                client.v1.invoice_items.create,
+                key=f"inv-{invoice.pk}-item-{position}",
+                customer=customer,
+                invoice=stripe_id,
+                **params,
+            )
+        return _pushed(_call(client.v1.invoices.retrieve, stripe_id))
+
+
+def invoice_finalize_remote(stripe_invoice_id: str, *, billing_invoice_id: int, number: str = "") -> PushedInvoice:
+    """Finalize the Stripe draft and let Stripe collect (auto_advance); a no-op once final.
+    `number` (ours) is written to its custom field first when it was not known at creation
+    (Stripe Tax: our number is taken after Stripe computed the tax)."""
+    client = _client()
+    with _errors("invoice_finalize"):
+        remote = _call(client.v1.invoices.retrieve, stripe_invoice_id)
+        if remote.get("status") != "draft":
+            return _pushed(remote)
+        if number and (remote.get("metadata") or {}).get("billing_invoice_number") != number:
+            _call(
+                client.v1.invoices.update,
+                stripe_invoice_id,
+                key=f"inv-{billing_invoice_id}-number",
+                metadata={"billing_invoice_number": number},
+                custom_fields=[{"name": "Invoice", "value": number}],
+            )
+        return _pushed(
+            _call(
+                client.v1.invoices.finalize_invoice,
+                stripe_invoice_id,
+                key=f"inv-{billing_invoice_id}-finalize",
+                auto_advance=True,
+            )
+        )
+
+
+def invoice_fetch(stripe_invoice_id: str) -> RemoteInvoice:
+    with _errors("invoice_fetch"):
+        return _remote(_call(_client().v1.invoices.retrieve, stripe_invoice_id))
+
+
+# ---------------------------------------------------------------- charges, refunds
+def charge_fetch(charge_id: str) -> RemoteCharge:
+    with _errors("charge_fetch"):
+        obj = _call(_client().v1.charges.retrieve, charge_id)
+    currency = str(obj["currency"])
+    intent = obj.get("payment_intent")
+    return RemoteCharge(
+        charge_id=str(obj["id"]),
+        currency=currency.upper(),
+        amount=_money(obj.get("amount"), currency),
+        amount_refunded=_money(obj.get("amount_refunded"), currency),
+        refunded=bool(obj.get("refunded")),
+        payment_intent=intent if isinstance(intent, str) else str((intent or {}).get("id") or ""),
+    )
+
+
+def refund_create(
+    *,
+    amount: Money,
+    reason: str,
+    idempotency_key: str,
+    charge_id: str | None = None,
+    payment_intent: str | None = None,
+) -> RemoteRefund:
+    """Refund (part of) a charge or payment intent. `reason` is Stripe's enum when it is one,
+    else it travels as metadata only."""
+    if bool(charge_id) == bool(payment_intent):
+        raise ValueError("give exactly one of charge_id and payment_intent")
+    params: dict[str, Any] = {
+        "amount": to_minor_units(amount.amount, amount.currency),
+        "metadata": {"billing_reason": reason[:500]},
+    }
+    if reason in REFUND_REASONS:
+        params["reason"] = reason
+    params["charge" if charge_id else "payment_intent"] = charge_id or payment_intent
+    with _errors("refund_create"):
+        obj = _call(_client().v1.refunds.create, key=idempotency_key, **params)
+    currency = str(obj["currency"])
+    charge = obj.get("charge")
+    return RemoteRefund(
+        refund_id=str(obj["id"]),
+        status=str(obj.get("status") or ""),
+        currency=currency.upper(),
+        amount=_money(obj.get("amount"), currency),
+        charge_id=charge if isinstance(charge, str) else "",
+    )
+
+
+# ---------------------------------------------------------------- checkout (payment method setup)
+def _session(obj: dict[str, Any]) -> RemoteCheckoutSession:
+    def ref(value: Any) -> str:
+        return value if isinstance(value, str) else str((value or {}).get("id") or "")
+
+    return RemoteCheckoutSession(
+        session_id=str(obj["id"]),
+        status=str(obj.get("status") or ""),
+        mode=str(obj.get("mode") or ""),
+        customer=ref(obj.get("customer")),
+        setup_intent=ref(obj.get("setup_intent")),
+        url=str(obj.get("url") or ""),
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+def checkout_session_create(tenant: Tenant, plan_code: str, success_url: str, cancel_url: str) -> str:
+    """A Checkout page collecting a payment method for the tenant's customer (mode=setup):
+    billing owns prices, so Stripe never sells the subscription. Returns its URL."""
+    customer = customer_for(tenant)
+    with _errors("checkout_session_create"):
+        obj = _call(
+            _client().v1.checkout.sessions.create,
+            mode="setup",
+            customer=customer,
+            currency=tenant.currency.lower(),
+            success_url=success_url,
+            cancel_url=cancel_url,
+            metadata={"billing_tenant_id": tenant.external_id, "plan_code": plan_code},
+            setup_intent_data={"metadata": {"billing_tenant_id": tenant.external_id}},
+        )
+    return _session(obj).url
+
+
+def checkout_session_fetch(session_id: str) -> RemoteCheckoutSession:
+    with _errors("checkout_session_fetch"):
+        return _session(_call(_client().v1.checkout.sessions.retrieve, session_id))
