@@ -44,3 +44,17 @@ class Forbidden(BillingError):
 class PayloadTooLarge(BillingError):
     status_code = 413
     code = "request_too_large"
+
+
+class ProviderDown(BillingError):
+    """503: the payment provider could not be reached; retrying later may succeed."""
+
+    status_code = 503
+    code = "payment_provider_unavailable"
+
+
+class ProviderRefused(BillingError):
+    """502: the payment provider refused the request."""
+
+    status_code = 502
+    code = "payment_provider_error"

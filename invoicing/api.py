@@ -14,10 +14,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView
-from billing_project.scopes import BILLING_READ
+from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE
 from subscriptions.services import tenant_get
 
 from .documents import invoice_document, invoice_html, invoice_summary
+from .payments import checkout_start
 from .selectors import billing_view, invoice_by_number, invoice_owner, invoices_of
 
 
@@ -100,3 +101,34 @@ class InvoiceApi(BillingAPIView):
         if request.accepted_renderer.format == "html":
             return Response(invoice_html(invoice))
         return Response(invoice_document(invoice))
+
+
+class CheckoutIn(serializers.Serializer):  # type: ignore[type-arg]
+    plan = serializers.CharField()
+    success_url = serializers.URLField(max_length=2000)
+    cancel_url = serializers.URLField(max_length=2000)
+
+
+class CheckoutApi(BillingAPIView):
+    """A Stripe Checkout page for the tenant to leave a payment method; billing subscribes
+    it to `plan` when Stripe reports the page completed."""
+
+    required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+
+    @extend_schema(
+        operation_id="tenant_checkout",
+        tags=["tenants"],
+        request=CheckoutIn,
+        responses={201: inline_serializer("Checkout", {"url": serializers.URLField()})},
+    )
+    def post(self, request: Request, tenant: str) -> Response:
+        owner = tenant_get(tenant)
+        data = CheckoutIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        url = checkout_start(
+            tenant=owner,
+            plan_code=data.validated_data["plan"],
+            success_url=data.validated_data["success_url"],
+            cancel_url=data.validated_data["cancel_url"],
+        )
+        return Response({"url": url}, status=201)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
 
-from billing_project.errors import Conflict
+from billing_project.errors import Conflict, InvalidRequest, ProviderDown, ProviderRefused
 from billing_project.money import Money
+from subscriptions.models import Tenant
+from subscriptions.selectors import live_subscription
+from subscriptions.services import offered_version, subscription_create
 
 from . import providers
 from .models import Invoice
@@ -144,9 +148,34 @@ class CheckoutResult:
     tenant_external_id: str
 
 
+def checkout_start(*, tenant: Tenant, plan_code: str, success_url: str, cancel_url: str) -> str:
+    """A Stripe Checkout page where the tenant leaves a payment method for `plan_code`.
+    Billing checks the plan here and subscribes the tenant when Stripe reports the page
+    completed (checkout_session_completed); Stripe never sells the plan itself."""
+    offered_version(plan_code, tenant)  # 400 unknown_plan / currency_mismatch before Stripe is asked
+    for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
+        if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc:
+            raise InvalidRequest(f"`{name}` must be an absolute http(s) URL.", code="validation_error")
+    try:
+        return providers.checkout_session_create(tenant, plan_code, success_url, cancel_url)
+    except providers.ProviderUnavailable as exc:
+        raise ProviderDown("Stripe cannot be reached; try again shortly.") from exc
+    except providers.ProviderRejected as exc:
+        raise ProviderRefused(f"Stripe refused the checkout session: {exc}") from exc
+
+
 def checkout_session_completed(*, session_id: str) -> CheckoutResult:
-    """A Checkout session (mode=setup) finished: the customer has a payment method."""
+    """A Checkout session (mode=setup) finished: the customer has a payment method, and a
+    tenant without a live subscription is subscribed to the plan it chose. Read from
+    Stripe, not from the event; a repeat finds the subscription and changes nothing."""
     session = providers.checkout_session_fetch(session_id)
+    tenant_id, plan_code = session.metadata.get("billing_tenant_id"), session.metadata.get("plan_code")
+    tenant = Tenant.objects.filter(external_id=tenant_id or "").first()
+    if session.status == "complete" and tenant is not None and plan_code:
+        with transaction.atomic():
+            Tenant.objects.select_for_update().get(pk=tenant.pk)  # one subscription, however many deliveries
+            if live_subscription(tenant) is None:
+                subscription_create(tenant=tenant, plan_code=plan_code, actor=f"{STRIPE}:checkout")
     result = CheckoutResult(
         session_id=session.session_id,
         customer=session.customer,

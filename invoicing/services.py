@@ -210,7 +210,7 @@ def _base_fee_line(opened: dict[str, Any]) -> _Line:
 
 
 def _proration_lines(sub: Subscription, upto: datetime) -> list[_Line]:
-    items = ProrationItem.objects.select_for_update().filter(subscription=sub, invoiced_at__isnull=True)
+    items = ProrationItem.objects.select_for_update(of=("self",)).filter(subscription=sub, invoiced_at__isnull=True)
     return [
         _Line(
             kind=InvoiceLine.Kind.PRORATION,
@@ -222,7 +222,8 @@ def _proration_lines(sub: Subscription, upto: datetime) -> list[_Line]:
             explanation={"unrounded_amount": format_decimal(item.amount), "plan_change_event": item.event_id},
             proration_item=item,
         )
-        for item in items.filter(created_at__lte=max(upto, timezone.now())).order_by("created_at", "id")
+        # only plan changes made by the boundary: a later one belongs to a later invoice
+        for item in items.filter(event__at__lte=upto).order_by("created_at", "id")
     ]
 
 

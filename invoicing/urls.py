@@ -5,5 +5,6 @@ from . import api
 urlpatterns = [
     path("tenants/<str:tenant>/billing", api.BillingStateApi.as_view(), name="tenant-billing"),
     path("tenants/<str:tenant>/invoices", api.TenantInvoicesApi.as_view(), name="tenant-invoices"),
+    path("tenants/<str:tenant>/checkout", api.CheckoutApi.as_view(), name="tenant-checkout"),
     path("invoices/<str:number>", api.InvoiceApi.as_view(), name="invoice"),
 ]

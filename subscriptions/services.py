@@ -177,7 +177,8 @@ def _live_locked(tenant: Tenant) -> Subscription:
     return sub
 
 
-def _offered_version(plan_code: str, tenant: Tenant) -> PlanVersion:
+def offered_version(plan_code: str, tenant: Tenant) -> PlanVersion:
+    """The live version of a plan a tenant may subscribe to: published, in its currency."""
     version = live_version(plan_code)
     if version is None:
         raise InvalidRequest(f"No published plan {plan_code!r}.", code="unknown_plan", details={"plan": plan_code})
@@ -210,7 +211,7 @@ def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datet
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises creates; current currency
     if Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists():
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists")
-    version = _offered_version(plan_code, tenant)
+    version = offered_version(plan_code, tenant)
     sub = Subscription(tenant=tenant, plan_version=version, started_at=at)
     if version.trial_days:
         sub.status = Subscription.Status.TRIALING
@@ -265,7 +266,7 @@ def subscription_change_plan(
             code="subscription_not_changeable",
             details={"status": sub.status},
         )
-    version = _offered_version(plan_code, tenant)
+    version = offered_version(plan_code, tenant)
     if version.pk == sub.plan_version_id:
         raise Conflict(f"{tenant.external_id} is already on {version}.", code="already_on_plan")
     old = sub.plan_version

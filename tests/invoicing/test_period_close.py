@@ -186,3 +186,16 @@ def test_the_explanations_link_lists_exactly_the_events_behind_the_line(api, acm
     page = admin_client.get(events["list_url"])
     assert page.status_code == 200
     assert page.context["cl"].result_count == 2
+
+
+def test_a_plan_change_after_a_boundary_waits_for_the_next_invoice(api, acme):
+    """Both boundaries closed late, in one run: the proration of a change made after the
+    first boundary belongs to the second invoice, not the first."""
+    sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    subscription_roll(subscription_id=sub.pk, at=PAID_START)
+    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=datetime(2026, 2, 1, tzinfo=UTC))
+    subscription_roll(subscription_id=sub.pk, at=PAID_END)
+    invoices_close_due(now=LATER)
+    first, second = Invoice.objects.order_by("number")
+    assert [k for k, _, _ in amounts(first)] == ["base_fee"]
+    assert [k for k, _, _ in amounts(second)].count("proration") == 2
