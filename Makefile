@@ -6,6 +6,7 @@
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
+LOCALSTRIPE := .data/localstripe-venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 # mypy's Django plugin imports the settings, which insist on these; it connects to nothing.
@@ -25,8 +26,15 @@ typecheck: $(VENV)/.installed
 	$(TYPECHECK_ENV) $(BIN)/mypy .
 
 # Uses DATABASE_URL / REDIS_URL when set, else the embedded engines under .data/.
-pytest: $(VENV)/.installed
-	$(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+# localstripe (GPL) runs as a separate process from its own venv, for the Stripe smoke test.
+pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed
+	LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
+	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(LOCALSTRIPE)/.installed: tests/localstripe.lock
+	test -x $(LOCALSTRIPE)/bin/python || $(PYTHON) -m venv $(LOCALSTRIPE)
+	$(LOCALSTRIPE)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/localstripe.lock
+	touch $@
 
 install: $(VENV)/.installed
 
