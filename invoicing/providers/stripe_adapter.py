@@ -11,11 +11,15 @@ looks for what an earlier attempt made (by the metadata we stamp on every object
 Errors come back as ours: `ProviderUnavailable` (connection, rate limit, 5xx: retry) or
 `ProviderRejected` (invalid request, card error, authentication: do not).
 
-Customers: we keep no mapping table. A tenant's Stripe customer is found, in order, from
-(1) the customer of the tenant's last invoice already pushed (`stripe_invoice_id` is ours),
-(2) `Customer.list(email=…)` filtered by `metadata.billing_tenant_id` (the search API is
-not served by localstripe), else (3) created with the key `customer-{tenant.pk}` and that
-metadata, which Stripe answers with the same customer for 24 h.
+Customers are mirrored by dj-stripe (its `Customer` table, synced from each customer we
+create or find), which is how a tenant finds its customer without asking Stripe. A
+tenant's Stripe customer is found, in order, from (0) that mirror, by
+`metadata.billing_tenant_id`, (1) the customer of the tenant's last invoice already pushed,
+(2) `Customer.list(email=…)` filtered by that metadata (the search API is not served by
+localstripe), else (3) created with the key `customer-{tenant.pk}` and that metadata, which
+Stripe answers with the same customer for 24 h. dj-stripe 2.11 cannot sync invoices of
+the pinned API version (their shape changed), so invoices are ours alone; Stripe's id and
+number are kept on our invoice.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 from django.conf import settings
+from prometheus_client import Counter
 
 from billing_project.money import Money, from_minor_units, to_minor_units
 
@@ -54,10 +59,15 @@ MAX_NETWORK_RETRIES = 2
 # Lines Stripe does not get as invoice items: tax is Stripe's own (Stripe Tax).
 NOT_PUSHED = ("tax",)
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+MIRROR_FAILURES = Counter("billing_stripe_mirror_failures_total", "dj-stripe mirror syncs that failed")
+
+
+def _key() -> str:
+    return str(settings.STRIPE_LIVE_SECRET_KEY if settings.STRIPE_LIVE_MODE else settings.STRIPE_TEST_SECRET_KEY)
 
 
 def _client() -> stripe.StripeClient:
-    key = settings.STRIPE_LIVE_SECRET_KEY if settings.STRIPE_LIVE_MODE else settings.STRIPE_TEST_SECRET_KEY
+    key = _key()
     return stripe.StripeClient(
         key,
         stripe_version=settings.STRIPE_API_VERSION,
@@ -101,10 +111,43 @@ def _money(units: int | None, currency: str) -> Decimal:
 
 
 # ---------------------------------------------------------------- customers
+def _mirror_customer(obj: dict[str, Any]) -> None:
+    """Keep dj-stripe's copy of a customer. A failed mirror costs only a Stripe lookup
+    next time, so it is logged and counted, and the Stripe call it follows stands."""
+    from djstripe.models import Customer
+
+    # dj-stripe calls Stripe through stripe-python's module settings, not our client: point
+    # them where the client goes (a deployment constant; tests switch it per test).
+    stripe.api_base = settings.STRIPE_API_BASE or "https://api.stripe.com"
+    stripe.api_version = settings.STRIPE_API_VERSION
+    try:
+        Customer.sync_from_stripe_data(obj, api_key=_key())
+    except Exception:
+        MIRROR_FAILURES.inc()
+        logger.exception("stripe.customer_mirror_failed", extra={"customer": obj.get("id")})
+
+
+def _mirrored_customer(tenant: Tenant) -> str | None:
+    from djstripe.models import Customer
+
+    found = (
+        Customer.objects.filter(
+            metadata__billing_tenant_id=tenant.external_id, livemode=settings.STRIPE_LIVE_MODE, date_purged=None
+        )
+        .order_by("-created", "-djstripe_id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return str(found) if found else None
+
+
 def customer_find(tenant: Tenant) -> str | None:
     """The tenant's Stripe customer, if one exists (see the module docstring)."""
     from invoicing.models import Invoice  # invoicing.models never imports this module
 
+    mirrored = _mirrored_customer(tenant)
+    if mirrored:
+        return str(mirrored)
     client = _client()
     with _errors("customer_find"):
         pushed = (
@@ -120,6 +163,7 @@ def customer_find(tenant: Tenant) -> str | None:
         if tenant.billing_email:
             for found in _list(client.v1.customers.list, email=tenant.billing_email, limit=100):
                 if (found.get("metadata") or {}).get("billing_tenant_id") == tenant.external_id:
+                    _mirror_customer(found)
                     return str(found["id"])
     return None
 
@@ -139,6 +183,7 @@ def customer_for(tenant: Tenant) -> str:
             metadata={"billing_tenant_id": tenant.external_id},
         )
     logger.info("stripe.customer_created", extra={"tenant": tenant.external_id, "customer": created["id"]})
+    _mirror_customer(created)
     return str(created["id"])
 
 

@@ -232,6 +232,7 @@ def test_charge_refund_sync_reports_what_stripe_refunded(stripe_api):
     assert charge_refund_sync(stripe_charge_id="ch_3SxZ00Qa7bC3dE4f") == first
 
 
+@pytest.mark.django_db
 def test_checkout_session_completed(stripe_api):
     stripe_api.get(f"{API}/v1/checkout/sessions/cs_test_c1SxZ03Qa7bC3dE4f", json=recorded("checkout_session_setup"))
     result = checkout_session_completed(session_id="cs_test_c1SxZ03Qa7bC3dE4f")

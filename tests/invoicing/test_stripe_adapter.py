@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+from djstripe.models import Customer as DjstripeCustomer
 
 from billing_project.money import Money
 from invoicing.ledger import credit_grant
@@ -88,6 +89,8 @@ def stripe_api(settings, monkeypatch):
     settings.STRIPE_TAX_ENABLED = False
     monkeypatch.setattr(stripe_adapter, "MAX_NETWORK_RETRIES", 0)  # no sleeping retries in tests
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        # dj-stripe asks once which account the key belongs to, before mirroring a customer
+        rsps.get(f"{API}/v1/account", json=recorded("account"))
         yield rsps
 
 
@@ -119,9 +122,10 @@ def test_customer_is_created_once_per_tenant_with_a_key_from_the_tenant(acme, st
     stripe_api.get(f"{API}/v1/customers", json=recorded("customer_list_empty"))
     stripe_api.post(f"{API}/v1/customers", json=recorded("customer"))
     assert customer_for(acme) == "cus_TQ3mW2aXk9Lb1C"
+    DjstripeCustomer.objects.all().delete()  # as if the mirror had failed: Stripe is asked again
     assert customer_for(acme) == "cus_TQ3mW2aXk9Lb1C"  # a retry: same key, Stripe answers the same customer
-    assert idempotency_keys(stripe_api) == [f"customer-{acme.pk}"] * 2
-    sent = posts(stripe_api)[0]
+    assert idempotency_keys(stripe_api, "/v1/customers") == [f"customer-{acme.pk}"] * 2
+    sent = posts(stripe_api, "/v1/customers")[0]
     assert form(sent)["metadata[billing_tenant_id]"] == ["acme"]
     assert form(sent)["email"] == ["billing@acme.test"]
     assert sent.request.headers["Stripe-Version"] == settings.STRIPE_API_VERSION
@@ -131,6 +135,32 @@ def test_customer_is_created_once_per_tenant_with_a_key_from_the_tenant(acme, st
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db
+def test_customers_are_mirrored_by_dj_stripe_and_found_there_without_asking_stripe(acme, stripe_api):
+    from djstripe.models import Customer
+
+    stripe_api.get(f"{API}/v1/customers", json=recorded("customer_list_empty"))
+    stripe_api.post(f"{API}/v1/customers", json=recorded("customer"))
+    assert customer_for(acme) == "cus_TQ3mW2aXk9Lb1C"
+    mirrored = Customer.objects.get(id="cus_TQ3mW2aXk9Lb1C")
+    assert mirrored.metadata["billing_tenant_id"] == "acme"
+    calls = len(stripe_api.calls)
+    assert customer_for(acme) == "cus_TQ3mW2aXk9Lb1C"
+    assert len(stripe_api.calls) == calls  # found in the mirror: no Stripe call at all
+
+
+@pytest.mark.django_db
+def test_a_failed_mirror_is_counted_and_the_customer_still_returned(acme, stripe_api):
+    from invoicing.providers.stripe_adapter import MIRROR_FAILURES
+
+    stripe_api.replace("GET", f"{API}/v1/account", status=500, json={"error": {"type": "api_error"}})
+    stripe_api.get(f"{API}/v1/customers", json=recorded("customer_list_empty"))
+    stripe_api.post(f"{API}/v1/customers", json=recorded("customer"))
+    before = MIRROR_FAILURES._value.get()
+    assert customer_for(acme) == "cus_TQ3mW2aXk9Lb1C"
+    assert MIRROR_FAILURES._value.get() == before + 1
+
+
 def test_an_existing_customer_is_found_by_email_and_tenant_metadata(acme, stripe_api):
     other = recorded("customer", id="cus_other", metadata={"billing_tenant_id": "someone-else"})
     stripe_api.get(f"{API}/v1/customers", json=recorded("customer_list_empty", data=[other, recorded("customer")]))
@@ -206,7 +236,8 @@ def test_a_push_after_stripe_forgot_its_keys_finds_the_invoice_and_adds_only_mis
     assert invoice_push(invoice).stripe_invoice_id == STRIPE_INVOICE
     assert posts(stripe_api, "/v1/invoices") == []  # found, not created again
     assert idempotency_keys(stripe_api, "/v1/invoiceitems") == [f"inv-{invoice.pk}-item-{n}" for n in (2, 3)]
-    listed = parse_qs(urlsplit(stripe_api.calls[1].request.url).query)
+    lists = [c for c in stripe_api.calls if urlsplit(c.request.url).path == "/v1/invoices"]
+    listed = parse_qs(urlsplit(lists[0].request.url).query)
     assert listed["customer"] == ["cus_TQ3mW2aXk9Lb1C"]
 
 
@@ -359,9 +390,18 @@ def localstripe(settings, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_localstripe_customer_smoke(acme, localstripe):
+def test_localstripe_customer_smoke(acme, localstripe, settings):
+    from djstripe.models import Account, APIKey
+
+    # localstripe serves no /v1/account: dj-stripe learns the key's account offline, as in production it asks once
+    data = recorded("account")
+    account = Account.objects.create(id=data["id"], livemode=False, stripe_data=data)
+    key, _ = APIKey.objects.get_or_create_by_api_key(settings.STRIPE_TEST_SECRET_KEY)
+    key.djstripe_owner_account = account
+    key.save()
     first = customer_for(acme)
     assert first.startswith("cus_")
+    assert DjstripeCustomer.objects.filter(id=first).exists()  # mirrored by dj-stripe from localstripe
     assert customer_for(acme) == first  # found again by email + tenant metadata, not created twice
     other = tenant_upsert(external_id="globex", name="Globex", billing_email="billing@acme.test")[0]
     assert customer_for(other) != first  # same email, another tenant: its own customer
