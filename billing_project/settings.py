@@ -256,6 +256,8 @@ INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")
 # Late events for a closed period are awaited this long before its invoice is drafted.
 INVOICE_GRACE_MINUTES = env.int("INVOICE_GRACE_MINUTES", default=60)
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
+# Usage of periods that ended this long ago is re-priced at each close for late events.
+LATE_USAGE_WINDOW_DAYS = env.int("LATE_USAGE_WINDOW_DAYS", default=90)
 INVOICE_SELLER = {
     "name": env.str("INVOICE_SELLER_NAME", default="Example Platform Inc."),
     "address": env.str("INVOICE_SELLER_ADDRESS", default="1 Example Street, Springfield"),

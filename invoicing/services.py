@@ -144,27 +144,28 @@ def _usage_lines(tenant: Tenant, closed: dict[str, Any]) -> list[_Line]:
     return lines
 
 
-def _late_lines(sub: Subscription, tenant: Tenant) -> list[_Line]:
+def _late_lines(sub: Subscription, tenant: Tenant, now: datetime) -> list[_Line]:
     """Usage that arrived after an earlier invoice billed its period: the difference between
-    the period's price now and what its invoices already billed, as its own line."""
+    the period's price now and what its invoices already billed, as its own line.
+
+    Every usage period that ended within LATE_USAGE_WINDOW_DAYS is priced again and compared
+    by amount, rather than looking for events received after some instant: an event whose
+    transaction was still open when the period was counted has an earlier `received_at`
+    and would be missed. Voided invoices count as billed: voiding is a decision about
+    collection, not a reason to bill the same usage again."""
     billed: dict[tuple[str, datetime, datetime], list[InvoiceLine]] = {}
     earlier = InvoiceLine.objects.filter(
         invoice__subscription=sub,
-        invoice__status__in=("open", "paid", "uncollectible"),
+        invoice__status__in=("open", "paid", "uncollectible", "void"),
         kind__in=(InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE),
+        period_end__gte=now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS),
     ).select_related("invoice")
     for line in earlier:
         if line.period_start is not None and line.period_end is not None:  # usage lines always have one
             billed.setdefault((line.metric, line.period_start, line.period_end), []).append(line)
     lines = []
     for (code, start, end), group in sorted(billed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        last_billed_at = max(line.invoice.finalized_at for line in group if line.invoice.finalized_at)
         metric = BillableMetric.objects.get(code=code)
-        arrived_since = UsageEvent.objects.filter(
-            tenant=tenant, metric=metric, occurred_at__gte=start, occurred_at__lt=end, received_at__gt=last_billed_at
-        ).exists()
-        if not arrived_since:
-            continue
         version_id = group[0].explanation["plan_version_id"]
         version = versions_with_terms(PlanVersion.objects.filter(pk=version_id)).get()
         charge = next(c for c in plan_spec_from_version(version).charges if c.metric == code)
@@ -172,9 +173,10 @@ def _late_lines(sub: Subscription, tenant: Tenant) -> list[_Line]:
             tenant=tenant, version=version, charge=charge, metric=metric, start=start, end=end
         )
         already = sum((line.amount for line in group), Decimal(0))
-        billed_quantity = max(line.quantity or Decimal(0) for line in group)
-        if priced.quantity == billed_quantity:
+        if priced.amount == already:
             continue
+        last = max(group, key=lambda line: (line.invoice_id, line.position))  # the latest billed quantity
+        billed_quantity = last.quantity or Decimal(0)
         explanation["already_billed"] = {
             "quantity": format_decimal(billed_quantity),
             "amount": format_decimal(already, exponent(version.currency)),
@@ -258,7 +260,7 @@ def _draft(event: SubscriptionEvent, now: datetime) -> Invoice:
     if opened and opened["paid"]:
         lines.append(_base_fee_line(opened))
     lines += _proration_lines(sub, event.at)
-    lines += _late_lines(sub, tenant)
+    lines += _late_lines(sub, tenant, now)
     doc = closed or opened
     assert doc is not None  # noqa: S101 - billable boundaries have a period
     currency = _period(doc)[2].currency
@@ -291,28 +293,21 @@ def _buyer(tenant: Tenant) -> dict[str, str]:
     }
 
 
-def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[_Line] | None = None) -> Invoice:
-    """Tax lines (from Stripe Tax, when enabled), then credit, totals and the next number,
-    all in the caller's transaction: a finalized invoice never changes again."""
-    lines = list(invoice.lines.order_by("position"))
-    position = len(lines) + 1
-    if tax_lines:
-        _write_lines(invoice, tax_lines, position)
-        position += len(tax_lines)
-        invoice.tax_status = Invoice.Tax.CALCULATED
-    subtotal = sum((line.amount for line in lines), Decimal(0))
-    tax = sum((line.amount for line in tax_lines or []), Decimal(0))
-    if subtotal + tax < 0:
-        # More proration credit than charges: an invoice never totals below zero, so
-        # the rest becomes credit on the ledger for the next invoices.
-        carried = -(subtotal + tax)
+def _settle_credit(invoice: Invoice) -> None:
+    """Credit on a draft, once, before tax: a negative balance of charges is carried to the
+    ledger (an invoice never totals below zero), then the tenant's credit is applied up to
+    what is left. Done before a draft goes to Stripe, so Stripe taxes what is charged."""
+    charges = sum(invoice.lines.values_list("amount", flat=True), Decimal(0))
+    position = invoice.lines.count() + 1
+    if charges < 0:
+        carried = -charges
         _write_lines(
             invoice,
             [_Line(kind=InvoiceLine.Kind.CREDIT, description="Carried to the credit balance", amount=carried)],
             position,
         )
         position += 1
-        subtotal += carried
+        charges = Decimal(0)
         CreditEntry.objects.create(
             tenant_id=invoice.tenant_id,
             currency=invoice.currency,
@@ -322,13 +317,26 @@ def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[_Line] | None 
             reason="proration credit beyond the invoice's charges",
             actor=SYSTEM,
         )
-    applied = credit_apply(invoice=invoice, up_to=subtotal + tax, actor=SYSTEM)
+    applied = credit_apply(invoice=invoice, up_to=charges, actor=SYSTEM)
     if applied:
         _write_lines(
             invoice,
             [_Line(kind=InvoiceLine.Kind.CREDIT, description="Credit applied", amount=-applied)],
             position,
         )
+
+
+def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[_Line] | None = None) -> Invoice:
+    """Tax lines (from Stripe Tax, when enabled), totals and the next number, all in the
+    caller's transaction: a finalized invoice never changes again. Credit was settled on
+    the draft (_settle_credit)."""
+    lines = list(invoice.lines.order_by("position"))
+    if tax_lines:
+        _write_lines(invoice, tax_lines, len(lines) + 1)
+        invoice.tax_status = Invoice.Tax.CALCULATED
+    applied = -sum((x.amount for x in lines if x.kind == InvoiceLine.Kind.CREDIT and x.amount < 0), Decimal(0))
+    subtotal = sum((x.amount for x in lines), Decimal(0)) + applied  # charges, and any carried balance
+    tax = sum((line.amount for line in tax_lines or []), Decimal(0))
     invoice.subtotal, invoice.tax, invoice.credit_applied = subtotal, tax, applied
     invoice.total = subtotal + tax - applied
     invoice.number = next_invoice_number(series=invoice.series, year=now.year)
@@ -366,9 +374,14 @@ def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Inv
     )
     if Invoice.objects.filter(boundary=event).exists():
         return None
+    # The tenant next, before any row pointing at it is written: every close and credit
+    # application takes the same locks in the same order, so concurrent ones queue, never deadlock.
+    Tenant.objects.select_for_update().get(pk=event.subscription.tenant_id)
     invoice = _draft(event, now)
-    if not (settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED):
-        invoice = _finalize(invoice, now=now)
+    _settle_credit(invoice)
+    taxed_at_stripe = settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED
+    if not taxed_at_stripe or sum(invoice.lines.values_list("amount", flat=True), Decimal(0)) == 0:
+        invoice = _finalize(invoice, now=now)  # nothing charged: no tax to ask Stripe for
     # With Stripe Tax the collection task asks Stripe for the tax, then finalizes both.
     if invoice.status == Invoice.Status.DRAFT or invoice.total > 0:
         collect_after_commit(invoice.pk)
@@ -418,10 +431,13 @@ def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
 
 @transaction.atomic
 def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice:
-    """Finalize a draft as it stands (no tax lines): credit, totals, the next number."""
+    """Finalize a draft made by hand as it stands (no tax lines): credit, totals, the next number."""
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status != Invoice.Status.DRAFT:
         return invoice
+    Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
+    if not invoice.credits.exists():
+        _settle_credit(invoice)
     return _finalize(invoice, now=now or timezone.now())
 
 
@@ -464,11 +480,8 @@ def invoice_mark_paid(*, invoice_id: int, at: datetime | None = None, actor: str
 
 
 def _other_unpaid(invoice: Invoice) -> bool:
-    return (
-        Invoice.objects.filter(subscription=invoice.subscription, status=Invoice.Status.OPEN, last_payment_error__gt="")
-        .exclude(pk=invoice.pk)
-        .exists()
-    )
+    overdue = Q(status=Invoice.Status.OPEN, last_payment_error__gt="") | Q(status=Invoice.Status.UNCOLLECTIBLE)
+    return Invoice.objects.filter(overdue, subscription=invoice.subscription).exclude(pk=invoice.pk).exists()
 
 
 @transaction.atomic

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing_project.cache import tenant_changed
@@ -401,7 +402,9 @@ def subscription_apply(
 
 def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subscription:
     """Back from suspension: into the trial if it has not ended, else into a paid period.
-    Time spent suspended is not billed: a period that ended meanwhile restarts at `at`."""
+    Time spent suspended is not billed: a period that ended meanwhile restarts at `at`, on
+    the plan change scheduled for that end, if any. (A subscription canceled at its period
+    end has ended by then: the roll, which runs first, ends it.)"""
     in_trial = sub.trial_end is not None and sub.current_period_end == sub.trial_end
     if in_trial and sub.trial_end is not None and sub.trial_end > at:
         _transition(sub, "resume_trial", actor=actor, reason=reason, at=at)
@@ -409,6 +412,8 @@ def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subs
     data: dict[str, Any] = {}
     if in_trial or sub.current_period_end <= at:
         closed = None if in_trial else _period_doc(sub)  # its usage until the suspension is billed now
+        if sub.scheduled_plan_version is not None:
+            sub.plan_version, sub.scheduled_plan_version = sub.scheduled_plan_version, None
         _start_paid_period(sub, sub.plan_version, at)
         data = _boundary(closed, _period_doc(sub))
     _transition(sub, "resume", actor=actor, reason=reason, at=at, data=data)
@@ -438,6 +443,10 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
     """The boundaries passed by `at`, crossed on a row the caller has locked. Every
     operation calls it first, so none acts on a period that is already over."""
     crossed = 0
+    if sub.status == Subscription.Status.SUSPENDED and sub.cancel_at_period_end and sub.current_period_end <= at:
+        # Suspended subscriptions don't renew, but one canceled at its period end still ends there.
+        _transition(sub, "end", actor=SYSTEM, reason="canceled at period end", at=sub.current_period_end)
+        return 1
     while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
         boundary = sub.current_period_end
         crossed += 1
@@ -470,8 +479,9 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
 def subscriptions_roll_due(*, at: datetime | None = None, limit: int = 1000) -> int:
     """The beat job: roll every subscription whose period has ended, each in its own transaction."""
     at = _now(at)
+    rolling = Q(status__in=("trialing", "active", "past_due")) | Q(status="suspended", cancel_at_period_end=True)
     due = list(
-        Subscription.objects.filter(status__in=("trialing", "active", "past_due"), current_period_end__lte=at)
+        Subscription.objects.filter(rolling, current_period_end__lte=at)
         .order_by("current_period_end")
         .values_list("pk", flat=True)[:limit]
     )

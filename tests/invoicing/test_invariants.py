@@ -178,3 +178,19 @@ def test_credit_must_be_whole_minor_units_and_explained(acme):
         credit_grant(tenant=acme, amount=Money(Decimal("-1"), "USD"), reason="x", actor="a")
     with pytest.raises(InvalidRequest):
         credit_grant(tenant=acme, amount=Money(Decimal("1"), "USD"), reason=" ", actor="a")
+
+
+@pytest.mark.django_db
+def test_a_draft_cannot_be_finalized_around_the_sequence(acme):
+    invoice = draft(acme)
+    finalize_by_hand = "UPDATE invoicing_invoice SET status = %s, number = %s, finalized_at = now() WHERE id = %s"
+    for status, number in (("open", "INV-2026-000042"), ("void", "INV-2026-000001"), ("uncollectible", None)):
+        with pytest.raises(DatabaseError, match="refused"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(finalize_by_hand, [status, number, invoice.pk])
+    assert invoice_finalize(invoice_id=invoice.pk).number == "INV-2026-000001"
+
+
+@pytest.mark.django_db
+def test_collection_dates_once_set_never_move(acme):
+    invoice = invoice_mark_paid(invoice_id=invoice_finalize(invoice_id=draft(acme).pk).pk)
+    refused("UPDATE invoicing_invoice SET paid_at = paid_at - interval '1 day' WHERE id = %s", [invoice.pk])
