@@ -3,7 +3,7 @@
 Every call goes through stripe-python's `StripeClient` with the pinned API version
 (`STRIPE_API_VERSION`), the test or live key, and `STRIPE_API_BASE` when set (a local
 fake Stripe). Every write carries an idempotency key derived from our own record
-(`customer-{tenant.pk}`, `inv-{invoice.pk}-create`, `inv-{invoice.pk}-item-{position}`,
+(`customer-{tenant.pk}-{digest of its details}`, `inv-{invoice.pk}-create`, `inv-{invoice.pk}-item-{position}`,
 `inv-{invoice.pk}-finalize`), so a retry within Stripe's 24 h key window returns the
 first result. Because Stripe forgets keys after that, a write that may be a retry first
 looks for what an earlier attempt made (by the metadata we stamp on every object).
@@ -16,7 +16,7 @@ create or find), which is how a tenant finds its customer without asking Stripe.
 tenant's Stripe customer is found, in order, from (0) that mirror, by
 `metadata.billing_tenant_id`, (1) the customer of the tenant's last invoice already pushed,
 (2) `Customer.list(email=…)` filtered by that metadata (the search API is not served by
-localstripe), else (3) created with the key `customer-{tenant.pk}` and that metadata, which
+localstripe), else (3) created with the key `customer-{tenant.pk}-{digest}` and that metadata, which
 Stripe answers with the same customer for 24 h. dj-stripe 2.11 cannot sync invoices of
 the pinned API version (their shape changed), so invoices are ours alone; Stripe's id and
 number are kept on our invoice.
@@ -24,6 +24,8 @@ number are kept on our invoice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,15 +175,17 @@ def customer_for(tenant: Tenant) -> str:
     found = customer_find(tenant)
     if found:
         return found
+    params: dict[str, Any] = {
+        "name": tenant.name,
+        "email": tenant.billing_email or None,
+        "address": {"country": tenant.country} if tenant.country else None,
+        "metadata": {"billing_tenant_id": tenant.external_id},
+    }
+    # Stripe refuses a key reused with other parameters: the details' digest is in the key,
+    # so a tenant whose email changed within the key window gets an answer, not an error.
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     with _errors("customer_create"):
-        created = _call(
-            _client().v1.customers.create,
-            key=f"customer-{tenant.pk}",
-            name=tenant.name,
-            email=tenant.billing_email or None,
-            address={"country": tenant.country} if tenant.country else None,
-            metadata={"billing_tenant_id": tenant.external_id},
-        )
+        created = _call(_client().v1.customers.create, key=f"customer-{tenant.pk}-{digest}", **params)
     logger.info("stripe.customer_created", extra={"tenant": tenant.external_id, "customer": created["id"]})
     _mirror_customer(created)
     return str(created["id"])
