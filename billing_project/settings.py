@@ -148,6 +148,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reconcile-usage-counters": {"task": "entitlements.tasks.reconcile_usage_counters", "schedule": 300.0},
     "close-periods": {"task": "invoicing.tasks.close_periods", "schedule": 300.0},
     "collect-pending-invoices": {"task": "invoicing.tasks.collect_pending_invoices", "schedule": 900.0},
+    "invoice-late-usage": {"task": "invoicing.tasks.invoice_late_usage", "schedule": 3600.0},
     "suspend-overdue-subscriptions": {"task": "subscriptions.tasks.suspend_overdue_subscriptions", "schedule": 3600.0},
     # Stripe events whose processing was never queued (the broker was down right after they were stored).
     "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},

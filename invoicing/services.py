@@ -377,15 +377,7 @@ def invoice_close_boundary(*, event_id: int, now: datetime | None = None) -> Inv
     # The tenant next, before any row pointing at it is written: every close and credit
     # application takes the same locks in the same order, so concurrent ones queue, never deadlock.
     Tenant.objects.select_for_update().get(pk=event.subscription.tenant_id)
-    invoice = _draft(event, now)
-    _settle_credit(invoice)
-    taxed_at_stripe = settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED
-    if not taxed_at_stripe or sum(invoice.lines.values_list("amount", flat=True), Decimal(0)) == 0:
-        invoice = _finalize(invoice, now=now)  # nothing charged: no tax to ask Stripe for
-    # With Stripe Tax the collection task asks Stripe for the tax, then finalizes both.
-    if invoice.status == Invoice.Status.DRAFT or invoice.total > 0:
-        collect_after_commit(invoice.pk)
-    return invoice
+    return _issue(_draft(event, now), now)
 
 
 def collect_after_commit(invoice_id: int) -> None:
@@ -427,6 +419,70 @@ def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
     if failed:  # the task retries, and records a failure once its retries are spent
         raise RuntimeError(f"period close failed for boundary events {failed}")
     return made
+
+
+def _issue(invoice: Invoice, now: datetime) -> Invoice:
+    """Credit, then finalize now, or, with Stripe Tax, leave the draft for the collection
+    task to have taxed; queue collection when something is due."""
+    _settle_credit(invoice)
+    taxed_at_stripe = settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED
+    if not taxed_at_stripe or sum(invoice.lines.values_list("amount", flat=True), Decimal(0)) == 0:
+        invoice = _finalize(invoice, now=now)  # nothing charged: no tax to ask Stripe for
+    if invoice.status == Invoice.Status.DRAFT or invoice.total > 0:
+        collect_after_commit(invoice.pk)
+    return invoice
+
+
+def late_usage_due(*, now: datetime, limit: int = 500) -> list[int]:
+    """Subscriptions that ended within LATE_USAGE_WINDOW_DAYS and received usage after their
+    last invoice was drafted: no boundary is left to carry it, so it gets its own invoice.
+    (A pre-filter only; the invoice compares prices. The hour of margin covers ingest
+    transactions that started before the draft and committed after it.)"""
+    since = now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
+    ended = Subscription.objects.filter(status__in=("canceled", "ended"), ended_at__gte=since).annotate(
+        last_drafted=Max("invoices__created_at")
+    )
+    due = []
+    for sub_id, tenant_id, last in ended.values_list("pk", "tenant_id", "last_drafted")[:limit]:
+        if (
+            last is not None
+            and UsageEvent.objects.filter(tenant_id=tenant_id, received_at__gt=last - timedelta(hours=1)).exists()
+        ):
+            due.append(sub_id)
+    return due
+
+
+@transaction.atomic
+def invoice_late_usage(*, subscription_id: int, now: datetime | None = None) -> Invoice | None:
+    """An invoice of late usage alone, for a subscription that has ended (a live one bills
+    it on its next boundary invoice). None when there is nothing to bill, so reruns are
+    no-ops: the comparison is with what earlier invoices billed."""
+    now = now or timezone.now()
+    sub = Subscription.objects.get(pk=subscription_id)
+    tenant = Tenant.objects.select_for_update().get(pk=sub.tenant_id)  # the close's lock order
+    if sub.status not in ("canceled", "ended"):
+        return None
+    if SubscriptionEvent.objects.filter(subscription=sub, data__bill=True, invoice__isnull=True).exists():
+        return None  # its last boundary is not invoiced yet: that invoice will carry it
+    lines = [x for x in _late_lines(sub, tenant, now) if x.amount != 0]
+    if not lines:
+        return None
+    invoice = Invoice.objects.create(
+        tenant=tenant,
+        subscription=sub,
+        currency=tenant.currency,
+        series=settings.INVOICE_SERIES,
+        period_start=min(x.period_start for x in lines if x.period_start),
+        period_end=max(x.period_end for x in lines if x.period_end),
+    )
+    _write_lines(invoice, lines)
+    return _issue(invoice, now)
+
+
+def invoices_late_usage_due(*, now: datetime | None = None) -> int:
+    """The beat job: late usage of ended subscriptions, one transaction each."""
+    now = now or timezone.now()
+    return sum(invoice_late_usage(subscription_id=pk, now=now) is not None for pk in late_usage_due(now=now))
 
 
 @transaction.atomic

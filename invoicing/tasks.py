@@ -6,7 +6,7 @@ from billing_project.tasks import BillingTask
 
 from .payments import invoice_collect
 from .providers import ProviderRejected
-from .services import collect_after_commit, invoices_awaiting_collection, invoices_close_due
+from .services import collect_after_commit, invoices_awaiting_collection, invoices_close_due, invoices_late_usage_due
 
 
 @shared_task(base=BillingTask, ignore_result=True)
@@ -30,3 +30,9 @@ def collect_pending_invoices() -> int:
     for invoice_id in pending:
         collect_after_commit(invoice_id)  # outside a transaction: sent at once
     return len(pending)
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def invoice_late_usage() -> int:
+    """Hourly (beat): late usage of subscriptions that have ended, on an invoice of its own."""
+    return invoices_late_usage_due()

@@ -167,3 +167,34 @@ def test_checkout_when_stripe_is_down_is_a_clear_503(api, make_key, acme, stripe
     body = {"plan": "pro", "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no"}
     response = api.post("/api/v1/tenants/acme/checkout", body, format="json", **key.header)
     assert (response.status_code, response.json()["error"]["code"]) == (503, "payment_provider_unavailable")
+
+
+@pytest.mark.parametrize(
+    "order", [("invoice.payment_failed", "invoice.paid"), ("invoice.paid", "invoice.payment_failed")]
+)
+def test_payment_events_in_either_order_end_paid(api, acme, stripe_api, worker, order):
+    """Stripe retried the card: the attempt failed, then succeeded. Whatever order the two
+    signed events arrive in, the worker reads Stripe's current state: paid, and active."""
+    sub = subscription_create(tenant=acme, plan_code="enterprise", actor="t", at=T0)
+    invoices_close_due(now=LATER)
+    invoice = Invoice.objects.get()
+    register_push(stripe_api, invoice, after_items="invoice_draft_with_items")
+    total = int(invoice.total * 100)
+    stripe_api.replace(
+        "GET",
+        f"{API}/v1/invoices/{STRIPE_INVOICE}",
+        json=ours(invoice, "invoice_draft_with_items", total=total, amount_due=total, subtotal=total),
+    )
+    stripe_api.post(f"{API}/v1/invoices/{STRIPE_INVOICE}/finalize", json=ours(invoice, "invoice_open", total=total))
+    invoice_collect(invoice_id=invoice.pk)
+    stripe_api.replace(
+        "GET", f"{API}/v1/invoices/{STRIPE_INVOICE}", json=ours(invoice, "invoice_paid", total=total, amount_paid=total)
+    )
+    for kind in order:
+        event = make_event(kind)
+        event["data"]["object"]["id"] = STRIPE_INVOICE
+        assert post_event(event).status_code == 200
+    assert wait_for(lambda: StripeEvent.objects.filter(processed_at__isnull=False).count() == 2)
+    invoice.refresh_from_db()
+    sub.refresh_from_db()
+    assert (invoice.status, sub.status) == ("paid", "active")

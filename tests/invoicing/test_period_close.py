@@ -199,3 +199,21 @@ def test_a_plan_change_after_a_boundary_waits_for_the_next_invoice(api, acme):
     first, second = Invoice.objects.order_by("number")
     assert [k for k, _, _ in amounts(first)] == ["base_fee"]
     assert [k for k, _, _ in amounts(second)].count("proration") == 2
+
+
+def test_late_usage_after_the_subscription_ended_gets_an_invoice_of_its_own(api, acme, reporter):
+    from invoicing.services import invoices_late_usage_due
+    from subscriptions.services import subscription_cancel
+
+    sub = subscription_create(tenant=acme, plan_code="enterprise", actor="t", at=T0)
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 3, tzinfo=UTC), n=2, user_ref="u")
+    subscription_cancel(tenant=acme, at_period_end=False, actor="t", reason="", at=datetime(2026, 1, 10, tzinfo=UTC))
+    invoices_close_due(now=LATER)
+    assert invoices_late_usage_due(now=LATER) == 0  # nothing arrived since
+    # a third user's event for January arrives after the last invoice
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 5, tzinfo=UTC), n=1, user_ref="late")
+    assert invoices_late_usage_due(now=LATER) == 1
+    late = Invoice.objects.get(boundary=None)
+    assert amounts(late) == [("late_usage", "active_users", Decimal("6.00"))]  # 3 users now, 2 billed
+    assert (late.status, late.subscription_id, late.total) == ("open", sub.pk, Decimal("6.00"))
+    assert invoices_late_usage_due(now=LATER) == 0  # a rerun bills nothing twice
