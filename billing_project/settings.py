@@ -149,6 +149,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "close-periods": {"task": "invoicing.tasks.close_periods", "schedule": 300.0},
     "collect-pending-invoices": {"task": "invoicing.tasks.collect_pending_invoices", "schedule": 900.0},
     "invoice-late-usage": {"task": "invoicing.tasks.invoice_late_usage", "schedule": 3600.0},
+    "retry-due-payments": {"task": "invoicing.tasks.retry_due_payments", "schedule": 3600.0},
     "suspend-overdue-subscriptions": {"task": "subscriptions.tasks.suspend_overdue_subscriptions", "schedule": 3600.0},
     # Stripe events whose processing was never queued (the broker was down right after they were stored).
     "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},
@@ -230,6 +231,8 @@ SPECTACULAR_SETTINGS = {
 # ---------------------------------------------------------------- Entitlements
 # A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
 DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
+# Our retries of a failed payment, in days after the first failure (within the grace).
+DUNNING_RETRY_DAYS = [int(d) for d in env.list("DUNNING_RETRY_DAYS", default=["1", "3", "5"])]
 
 # ---------------------------------------------------------------- Stripe / dj-stripe
 STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)

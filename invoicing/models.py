@@ -73,6 +73,9 @@ class Invoice(models.Model):
     stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     stripe_number = models.CharField(max_length=64, blank=True, help_text="Stripe's own number: a reference only.")
     collection_attempts = models.PositiveIntegerField(default=0)
+    # dunning: our own retries of a failed payment, on DUNNING_RETRY_DAYS
+    payment_retries = models.PositiveSmallIntegerField(default=0)
+    next_payment_retry_at = models.DateTimeField(null=True, blank=True)
     last_payment_error = models.TextField(blank=True)
 
     class Meta:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest, ProviderDown, ProviderRefused
 from billing_project.money import Money
@@ -27,6 +29,7 @@ from .services import (
     invoice_mark_paid,
     invoice_mark_uncollectible,
     invoice_payment_failed,
+    invoice_retry_recorded,
     invoice_void,
 )
 
@@ -115,6 +118,24 @@ def invoice_sync_from_stripe(*, stripe_invoice_id: str) -> Invoice | None:
     if remote.payment_failed and remote.attempt_count > invoice.collection_attempts:
         return invoice_payment_failed(invoice_id=invoice.pk, error=remote.last_payment_error, actor=STRIPE)
     return invoice
+
+
+def invoice_retry_payment(*, invoice_id: int, now: datetime | None = None) -> Invoice:
+    """A dunning retry: ask Stripe to charge the open invoice now, then apply Stripe's state
+    (paid, or one more failed attempt) and schedule the next retry. The Stripe call carries
+    the key `inv-{id}-retry-{n}`, so a redelivered task never charges twice."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.get(pk=invoice_id)
+    due = invoice.next_payment_retry_at is not None and invoice.next_payment_retry_at <= now
+    if invoice.status != Invoice.Status.OPEN or not invoice.stripe_invoice_id or not due:
+        return invoice  # settled, not at Stripe, or a redelivered task ahead of schedule
+    retry = invoice.payment_retries + 1
+    try:
+        providers.invoice_pay(invoice.stripe_invoice_id, key=f"inv-{invoice.pk}-retry-{retry}")
+    except providers.ProviderRejected as exc:  # declined again: Stripe's state says so
+        logger.info("payments.retry_declined", extra={"invoice_id": invoice.pk, "retry": retry, "error": str(exc)})
+    invoice_sync_from_stripe(stripe_invoice_id=invoice.stripe_invoice_id)
+    return invoice_retry_recorded(invoice_id=invoice.pk, retry=retry, now=now)
 
 
 @dataclass(frozen=True)

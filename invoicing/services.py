@@ -549,12 +549,42 @@ def invoice_payment_failed(*, invoice_id: int, error: str, actor: str = SYSTEM) 
         return invoice  # paid or voided meanwhile: a stale failure changes nothing
     invoice.collection_attempts += 1
     invoice.last_payment_error = error or "payment failed"
-    invoice.save(update_fields=["collection_attempts", "last_payment_error"])
+    if invoice.payment_retries == 0 and invoice.next_payment_retry_at is None and settings.DUNNING_RETRY_DAYS:
+        # dunning starts: the first retry on schedule (later ones are set by each retry)
+        invoice.next_payment_retry_at = timezone.now() + timedelta(days=settings.DUNNING_RETRY_DAYS[0])
+    invoice.save(update_fields=["collection_attempts", "last_payment_error", "next_payment_retry_at"])
     sub = invoice.subscription
     if sub is not None and sub.status == Subscription.Status.ACTIVE:
         subscription_apply(
             subscription=sub, action="mark_past_due", actor=actor, reason=f"invoice {invoice.number} unpaid"
         )
+    return invoice
+
+
+def payment_retries_due(*, now: datetime, limit: int = 500) -> list[int]:
+    return list(
+        Invoice.objects.filter(status=Invoice.Status.OPEN, next_payment_retry_at__lte=now)
+        .exclude(stripe_invoice_id=None)
+        .order_by("next_payment_retry_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+@transaction.atomic
+def invoice_retry_recorded(*, invoice_id: int, retry: int, now: datetime) -> Invoice:
+    """Our retry number `retry` ran: schedule the next one, or stop when the schedule is spent
+    (the dunning grace then suspends the subscription)."""
+    invoice = _locked(invoice_id)
+    if invoice.payment_retries >= retry:
+        return invoice  # recorded already (a redelivered task)
+    schedule = settings.DUNNING_RETRY_DAYS
+    invoice.payment_retries = retry
+    invoice.next_payment_retry_at = (
+        now + timedelta(days=schedule[retry] - schedule[retry - 1])
+        if invoice.status == Invoice.Status.OPEN and retry < len(schedule)
+        else None
+    )
+    invoice.save(update_fields=["payment_retries", "next_payment_retry_at"])
     return invoice
 
 

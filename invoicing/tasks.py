@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.utils import timezone
 
 from billing_project.tasks import BillingTask
 
-from .payments import invoice_collect
+from .payments import invoice_collect, invoice_retry_payment
 from .providers import ProviderRejected
-from .services import collect_after_commit, invoices_awaiting_collection, invoices_close_due, invoices_late_usage_due
+from .services import (
+    collect_after_commit,
+    invoices_awaiting_collection,
+    invoices_close_due,
+    invoices_late_usage_due,
+    payment_retries_due,
+)
 
 
 @shared_task(base=BillingTask, ignore_result=True)
@@ -36,3 +43,18 @@ def collect_pending_invoices() -> int:
 def invoice_late_usage() -> int:
     """Hourly (beat): late usage of subscriptions that have ended, on an invoice of its own."""
     return invoices_late_usage_due()
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def retry_due_payments() -> int:
+    """Hourly (beat): dunning retries that are due, each queued as its own task."""
+    due = payment_retries_due(now=timezone.now())
+    for invoice_id in due:
+        retry_payment.delay(invoice_id)
+    return len(due)
+
+
+@shared_task(base=BillingTask, ignore_result=True, dont_autoretry_for=(ProviderRejected,))
+def retry_payment(invoice_id: int) -> None:
+    """One dunning retry; Stripe unreachable → retried with backoff (the same key)."""
+    invoice_retry_payment(invoice_id=invoice_id)

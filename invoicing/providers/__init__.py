@@ -22,6 +22,7 @@ from .stripe_adapter import (
     customer_for,
     invoice_fetch,
     invoice_finalize_remote,
+    invoice_pay,
     invoice_push,
     refund_create,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "customer_for",
     "invoice_fetch",
     "invoice_finalize_remote",
+    "invoice_pay",
     "invoice_push",
     "refund_create",
 ]

@@ -341,6 +341,12 @@ def invoice_finalize_remote(stripe_invoice_id: str, *, billing_invoice_id: int, 
         )
 
 
+def invoice_pay(stripe_invoice_id: str, *, key: str) -> RemoteInvoice:
+    """Charge an open invoice now (a dunning retry). A declined card is ProviderRejected."""
+    with _errors("invoice_pay"):
+        return _remote(_call(_client().v1.invoices.pay, stripe_invoice_id, key=key))
+
+
 def invoice_fetch(stripe_invoice_id: str) -> RemoteInvoice:
     with _errors("invoice_fetch"):
         return _remote(_call(_client().v1.invoices.retrieve, stripe_invoice_id))
