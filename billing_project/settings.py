@@ -257,6 +257,7 @@ STRIPE_COLLECTION_ENABLED = env.bool("STRIPE_COLLECTION_ENABLED", default=not _p
 
 # ---------------------------------------------------------------- Invoicing
 INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")
+CREDIT_NOTE_SERIES = env.str("CREDIT_NOTE_SERIES", default="CN")
 # Late events for a closed period are awaited this long before its invoice is drafted.
 INVOICE_GRACE_MINUTES = env.int("INVOICE_GRACE_MINUTES", default=60)
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from billing_project.admin_base import ReadOnlyAdmin
 
 from .documents import invoice_html
-from .models import CreditEntry, Invoice, InvoiceLine
+from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 
 class InvoiceLineInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -62,3 +62,22 @@ class CreditEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "currency"]
     search_fields = ["tenant__external_id", "reason", "actor"]
     list_select_related = ["tenant", "invoice"]
+
+
+class CreditNoteLineInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = CreditNoteLine
+    extra = 0
+    can_delete = False
+    fields = ("invoice_line", "description", "amount")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdmin):
+    list_display = ["number", "invoice", "tenant", "total", "currency", "reason", "actor", "created_at"]
+    search_fields = ["number", "invoice__number", "tenant__external_id"]
+    list_select_related = ["invoice", "tenant"]
+    inlines = [CreditNoteLineInline]

@@ -57,6 +57,23 @@ def invoice_document(invoice: Invoice) -> dict[str, Any]:
         "voided_at": invoice.voided_at,
         "stripe_reference": invoice.stripe_number or invoice.stripe_invoice_id or None,
         "lines": [line_document(line, currency) for line in invoice.lines.order_by("position")],
+        "credit_notes": [
+            {
+                "number": note.number,
+                "total": _money(note.total, currency),
+                "reason": note.reason,
+                "created_at": note.created_at,
+                "lines": [
+                    {
+                        "position": x.invoice_line.position,
+                        "description": x.description,
+                        "amount": _money(x.amount, currency),
+                    }
+                    for x in note.lines.select_related("invoice_line")
+                ],
+            }
+            for note in invoice.credit_notes.all()
+        ],
     }
 
 

@@ -83,7 +83,8 @@ def credit_apply(*, invoice: Invoice, up_to: Decimal, actor: str) -> Decimal:
 
 def credit_restore(*, invoice: Invoice, actor: str) -> Decimal:
     """Give back the credit a voided invoice used (a reversal entry, never an edit)."""
-    used = -(CreditEntry.objects.filter(invoice=invoice).aggregate(s=Sum("amount"))["s"] or Decimal(0))
+    kinds = (CreditEntry.Kind.APPLICATION, CreditEntry.Kind.REVERSAL)
+    used = -(CreditEntry.objects.filter(invoice=invoice, kind__in=kinds).aggregate(s=Sum("amount"))["s"] or Decimal(0))
     if used <= 0:
         return Decimal(0)
     Tenant.objects.select_for_update().get(pk=invoice.tenant_id)

@@ -159,3 +159,39 @@ class CreditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.currency}"
+
+
+class CreditNote(models.Model):
+    """A correction of a finalized invoice: never an edit of it. Numbered gaplessly in its
+    own series (CN-2026-000001) and append-only. The credited amount goes to the tenant's
+    credit balance (a ledger grant), where the next invoices use it."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=32, unique=True)
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    reason = models.TextField()
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.CheckConstraint(name="creditnote_total_positive", condition=Q(total__gt=0))]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.PROTECT, related_name="lines")
+    invoice_line = models.ForeignKey(InvoiceLine, on_delete=models.PROTECT, related_name="credit_note_lines")
+    description = models.CharField(max_length=300)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+
+    class Meta:
+        ordering = ["credit_note", "id"]
+        constraints = [models.CheckConstraint(name="creditnoteline_amount_positive", condition=Q(amount__gt=0))]
+
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount}"

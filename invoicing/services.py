@@ -18,10 +18,10 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from billing_project.errors import Conflict
+from billing_project.errors import Conflict, InvalidRequest
 from billing_project.money import exponent, format_decimal, round_line
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import ChargePrice, price
@@ -32,7 +32,7 @@ from usage.models import UsageEvent
 from usage.selectors import usage_over
 
 from .ledger import credit_apply, credit_restore, next_invoice_number
-from .models import CreditEntry, Invoice, InvoiceLine
+from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 logger = logging.getLogger(__name__)
 SYSTEM = "system"
@@ -610,3 +610,90 @@ def invoice_mark_uncollectible(*, invoice_id: int, actor: str, at: datetime | No
         invoice.status, invoice.uncollectible_at = Invoice.Status.UNCOLLECTIBLE, at or timezone.now()
         invoice.save(update_fields=["status", "uncollectible_at"])
     return invoice
+
+
+# ------------------------------------------------------------------ corrections
+CREDITABLE = (
+    InvoiceLine.Kind.BASE_FEE,
+    InvoiceLine.Kind.USAGE,
+    InvoiceLine.Kind.PRORATION,
+    InvoiceLine.Kind.LATE_USAGE,
+    InvoiceLine.Kind.TAX,
+)
+
+
+@transaction.atomic
+def credit_note_issue(
+    *,
+    invoice_id: int,
+    reason: str,
+    actor: str,
+    lines: dict[int, Decimal] | None = None,
+    now: datetime | None = None,
+) -> CreditNote:
+    """Correct a finalized invoice with a credit note: `lines` maps a line's position to
+    the amount credited on it (all that is left of every charge line when omitted). The
+    amount goes to the tenant's credit balance. A line is never credited beyond its
+    amount, however many notes and however concurrent (the invoice row lock serialises them)."""
+    now = now or timezone.now()
+    if not reason.strip():
+        raise InvalidRequest("Say why the invoice is corrected.", code="validation_error")
+    invoice = _locked(invoice_id)  # then the tenant (the ledger): the same order as voiding
+    if invoice.status in (Invoice.Status.DRAFT, Invoice.Status.VOID):
+        raise Conflict(f"A {invoice.status} invoice takes no credit note.", code="invoice_not_creditable")
+    Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
+    credited = dict(
+        CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
+        .values("invoice_line_id")
+        .annotate(s=Sum("amount"))
+        .values_list("invoice_line_id", "s")
+    )
+    charge_lines = {x.position: x for x in invoice.lines.filter(kind__in=CREDITABLE, amount__gt=0)}
+    wanted = (
+        lines
+        if lines is not None
+        else {pos: x.amount - credited.get(x.pk, Decimal(0)) for pos, x in charge_lines.items()}
+    )
+    note_lines = []
+    for position, amount in sorted(wanted.items()):
+        line = charge_lines.get(position)
+        if line is None:
+            raise InvalidRequest(f"Line {position} is not a charge of {invoice.number}.", code="validation_error")
+        left = line.amount - credited.get(line.pk, Decimal(0))
+        if amount <= 0 and lines is None:
+            continue
+        if amount <= 0 or amount > left or round_line(amount, invoice.currency) != amount:
+            raise InvalidRequest(
+                f"Line {position} can be credited up to {left} {invoice.currency}, in whole minor units.",
+                code="invalid_amount",
+                details={"line": position, "amount": str(amount), "creditable": str(left)},
+            )
+        note_lines.append((line, amount))
+    if not note_lines:
+        raise Conflict(f"{invoice.number} has nothing left to credit.", code="invoice_not_creditable")
+    total = sum((amount for _, amount in note_lines), Decimal(0))
+    note = CreditNote.objects.create(
+        invoice=invoice,
+        tenant_id=invoice.tenant_id,
+        number=next_invoice_number(series=settings.CREDIT_NOTE_SERIES, year=now.year),
+        currency=invoice.currency,
+        total=total,
+        reason=reason.strip(),
+        actor=actor,
+    )
+    CreditNoteLine.objects.bulk_create(
+        [
+            CreditNoteLine(credit_note=note, invoice_line=line, description=line.description, amount=amount)
+            for line, amount in note_lines
+        ]
+    )
+    CreditEntry.objects.create(
+        tenant_id=invoice.tenant_id,
+        currency=invoice.currency,
+        kind=CreditEntry.Kind.GRANT,
+        amount=total,
+        invoice=invoice,
+        reason=f"credit note {note.number}: {note.reason}",
+        actor=actor,
+    )
+    return note

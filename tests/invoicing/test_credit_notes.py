@@ -1,0 +1,85 @@
+"""Credit notes correct finalized invoices without editing them: numbered in their own
+gapless series, append-only, never crediting a line beyond its amount (even raced), and
+the amount lands on the tenant's credit balance for the next invoices."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from billing_project.errors import Conflict, InvalidRequest
+from invoicing.ledger import credit_balance
+from invoicing.models import CreditNote
+from invoicing.services import credit_note_issue, invoice_finalize
+from tests.invoicing.test_invariants import acme as acme  # noqa: PLC0414 - the fixture
+from tests.invoicing.test_invariants import draft
+
+
+@pytest.mark.django_db
+def test_a_partial_then_a_full_correction(acme, api, make_key):
+    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    note = credit_note_issue(invoice_id=invoice.pk, lines={1: Decimal("9.00")}, reason="outage", actor="staff:ann")
+    assert (note.number, note.total) == ("CN-2026-000001", Decimal("9.00"))
+    assert credit_balance(tenant=acme, currency="USD") == Decimal("9.00")
+    rest = credit_note_issue(invoice_id=invoice.pk, reason="contract ended", actor="staff:ann")
+    assert (rest.number, rest.total) == ("CN-2026-000002", Decimal("40.00"))  # what was left
+    with pytest.raises(Conflict):
+        credit_note_issue(invoice_id=invoice.pk, reason="again", actor="staff:ann")
+    invoice.refresh_from_db()
+    assert invoice.total == Decimal("49.00")  # the invoice itself never changes
+    key = make_key("service", scopes=["billing:read"])
+    body = api.get(f"/api/v1/invoices/{invoice.number}", **key.header).json()
+    assert [n["number"] for n in body["credit_notes"]] == ["CN-2026-000001", "CN-2026-000002"]
+
+
+@pytest.mark.django_db
+def test_bad_corrections_are_refused(acme):
+    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    for lines in ({1: Decimal("49.01")}, {1: Decimal("0")}, {1: Decimal("1.001")}, {7: Decimal("1")}):
+        with pytest.raises(InvalidRequest):
+            credit_note_issue(invoice_id=invoice.pk, lines=lines, reason="x", actor="a")
+    with pytest.raises(InvalidRequest):
+        credit_note_issue(invoice_id=invoice.pk, reason=" ", actor="a")
+    with pytest.raises(Conflict):
+        credit_note_issue(invoice_id=draft(acme).pk, reason="a draft is edited, not corrected", actor="a")
+    assert not CreditNote.objects.exists()
+
+
+@pytest.mark.django_db
+def test_credit_notes_are_append_only(acme):
+    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    note = credit_note_issue(invoice_id=invoice.pk, reason="outage", actor="a")
+    for sql in (
+        "UPDATE invoicing_creditnote SET total = 1 WHERE id = %s",
+        "DELETE FROM invoicing_creditnote WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
+            c.execute(sql, [note.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_full_corrections_credit_once(acme):
+    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def correct() -> None:
+        try:
+            barrier.wait(10)
+            credit_note_issue(invoice_id=invoice.pk, reason="double click", actor="staff:ann")
+            outcomes.append("issued")
+        except Conflict:
+            outcomes.append("nothing left")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=correct) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["issued"] + ["nothing left"] * 5
+    assert credit_balance(tenant=acme, currency="USD") == Decimal("49.00")
