@@ -31,6 +31,24 @@ def next_invoice_number(*, series: str, year: int) -> str:
     return f"{series}-{year}-{sequence.last_number:06d}"
 
 
+def _entry(invoice: Invoice, kind: str, amount: Decimal, reason: str, actor: str) -> CreditEntry:
+    return CreditEntry.objects.create(
+        tenant_id=invoice.tenant_id,
+        currency=invoice.currency,
+        kind=kind,
+        amount=amount,
+        invoice=invoice,
+        reason=reason,
+        actor=actor,
+    )
+
+
+def credit_from_invoice(*, invoice: Invoice, amount: Decimal, reason: str, actor: str) -> CreditEntry:
+    """Credit an invoice gives the tenant: proration beyond its charges, or a credit note.
+    Inside the caller's transaction, which holds the tenant row lock."""
+    return _entry(invoice, CreditEntry.Kind.GRANT, amount, reason, actor)
+
+
 def credit_balance(*, tenant: Tenant, currency: str) -> Decimal:
     """The sum of the tenant's ledger entries in `currency`."""
     total = CreditEntry.objects.filter(tenant=tenant, currency=currency).aggregate(s=Sum("amount"))["s"]
@@ -69,15 +87,7 @@ def credit_apply(*, invoice: Invoice, up_to: Decimal, actor: str) -> Decimal:
     applied = min(available, up_to)
     if applied <= 0:
         return Decimal(0)
-    CreditEntry.objects.create(
-        tenant_id=invoice.tenant_id,
-        currency=invoice.currency,
-        kind=CreditEntry.Kind.APPLICATION,
-        amount=-applied,
-        invoice=invoice,
-        reason=f"applied to invoice {invoice.pk}",
-        actor=actor,
-    )
+    _entry(invoice, CreditEntry.Kind.APPLICATION, -applied, f"applied to invoice {invoice.pk}", actor)
     return applied
 
 
@@ -88,13 +98,5 @@ def credit_restore(*, invoice: Invoice, actor: str) -> Decimal:
     if used <= 0:
         return Decimal(0)
     Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
-    CreditEntry.objects.create(
-        tenant_id=invoice.tenant_id,
-        currency=invoice.currency,
-        kind=CreditEntry.Kind.REVERSAL,
-        amount=used,
-        invoice=invoice,
-        reason=f"invoice {invoice.number} voided",
-        actor=actor,
-    )
+    _entry(invoice, CreditEntry.Kind.REVERSAL, used, f"invoice {invoice.number} voided", actor)
     return used

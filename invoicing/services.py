@@ -31,8 +31,8 @@ from subscriptions.services import subscription_apply, suspended_for_dunning
 from usage.models import UsageEvent
 from usage.selectors import usage_over
 
-from .ledger import credit_apply, credit_restore, next_invoice_number
-from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .ledger import credit_apply, credit_from_invoice, credit_restore, next_invoice_number
+from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 logger = logging.getLogger(__name__)
 SYSTEM = "system"
@@ -308,14 +308,8 @@ def _settle_credit(invoice: Invoice) -> None:
         )
         position += 1
         charges = Decimal(0)
-        CreditEntry.objects.create(
-            tenant_id=invoice.tenant_id,
-            currency=invoice.currency,
-            kind=CreditEntry.Kind.GRANT,
-            amount=carried,
-            invoice=invoice,
-            reason="proration credit beyond the invoice's charges",
-            actor=SYSTEM,
+        credit_from_invoice(
+            invoice=invoice, amount=carried, reason="proration credit beyond the invoice's charges", actor=SYSTEM
         )
     applied = credit_apply(invoice=invoice, up_to=charges, actor=SYSTEM)
     if applied:
@@ -687,13 +681,5 @@ def credit_note_issue(
             for line, amount in note_lines
         ]
     )
-    CreditEntry.objects.create(
-        tenant_id=invoice.tenant_id,
-        currency=invoice.currency,
-        kind=CreditEntry.Kind.GRANT,
-        amount=total,
-        invoice=invoice,
-        reason=f"credit note {note.number}: {note.reason}",
-        actor=actor,
-    )
+    credit_from_invoice(invoice=invoice, amount=total, reason=f"credit note {note.number}: {note.reason}", actor=actor)
     return note

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -76,3 +77,17 @@ def _reset_redis() -> None:
     keys = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def worker() -> Iterator[Any]:
+    """A Celery worker thread on the suite's queue, running our tasks for real. The queue is
+    purged around it, so nothing queued by an earlier test runs against this one's data."""
+    from celery.contrib.testing.worker import start_worker
+
+    from billing_project.celery import app
+
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
+        yield w
+    app.control.purge()

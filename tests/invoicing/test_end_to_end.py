@@ -6,14 +6,11 @@ lines and total match a hand computation. Then checkout: a signed
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 
-from billing_project.celery import app
 from billing_project.money import Money
 from billing_project.scopes import SUBSCRIPTIONS_WRITE
 from invoicing.ledger import credit_grant
@@ -26,16 +23,11 @@ from tests.invoicing.test_period_close import LATER, PAID_END, PAID_START, T0, r
 from tests.invoicing.test_stripe_adapter import API, STRIPE_INVOICE, ours, recorded, register_push
 from tests.invoicing.test_stripe_adapter import acme as acme  # noqa: PLC0414 - the fixture, re-exported
 from tests.invoicing.test_stripe_adapter import stripe_api as stripe_api  # noqa: PLC0414
+from tests.waiting import wait_for
 from tests.webhooks.conftest import make_event, post_event
 from webhooks.models import StripeEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def worker():
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
-        yield w
 
 
 @pytest.fixture(autouse=True)
@@ -43,15 +35,6 @@ def webhook_secret(settings):
     from tests.webhooks.conftest import SECRET
 
     settings.STRIPE_WEBHOOK_SECRET = SECRET
-
-
-def wait_for(predicate, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_month_from_usage_to_a_paid_invoice(api, make_key, acme, stripe_api, worker):

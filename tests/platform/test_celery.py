@@ -3,15 +3,13 @@ fails after its retries becomes a TaskFailure row and a metric."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from celery.contrib.testing.worker import start_worker
 
 from billing_project.celery import app
 from billing_project.models import TaskFailure
 from billing_project.redis_client import get_redis, rkey
 from billing_project.tasks import BillingTask, heartbeat
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -19,21 +17,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 @app.task(base=BillingTask, name="tests.declined_card", max_retries=2, retry_backoff=False, default_retry_delay=0)
 def declined_card(invoice: str) -> None:
     raise ValueError(f"card declined for {invoice}")
-
-
-def wait_for(predicate, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def worker():
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
-        yield w
 
 
 def test_beat_heartbeat_runs_on_a_worker(worker):

@@ -17,6 +17,7 @@ from django.db import connection
 
 from plans.models import BillableMetric
 from subscriptions.models import Tenant
+from tests.waiting import wait_for
 from usage.aggregation import usage_aggregate
 from usage.models import AggregationWatermark, UsageEvent, UsageRollup
 from usage.selectors import usage_over
@@ -38,15 +39,6 @@ def database_url() -> str:
     if host.startswith("/") or not host:
         return f"postgresql://{s['USER']}@/{s['NAME']}?host={host}"
     return f"postgresql://{s['USER']}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def wait_for(predicate, seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_kill_minus_nine_mid_run_then_rerun_is_exact(reporter):

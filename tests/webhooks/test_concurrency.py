@@ -4,18 +4,16 @@ effect."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from billing_project.celery import app
+from tests.waiting import wait_for
 from webhooks.models import StripeEvent
 from webhooks.services import stripe_event_process
 
@@ -24,23 +22,6 @@ from .conftest import handled, make_event, post_event
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 PARALLEL = 10
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def worker() -> Iterator[Any]:
-    app.control.purge()  # nothing queued by an earlier test runs against this one's data
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
-        yield w
-    app.control.purge()
 
 
 def in_parallel(action: Callable[[], Any]) -> list[Any]:
