@@ -420,17 +420,21 @@ def checkout_session_create(tenant: Tenant, plan_code: str, success_url: str, ca
     """A Checkout page collecting a payment method for the tenant's customer (mode=setup):
     billing owns prices, so Stripe never sells the subscription. Returns its URL."""
     customer = customer_for(tenant)
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "customer": customer,
+        "currency": tenant.currency.lower(),
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "metadata": {"billing_tenant_id": tenant.external_id, "plan_code": plan_code},
+        "setup_intent_data": {"metadata": {"billing_tenant_id": tenant.external_id}},
+    }
+    # No record of ours stands behind a checkout page: the key is the request itself within
+    # a ten-minute window, so a retried request gets the same page rather than a second one.
+    window = int(datetime.now(UTC).timestamp()) // 600
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     with _errors("checkout_session_create"):
-        obj = _call(
-            _client().v1.checkout.sessions.create,
-            mode="setup",
-            customer=customer,
-            currency=tenant.currency.lower(),
-            success_url=success_url,
-            cancel_url=cancel_url,
-            metadata={"billing_tenant_id": tenant.external_id, "plan_code": plan_code},
-            setup_intent_data={"metadata": {"billing_tenant_id": tenant.external_id}},
-        )
+        obj = _call(_client().v1.checkout.sessions.create, key=f"checkout-{tenant.pk}-{digest}-{window}", **params)
     return _session(obj).url
 
 

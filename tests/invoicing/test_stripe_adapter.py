@@ -318,6 +318,12 @@ def test_checkout_collects_a_payment_method_in_setup_mode(acme, stripe_api):
     assert checkout_session_create(acme, "pro", "https://app.example.test/ok", "https://app.example.test/no") == url
     sent = form(posts(stripe_api)[0])
     assert (sent["mode"], sent["customer"], sent["metadata[plan_code]"]) == (["setup"], ["cus_TQ3mW2aXk9Lb1C"], ["pro"])
+    # a retried request (same tenant, plan and pages) sends the same key: one page, not two
+    checkout_session_create(acme, "pro", "https://app.example.test/ok", "https://app.example.test/no")
+    keys = idempotency_keys(stripe_api, "/v1/checkout/sessions")
+    assert len(keys) == 2
+    assert keys[0] == keys[1]
+    assert keys[0].startswith(f"checkout-{acme.pk}-")
 
 
 @pytest.mark.parametrize(
