@@ -13,7 +13,7 @@ from prometheus_client import Counter
 
 from billing_project.api_keys import ApiPrincipal, Prefetch
 from billing_project.cache import tenant_changed
-from billing_project.errors import Conflict, InvalidRequest
+from billing_project.errors import Conflict, Forbidden, InvalidRequest
 from billing_project.money import format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
@@ -144,6 +144,12 @@ def entitlement_consume(
             "A counted feature consumes a whole number of uses, 1 to 1000.",
             code="invalid_quantity",
             details={"quantity": str(quantity)},
+        )
+    if terms.metric_code not in principal.metrics:  # the usage API's rule, answered the same way (403)
+        raise Forbidden(
+            f"This key may not report {terms.metric_code!r}.",
+            code="metric_not_allowed",
+            details={"metric": terms.metric_code, "allowed": sorted(principal.metrics)},
         )
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [tenant_row.pk, terms.metric_id])

@@ -3,6 +3,7 @@ through services), with the printable document and each line's explanation."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -12,6 +13,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from billing_project.admin_base import ReadOnlyAdmin
+from billing_project.money import exponent, format_decimal
 
 from .documents import invoice_html
 from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
@@ -21,8 +23,25 @@ class InvoiceLineInline(admin.TabularInline):  # type: ignore[type-arg]
     model = InvoiceLine
     extra = 0
     can_delete = False
-    fields = ("position", "kind", "description", "quantity", "amount", "explanation")
+    fields = ("position", "kind", "description", "quantity", "line_amount", "why")
     readonly_fields = fields
+
+    @admin.display(description="amount")
+    def line_amount(self, obj: InvoiceLine) -> str:
+        return money(obj.amount, obj.invoice.currency)
+
+    @admin.display(description="explanation")
+    def why(self, obj: InvoiceLine) -> str:
+        """The explanation, with its link to the events behind a usage line."""
+        events = (obj.explanation or {}).get("events") or {}
+        link = (
+            format_html(' <a href="{}">list the {} events</a>', events["list_url"], events["count"]) if events else ""
+        )
+        tiers = "; ".join(
+            f"{t['from']}–{t['to'] or '∞'}: {t['quantity']} × {t['unit_price']} = {t['amount']}"
+            for t in (obj.explanation or {}).get("tiers", [])
+        )
+        return format_html("{}{}", tiers or "—", link)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -31,13 +50,23 @@ class InvoiceLineInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
+def money(value: Decimal, currency: str) -> str:
+    """An amount as the invoice prints it: the currency's minor unit, not the column's scale."""
+    return f"{format_decimal(value, exponent(currency))} {currency}"
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "tenant", "status", "total", "currency", "period_start", "finalized_at", "document"]
+    list_display = ["__str__", "tenant", "status", "amount", "period_start", "finalized_at", "document"]
+    readonly_fields = ["document", "amount"]
     list_filter = ["status", "currency", "tax_status"]
     search_fields = ["number", "tenant__external_id", "stripe_invoice_id"]
     list_select_related = ["tenant"]
     inlines = [InvoiceLineInline]
+
+    @admin.display(description="total")
+    def amount(self, obj: Invoice) -> str:
+        return money(obj.total, obj.currency)
 
     @admin.display(description="document")
     def document(self, obj: Invoice) -> str:
@@ -58,7 +87,12 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
 @admin.register(CreditEntry)
 class CreditEntryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "tenant", "kind", "amount", "currency", "invoice", "actor", "reason"]
+    list_display = ["created_at", "tenant", "kind", "entry_amount", "invoice", "actor", "reason"]
+
+    @admin.display(description="amount")
+    def entry_amount(self, obj: CreditEntry) -> str:
+        return money(obj.amount, obj.currency)
+
     list_filter = ["kind", "currency"]
     search_fields = ["tenant__external_id", "reason", "actor"]
     list_select_related = ["tenant", "invoice"]

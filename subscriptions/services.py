@@ -34,7 +34,7 @@ SYSTEM = "system"
 
 
 def _now(at: datetime | None) -> datetime:
-    return (at or timezone.now()).replace(microsecond=0)
+    return at or timezone.now()
 
 
 # ------------------------------------------------------------------ tenants

@@ -215,3 +215,18 @@ def test_concurrent_consumes_admit_exactly_the_limit(reader, subscribed):
     assert statuses == [200] * 7 + [201] * 5  # the limit is 5
     assert UsageEvent.objects.count() == 5
     assert entitlement_check(tenant="acme", feature="api", quantity=Decimal(1))["reason"] == "limit_exceeded"
+
+
+@pytest.mark.django_db
+def test_consume_of_a_metric_the_key_may_not_report_is_403_and_records_nothing(api, make_key, subscribed):
+    narrow = make_key("service", scopes=["entitlements:read", "usage:write"], metrics=["seats"])
+    response = api.post(
+        "/api/v1/entitlements/consume",
+        {"tenant": "acme", "feature": "api", "quantity": "1", "idempotency_key": "n1"},
+        format="json",
+        **narrow.header,
+    )
+    assert response.status_code == 403  # as the usage API answers the same rule
+    assert response.json()["error"]["code"] == "metric_not_allowed"
+    assert not UsageEvent.objects.exists()
+    assert not ConsumeRecord.objects.exists()

@@ -96,4 +96,9 @@ def test_staff_read_the_document_in_the_admin(admin_client, invoiced):
     page = admin_client.get(f"/admin/invoicing/invoice/{invoice.pk}/document/")
     assert page.status_code == 200
     assert "Invoice INV-2026-000001" in page.content.decode()
-    assert admin_client.get(f"/admin/invoicing/invoice/{invoice.pk}/change/").status_code == 200
+    change = admin_client.get(f"/admin/invoicing/invoice/{invoice.pk}/change/").content.decode()
+    assert f"/admin/invoicing/invoice/{invoice.pk}/document/" in change  # the document, from the invoice
+    assert "49.00 USD" in change  # amounts at the currency's minor unit, not the column's 4 places
+    usage = Invoice.objects.get(number="INV-2026-000002")
+    change = admin_client.get(f"/admin/invoicing/invoice/{usage.pk}/change/").content.decode()
+    assert "list the 0 events" in change  # each usage line links to the events behind it

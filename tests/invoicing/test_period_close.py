@@ -217,3 +217,15 @@ def test_late_usage_after_the_subscription_ended_gets_an_invoice_of_its_own(api,
     assert amounts(late) == [("late_usage", "active_users", Decimal("6.00"))]  # 3 users now, 2 billed
     assert (late.status, late.subscription_id, late.total) == ("open", sub.pk, Decimal("6.00"))
     assert invoices_late_usage_due(now=LATER) == 0  # a rerun bills nothing twice
+
+
+def test_usage_a_moment_before_cancelling_now_is_billed(api, acme, reporter):
+    from subscriptions.services import subscription_cancel
+
+    subscription_create(tenant=acme, plan_code="enterprise", actor="t", at=T0)
+    cancel_at = datetime(2026, 1, 10, 12, 0, 0, 500_000, tzinfo=UTC)
+    report(api, reporter, "active_users", 1, cancel_at - timedelta(microseconds=1), user_ref="u")
+    subscription_cancel(tenant=acme, at_period_end=False, actor="t", reason="", at=cancel_at)
+    invoices_close_due(now=LATER)
+    closing = Invoice.objects.get(period_end=cancel_at)
+    assert ("usage", "active_users", Decimal("6.00")) in amounts(closing)

@@ -191,3 +191,16 @@ def test_only_post_is_allowed():
     response = Client().get(URL)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.django_db
+def test_the_endpoint_answers_without_its_trailing_slash_too():
+    from django.test import Client
+
+    event = make_event()
+    body = encode(event)
+    response = Client().post(
+        "/webhooks/stripe", data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(body)
+    )
+    assert response.status_code == 200  # not a redirect that would lose the signed body
+    assert StripeEvent.objects.filter(stripe_id=event["id"]).exists()

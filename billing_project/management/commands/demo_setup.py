@@ -25,6 +25,7 @@ from billing_project.embedded import data_dir
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
 from plans.catalog import load_file
+from plans.models import BillableMetric
 from plans.services import catalog_import, catalog_validate
 from subscriptions.selectors import live_subscription
 from subscriptions.services import subscription_create, tenant_upsert
@@ -63,6 +64,7 @@ class Command(BaseCommand):
                 name="demo-service",
                 kind="service",
                 scopes=sorted(ALL_SCOPES),
+                metrics=sorted(BillableMetric.objects.values_list("code", flat=True)),  # may report every metric
             )
             creds["agent_key"] = self._key(
                 creds.get("agent_key"), name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)
