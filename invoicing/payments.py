@@ -116,7 +116,9 @@ def invoice_sync_from_stripe(*, stripe_invoice_id: str) -> Invoice | None:
         return invoice_mark_uncollectible(invoice_id=invoice.pk, actor=STRIPE, at=remote.uncollectible_at)
     # Count each of Stripe's failed attempts once, however often its events arrive.
     if remote.payment_failed and remote.attempt_count > invoice.collection_attempts:
-        return invoice_payment_failed(invoice_id=invoice.pk, error=remote.last_payment_error, actor=STRIPE)
+        return invoice_payment_failed(
+            invoice_id=invoice.pk, error=remote.last_payment_error, actor=STRIPE, attempts=remote.attempt_count
+        )
     return invoice
 
 

@@ -535,13 +535,16 @@ def _other_unpaid(invoice: Invoice) -> bool:
 
 
 @transaction.atomic
-def invoice_payment_failed(*, invoice_id: int, error: str, actor: str = SYSTEM) -> Invoice:
+def invoice_payment_failed(*, invoice_id: int, error: str, actor: str = SYSTEM, attempts: int | None = None) -> Invoice:
     """A collection attempt failed: the subscription goes past due (the dunning grace
-    starts), and entitlements follow."""
+    starts), and entitlements follow. `attempts`: how many the provider counts in all
+    (several may have failed between two of its events); one more when not given."""
     invoice = _locked(invoice_id)
     if invoice.status != Invoice.Status.OPEN:
         return invoice  # paid or voided meanwhile: a stale failure changes nothing
-    invoice.collection_attempts += 1
+    if attempts is not None and attempts <= invoice.collection_attempts:
+        return invoice  # counted already (a duplicate or late event, read under the lock)
+    invoice.collection_attempts = attempts if attempts is not None else invoice.collection_attempts + 1
     invoice.last_payment_error = error or "payment failed"
     if invoice.payment_retries == 0 and invoice.next_payment_retry_at is None and settings.DUNNING_RETRY_DAYS:
         # dunning starts: the first retry on schedule (later ones are set by each retry)

@@ -194,3 +194,36 @@ def test_a_draft_cannot_be_finalized_around_the_sequence(acme):
 def test_collection_dates_once_set_never_move(acme):
     invoice = invoice_mark_paid(invoice_id=invoice_finalize(invoice_id=draft(acme).pk).pk)
     refused("UPDATE invoicing_invoice SET paid_at = paid_at - interval '1 day' WHERE id = %s", [invoice.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_line_written_during_finalization_waits_and_is_refused(acme):
+    """One transaction finalizes; another adds a line to the same draft meanwhile. The line
+    waits for the finalization, then finds the invoice final: the total stays the sum."""
+    invoice = draft(acme, "10.00")
+    finalizing = threading.Event()
+    outcome: list[str] = []
+
+    def add_line() -> None:
+        finalizing.wait(10)
+        try:
+            InvoiceLine.objects.create(invoice_id=invoice.pk, position=2, kind="usage", description="x", amount=5)
+            outcome.append("written")
+        except DatabaseError:
+            outcome.append("refused")
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=add_line)
+    writer.start()
+    with transaction.atomic():
+        Invoice.objects.select_for_update().get(pk=invoice.pk)
+        finalizing.set()
+        import time
+
+        time.sleep(0.3)  # the writer is now waiting on the invoice row
+        invoice_finalize(invoice_id=invoice.pk)
+    writer.join(10)
+    assert outcome == ["refused"]
+    invoice.refresh_from_db()
+    assert invoice.total == sum(invoice.lines.values_list("amount", flat=True)) == Decimal("10.00")
