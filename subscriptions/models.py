@@ -119,6 +119,10 @@ class SubscriptionEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+        indexes = [
+            # the period close looks for billable boundaries every few minutes
+            models.Index(fields=["at"], name="subscriptionevent_billable", condition=Q(data__bill=True)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action}: {self.from_status or '—'} → {self.to_status}"
