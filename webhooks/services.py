@@ -38,6 +38,10 @@ RETURNING id
 """
 
 
+def _mode() -> str:
+    return "live" if settings.STRIPE_LIVE_MODE else "test"
+
+
 def _fields(event: Any) -> tuple[str, str, str | None, bool, datetime]:
     if not isinstance(event, dict):
         raise InvalidEvent("The body is not a JSON object.")
@@ -51,6 +55,9 @@ def _fields(event: Any) -> tuple[str, str, str | None, bool, datetime]:
         raise InvalidEvent("api_version must be a string or null.")
     if not isinstance(livemode, bool):
         raise InvalidEvent("livemode must be a boolean.")
+    if livemode != settings.STRIPE_LIVE_MODE:
+        # signed with our secret, yet from the other mode: a misconfigured endpoint, never acted on
+        raise InvalidEvent(f"A {'live' if livemode else 'test'}-mode event reached a {_mode()}-mode service.")
     if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**37:
         raise InvalidEvent("created must be a Unix timestamp.")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):

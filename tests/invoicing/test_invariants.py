@@ -227,3 +227,40 @@ def test_a_line_written_during_finalization_waits_and_is_refused(acme):
     assert outcome == ["refused"]
     invoice.refresh_from_db()
     assert invoice.total == sum(invoice.lines.values_list("amount", flat=True)) == Decimal("10.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_four_period_closes_at_once_make_one_invoice_per_boundary(acme):
+    """Beat's close, a retried close and two manual ones, all at once: one invoice per
+    boundary, consecutive numbers, no errors (the losers find the boundary invoiced)."""
+    from invoicing.services import invoices_close_due
+    from subscriptions.services import subscription_create, subscription_roll
+
+    for n in range(3):
+        tenant = acme if n == 0 else tenant_upsert(external_id=f"t{n}", name=f"T{n}", currency="USD")[0]
+        sub = subscription_create(tenant=tenant, plan_code="pro", actor="t", at=T)
+        subscription_roll(subscription_id=sub.pk, at=datetime(2026, 3, 20, tzinfo=UTC))  # 3 boundaries each
+    later = datetime(2026, 4, 1, tzinfo=UTC)
+    barrier = threading.Barrier(4)
+    made: list[int] = []
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            barrier.wait(10)
+            made.append(invoices_close_due(now=later))
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(made) == 9
+    assert Invoice.objects.count() == 9
+    numbers = sorted(str(n) for n in Invoice.objects.values_list("number", flat=True))
+    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 10)]

@@ -204,3 +204,13 @@ def test_the_endpoint_answers_without_its_trailing_slash_too():
     )
     assert response.status_code == 200  # not a redirect that would lose the signed body
     assert StripeEvent.objects.filter(stripe_id=event["id"]).exists()
+
+
+@pytest.mark.django_db
+def test_an_event_from_the_other_stripe_mode_is_refused(settings):
+    settings.STRIPE_LIVE_MODE = False
+    event = make_event()
+    event["livemode"] = True
+    response = post_event(event)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_event")
+    assert stored() == 0
