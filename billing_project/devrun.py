@@ -86,6 +86,9 @@ def main() -> int:
                 f"127.0.0.1:{port}",
                 "--workers",
                 os.environ.get("WEB_WORKERS", "2"),
+                # its control socket under .data/, not ~/.gunicorn: two checkouts must not share one
+                "--control-socket",
+                str(data_dir() / "gunicorn.ctl"),
             ],
             "worker": [
                 python,
