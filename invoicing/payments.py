@@ -134,7 +134,7 @@ def invoice_retry_payment(*, invoice_id: int, now: datetime | None = None) -> In
     retry = invoice.payment_retries + 1
     try:
         providers.invoice_pay(invoice.stripe_invoice_id, key=f"inv-{invoice.pk}-retry-{retry}")
-    except providers.ProviderRejected as exc:  # declined again: Stripe's state says so
+    except providers.ProviderDeclined as exc:  # declined again: Stripe's state says so (other refusals raise)
         logger.info("payments.retry_declined", extra={"invoice_id": invoice.pk, "retry": retry, "error": str(exc)})
     invoice_sync_from_stripe(stripe_invoice_id=invoice.stripe_invoice_id)
     return invoice_retry_recorded(invoice_id=invoice.pk, retry=retry, now=now)
@@ -176,6 +176,13 @@ def checkout_start(*, tenant: Tenant, plan_code: str, success_url: str, cancel_u
     Billing checks the plan here and subscribes the tenant when Stripe reports the page
     completed (checkout_session_completed); Stripe never sells the plan itself."""
     offered_version(plan_code, tenant)  # 400 unknown_plan / currency_mismatch before Stripe is asked
+    live = live_subscription(tenant)
+    if live is not None and live.plan_version.plan.code != plan_code:
+        # a checkout only starts a subscription (or renews a payment method for this plan)
+        raise Conflict(
+            f"{tenant.external_id} is subscribed to {live.plan_version.plan.code}: change plan instead.",
+            code="subscription_exists",
+        )
     for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
         if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc:
             raise InvalidRequest(f"`{name}` must be an absolute http(s) URL.", code="validation_error")
@@ -197,8 +204,15 @@ def checkout_session_completed(*, session_id: str) -> CheckoutResult:
     if session.status == "complete" and tenant is not None and plan_code:
         with transaction.atomic():
             Tenant.objects.select_for_update().get(pk=tenant.pk)  # one subscription, however many deliveries
-            if live_subscription(tenant) is None:
+            live = live_subscription(tenant)
+            if live is None:
                 subscription_create(tenant=tenant, plan_code=plan_code, actor=f"{STRIPE}:checkout")
+            elif live.plan_version.plan.code != plan_code:
+                # subscribed to another plan since the page opened: staff should look at it
+                logger.warning(
+                    "payments.checkout_plan_ignored",
+                    extra={"tenant": tenant.external_id, "plan": plan_code, "live": live.plan_version.plan.code},
+                )
     result = CheckoutResult(
         session_id=session.session_id,
         customer=session.customer,

@@ -27,7 +27,7 @@ from plans.models import BillableMetric, PlanVersion
 from plans.pricing import ChargePrice, price
 from plans.selectors import plan_spec_from_version, versions_with_terms
 from subscriptions.models import ProrationItem, Subscription, SubscriptionEvent, Tenant
-from subscriptions.services import subscription_apply, suspended_for_dunning
+from subscriptions.services import subscription_apply, subscription_recover_after_payment
 from usage.models import UsageEvent
 from usage.selectors import usage_over
 
@@ -156,7 +156,8 @@ def _late_lines(sub: Subscription, tenant: Tenant, now: datetime) -> list[_Line]
     billed: dict[tuple[str, datetime, datetime], list[InvoiceLine]] = {}
     earlier = InvoiceLine.objects.filter(
         invoice__subscription=sub,
-        invoice__status__in=("open", "paid", "uncollectible", "void"),
+        # drafts too: with Stripe Tax one may still wait for its tax, and its lines are billed
+        invoice__status__in=("draft", "open", "paid", "uncollectible", "void"),
         kind__in=(InvoiceLine.Kind.USAGE, InvoiceLine.Kind.LATE_USAGE),
         period_end__gte=now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS),
     ).select_related("invoice")
@@ -395,7 +396,8 @@ def invoices_awaiting_collection(*, now: datetime | None = None, limit: int = 50
     collection task was lost or has given up. The beat sweeper queues them again."""
     now = now or timezone.now()
     pending = Invoice.objects.filter(stripe_number="", created_at__lte=now - timedelta(minutes=10)).filter(
-        Q(status=Invoice.Status.OPEN, total__gt=0) | Q(status=Invoice.Status.DRAFT, boundary__isnull=False)
+        # every draft the services made (all have a subscription) waits for Stripe's tax
+        Q(status=Invoice.Status.OPEN, total__gt=0) | Q(status=Invoice.Status.DRAFT, subscription__isnull=False)
     )
     return list(pending.order_by("created_at").values_list("pk", flat=True)[:limit])
 
@@ -427,7 +429,7 @@ def _issue(invoice: Invoice, now: datetime) -> Invoice:
     return invoice
 
 
-def late_usage_due(*, now: datetime, limit: int = 500) -> list[int]:
+def late_usage_due(*, now: datetime) -> list[int]:
     """Subscriptions that ended within LATE_USAGE_WINDOW_DAYS and received usage after their
     last invoice was drafted: no boundary is left to carry it, so it gets its own invoice.
     (A pre-filter only; the invoice compares prices. The hour of margin covers ingest
@@ -437,7 +439,9 @@ def late_usage_due(*, now: datetime, limit: int = 500) -> list[int]:
         last_drafted=Max("invoices__created_at")
     )
     due = []
-    for sub_id, tenant_id, last in ended.values_list("pk", "tenant_id", "last_drafted")[:limit]:
+    # every subscription ended within the window is looked at (one EXISTS each): a limit
+    # before the filter could leave some never checked
+    for sub_id, tenant_id, last in ended.order_by("ended_at").values_list("pk", "tenant_id", "last_drafted"):
         if (
             last is not None
             and UsageEvent.objects.filter(tenant_id=tenant_id, received_at__gt=last - timedelta(hours=1)).exists()
@@ -519,13 +523,10 @@ def invoice_mark_paid(*, invoice_id: int, at: datetime | None = None, actor: str
         raise Conflict(f"A {invoice.status} invoice cannot be paid.", code="invoice_not_payable")
     invoice.status, invoice.paid_at, invoice.last_payment_error = Invoice.Status.PAID, at or timezone.now(), ""
     invoice.save(update_fields=["status", "paid_at", "last_payment_error"])
-    sub = invoice.subscription
-    if sub is not None and not _other_unpaid(invoice):
-        reason = f"invoice {invoice.number} paid"
-        if sub.status == Subscription.Status.PAST_DUE:
-            subscription_apply(subscription=sub, action="recover", actor=actor, reason=reason)
-        elif suspended_for_dunning(sub):  # suspended by dunning, not by staff: payment lifts it
-            subscription_apply(subscription=sub, action="resume", actor=actor, reason=reason)
+    if invoice.subscription_id is not None and not _other_unpaid(invoice):
+        subscription_recover_after_payment(
+            subscription_id=invoice.subscription_id, actor=actor, reason=f"invoice {invoice.number} paid"
+        )
     return invoice
 
 
@@ -628,16 +629,21 @@ def credit_note_issue(
     lines: dict[int, Decimal] | None = None,
     now: datetime | None = None,
 ) -> CreditNote:
-    """Correct a finalized invoice with a credit note: `lines` maps a line's position to
-    the amount credited on it (all that is left of every charge line when omitted). The
-    amount goes to the tenant's credit balance. A line is never credited beyond its
-    amount, however many notes and however concurrent (the invoice row lock serialises them)."""
+    """Correct a paid invoice with a credit note: `lines` maps a line's position to the
+    amount credited on it (all that is left when omitted). The amount goes to the tenant's
+    credit balance. Neither a line nor the invoice is ever credited beyond what it charged
+    (its subtotal and tax: negative lines such as proration count), however many notes and
+    however concurrent (the invoice row lock serialises them). An unpaid invoice is voided
+    instead, so a note never gives credit for money that was not paid."""
     now = now or timezone.now()
     if not reason.strip():
         raise InvalidRequest("Say why the invoice is corrected.", code="validation_error")
     invoice = _locked(invoice_id)  # then the tenant (the ledger): the same order as voiding
-    if invoice.status in (Invoice.Status.DRAFT, Invoice.Status.VOID):
-        raise Conflict(f"A {invoice.status} invoice takes no credit note.", code="invoice_not_creditable")
+    if invoice.status != Invoice.Status.PAID:
+        raise Conflict(
+            f"A {invoice.status} invoice takes no credit note (an unpaid one is voided).",
+            code="invoice_not_creditable",
+        )
     Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
     credited = dict(
         CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
@@ -646,11 +652,15 @@ def credit_note_issue(
         .values_list("invoice_line_id", "s")
     )
     charge_lines = {x.position: x for x in invoice.lines.filter(kind__in=CREDITABLE, amount__gt=0)}
-    wanted = (
-        lines
-        if lines is not None
-        else {pos: x.amount - credited.get(x.pk, Decimal(0)) for pos, x in charge_lines.items()}
-    )
+    # what the invoice charged in all (negative lines included) less what notes gave back
+    invoice_left = invoice.subtotal + invoice.tax - sum(credited.values(), Decimal(0))
+    if lines is not None:
+        wanted = lines
+    else:  # everything left, line by line, until the invoice's own limit
+        wanted, budget = {}, invoice_left
+        for pos, x in sorted(charge_lines.items()):
+            take = min(x.amount - credited.get(x.pk, Decimal(0)), budget)
+            wanted[pos], budget = take, budget - max(take, Decimal(0))
     note_lines = []
     for position, amount in sorted(wanted.items()):
         line = charge_lines.get(position)
@@ -669,6 +679,12 @@ def credit_note_issue(
     if not note_lines:
         raise Conflict(f"{invoice.number} has nothing left to credit.", code="invoice_not_creditable")
     total = sum((amount for _, amount in note_lines), Decimal(0))
+    if total > invoice_left:
+        raise InvalidRequest(
+            f"{invoice.number} can be credited up to {invoice_left} {invoice.currency} in all.",
+            code="invalid_amount",
+            details={"amount": str(total), "creditable": str(invoice_left)},
+        )
     note = CreditNote.objects.create(
         invoice=invoice,
         tenant_id=invoice.tenant_id,

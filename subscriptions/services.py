@@ -502,15 +502,33 @@ def subscriptions_suspend_overdue(*, at: datetime | None = None, limit: int = 10
         .order_by("past_due_since")
         .values_list("pk", flat=True)[:limit]
     )
-    suspended = 0
-    for pk in overdue:
-        sub = subscription_apply(
-            subscription=Subscription(pk=pk), action="suspend", actor=SYSTEM, reason=DUNNING_SUSPENSION, at=at
-        )
-        suspended += sub.status == Subscription.Status.SUSPENDED
-    return suspended
+    return sum(subscription_suspend_if_overdue(subscription_id=pk, at=at) for pk in overdue)
 
 
-def suspended_for_dunning(sub: Subscription) -> bool:
-    last = sub.events.order_by("-at", "-id").first()
-    return sub.status == Subscription.Status.SUSPENDED and last is not None and last.reason == DUNNING_SUSPENSION
+@transaction.atomic
+def subscription_suspend_if_overdue(*, subscription_id: int, at: datetime) -> bool:
+    """Suspend one subscription if, under its row lock, it is still past due beyond the
+    grace: a payment (recovery) or the period's end may have come first."""
+    sub = Subscription.objects.select_for_update().get(pk=subscription_id)
+    _roll_locked(sub, at)
+    cutoff = at - timedelta(days=settings.DUNNING_GRACE_DAYS)
+    if sub.status != Subscription.Status.PAST_DUE or sub.past_due_since is None or sub.past_due_since > cutoff:
+        return False
+    _transition(sub, "suspend", actor=SYSTEM, reason=DUNNING_SUSPENSION, at=at)
+    return True
+
+
+@transaction.atomic
+def subscription_recover_after_payment(*, subscription_id: int, actor: str, reason: str) -> Subscription:
+    """The overdue invoice is paid: a past-due subscription recovers, and one suspended by
+    dunning resumes; one suspended by staff stays so. Decided under the row lock."""
+    at = _now(None)
+    sub = Subscription.objects.select_for_update().get(pk=subscription_id)
+    _roll_locked(sub, at)
+    if sub.status == Subscription.Status.PAST_DUE:
+        _transition(sub, "recover", actor=actor, reason=reason, at=at)
+    elif sub.status == Subscription.Status.SUSPENDED:
+        last = sub.events.order_by("-at", "-id").first()
+        if last is not None and last.reason == DUNNING_SUSPENSION:
+            _resume(sub, actor=actor, reason=reason, at=at)
+    return sub

@@ -5,6 +5,7 @@ Callers use these names only; they take our values and model instances and retur
 plain dataclasses of `base`, raising `ProviderUnavailable` (retry) or `ProviderRejected`."""
 
 from .base import (
+    ProviderDeclined,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -28,6 +29,7 @@ from .stripe_adapter import (
 )
 
 __all__ = [
+    "ProviderDeclined",
     "ProviderError",
     "ProviderRejected",
     "ProviderUnavailable",

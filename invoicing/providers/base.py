@@ -21,6 +21,10 @@ class ProviderRejected(ProviderError):
     """The request itself was refused (invalid request, card declined, auth): retrying changes nothing."""
 
 
+class ProviderDeclined(ProviderRejected):
+    """The customer's card was declined: a payment attempt that failed, not a broken request."""
+
+
 @dataclass(frozen=True)
 class PushedInvoice:
     stripe_invoice_id: str

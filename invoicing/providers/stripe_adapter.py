@@ -40,6 +40,7 @@ from prometheus_client import Counter
 from billing_project.money import Money, from_minor_units, to_minor_units
 
 from .base import (
+    ProviderDeclined,
     ProviderRejected,
     ProviderUnavailable,
     PushedInvoice,
@@ -85,6 +86,8 @@ def _errors(action: str) -> Iterator[None]:
         yield
     except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
         raise ProviderUnavailable(f"{action}: {exc.user_message or exc}") from exc
+    except stripe.CardError as exc:
+        raise ProviderDeclined(f"{action}: {exc.user_message or exc}") from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status >= 500 or isinstance(exc, stripe.APIError):

@@ -13,14 +13,18 @@ from django.db import DatabaseError, connection, transaction
 from billing_project.errors import Conflict, InvalidRequest
 from invoicing.ledger import credit_balance
 from invoicing.models import CreditNote
-from invoicing.services import credit_note_issue, invoice_finalize
+from invoicing.services import credit_note_issue, invoice_finalize, invoice_mark_paid
 from tests.invoicing.test_invariants import acme as acme  # noqa: PLC0414 - the fixture
 from tests.invoicing.test_invariants import draft
 
 
+def paid(draft_invoice):
+    return invoice_mark_paid(invoice_id=invoice_finalize(invoice_id=draft_invoice.pk).pk)
+
+
 @pytest.mark.django_db
 def test_a_partial_then_a_full_correction(acme, api, make_key):
-    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    invoice = paid(draft(acme, "49.00"))
     note = credit_note_issue(invoice_id=invoice.pk, lines={1: Decimal("9.00")}, reason="outage", actor="staff:ann")
     assert (note.number, note.total) == ("CN-2026-000001", Decimal("9.00"))
     assert credit_balance(tenant=acme, currency="USD") == Decimal("9.00")
@@ -37,7 +41,7 @@ def test_a_partial_then_a_full_correction(acme, api, make_key):
 
 @pytest.mark.django_db
 def test_bad_corrections_are_refused(acme):
-    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    invoice = paid(draft(acme, "49.00"))
     for lines in ({1: Decimal("49.01")}, {1: Decimal("0")}, {1: Decimal("1.001")}, {7: Decimal("1")}):
         with pytest.raises(InvalidRequest):
             credit_note_issue(invoice_id=invoice.pk, lines=lines, reason="x", actor="a")
@@ -45,12 +49,15 @@ def test_bad_corrections_are_refused(acme):
         credit_note_issue(invoice_id=invoice.pk, reason=" ", actor="a")
     with pytest.raises(Conflict):
         credit_note_issue(invoice_id=draft(acme).pk, reason="a draft is edited, not corrected", actor="a")
+    unpaid = invoice_finalize(invoice_id=draft(acme).pk)
+    with pytest.raises(Conflict):
+        credit_note_issue(invoice_id=unpaid.pk, reason="an unpaid invoice is voided instead", actor="a")
     assert not CreditNote.objects.exists()
 
 
 @pytest.mark.django_db
 def test_credit_notes_are_append_only(acme):
-    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    invoice = paid(draft(acme, "49.00"))
     note = credit_note_issue(invoice_id=invoice.pk, reason="outage", actor="a")
     for sql in (
         "UPDATE invoicing_creditnote SET total = 1 WHERE id = %s",
@@ -62,7 +69,7 @@ def test_credit_notes_are_append_only(acme):
 
 @pytest.mark.django_db(transaction=True)
 def test_racing_full_corrections_credit_once(acme):
-    invoice = invoice_finalize(invoice_id=draft(acme, "49.00").pk)
+    invoice = paid(draft(acme, "49.00"))
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
 

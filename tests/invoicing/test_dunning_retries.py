@@ -67,3 +67,18 @@ def test_the_schedule_ends_and_leaves_the_rest_to_the_grace(acme, stripe_api, se
     invoice = invoice_retry_payment(invoice_id=invoice.pk, now=timezone.now() + timedelta(days=1, minutes=1))
     assert (invoice.payment_retries, invoice.next_payment_retry_at) == (1, None)
     assert payment_retries_due(now=timezone.now() + timedelta(days=30)) == []
+
+
+@pytest.mark.django_db
+def test_a_refusal_that_is_not_a_decline_is_loud_and_spends_no_retry(acme, stripe_api, settings):
+    from invoicing.providers import ProviderRejected
+
+    settings.DUNNING_RETRY_DAYS = [1, 3]
+    invoice = pushed(finalized(acme, amounts=("49.00",)))
+    invoice = invoice_payment_failed(invoice_id=invoice.pk, error="card_declined")
+    due = invoice.next_payment_retry_at
+    stripe_api.post(PAY, status=401, json={"error": {"type": "invalid_request_error", "message": "Invalid API Key"}})
+    with pytest.raises(ProviderRejected):  # the task records a failure; the schedule is untouched
+        invoice_retry_payment(invoice_id=invoice.pk, now=due)
+    invoice.refresh_from_db()
+    assert (invoice.payment_retries, invoice.next_payment_retry_at) == (0, due)

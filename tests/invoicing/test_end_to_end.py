@@ -181,3 +181,12 @@ def test_payment_events_in_either_order_end_paid(api, acme, stripe_api, worker, 
     invoice.refresh_from_db()
     sub.refresh_from_db()
     assert (invoice.status, sub.status) == ("paid", "active")
+
+
+def test_checkout_for_another_plan_than_the_live_one_is_refused(api, make_key, acme, stripe_api):
+    subscription_create(tenant=acme, plan_code="enterprise", actor="t")
+    key = make_key("service", scopes=[SUBSCRIPTIONS_WRITE])
+    body = {"plan": "pro", "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no"}
+    response = api.post("/api/v1/tenants/acme/checkout", body, format="json", **key.header)
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "subscription_exists")
+    assert len(stripe_api.calls) == 0
