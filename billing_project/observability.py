@@ -25,7 +25,10 @@ class ContextFilter(logging.Filter):
     """Stamps every log record with the request id and the principal behind it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        # Django logs a request's 4xx/5xx (`django.request`) after the middleware that set
+        # the context has returned; such records carry the request, which carries its id.
+        request = getattr(record, "request", None)
+        record.request_id = request_id_var.get() or getattr(request, "request_id", None)
         record.principal = principal_var.get()
         return True
 

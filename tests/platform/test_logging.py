@@ -56,3 +56,21 @@ def test_anonymous_requests_log_no_principal(api, json_log):
     (line,) = records(json_log)
     assert line["request_id"] == "rid-43"
     assert line["principal"] is None
+
+
+def test_djangos_own_request_log_carries_the_request_id(api, service_key, json_log, settings):
+    """django.request logs a 5xx answer after our middleware has returned (an exception is
+    logged inside it): the id comes with the request."""
+    handler = logging.getLogger("billing.access").handlers[-1]
+    django_request = logging.getLogger("django.request")
+    django_request.addHandler(handler)
+    api.raise_request_exception = False
+    try:
+        api.get("/api/v1/_probe/error", HTTP_X_REQUEST_ID="rid-44", **service_key.header)
+        settings.STRIPE_WEBHOOK_SECRET = ""
+        api.post("/webhooks/stripe/", "{}", content_type="application/json", HTTP_X_REQUEST_ID="rid-45")
+    finally:
+        django_request.removeHandler(handler)
+    lines = records(json_log)
+    logged = [line for line in lines if line["logger"] == "django.request"]
+    assert [line["request_id"] for line in logged] == ["rid-44", "rid-45"], lines
