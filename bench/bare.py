@@ -3,6 +3,8 @@ gunicorn exactly like the service. DJANGO_SETTINGS_MODULE=bench.bare; WSGI: benc
 
 from __future__ import annotations
 
+import gc
+
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
@@ -25,3 +27,4 @@ urlpatterns = [path("bare", bare)]
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
+gc.freeze()  # as billing_project/wsgi.py does: the same process tuning on both sides

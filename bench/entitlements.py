@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -82,6 +83,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="gthread workers with this many threads (1: sync)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternate the two servers this many times; medians are reported"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
@@ -125,22 +129,37 @@ def main() -> int:
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                 answer = json.loads(response.read())
         print(f"a check answers: {answer['allowed']} / {answer['reason']}", flush=True)
-        print(f"bare view: wrk {args.connections} connections, {args.seconds:.0f} s…", flush=True)
-        results["bare"] = wrk(f"http://127.0.0.1:{bare_port}/bare", args.seconds, args.connections, wrk_env)
-        print(f"entitlement check: wrk {args.connections} connections, {args.seconds:.0f} s…", flush=True)
-        results["check"] = wrk(check_url, args.seconds, args.connections, wrk_env, str(ROOT / "bench" / "check.lua"))
+        script = str(ROOT / "bench" / "check.lua")
+        rounds: dict[str, list[dict[str, float]]] = {"bare": [], "check": []}
+        for n in range(1, args.rounds + 1):  # alternated, so drifts in the machine hit both alike
+            print(
+                f"round {n}/{args.rounds}: bare view, then the check; wrk {args.connections} connections, "
+                f"{args.seconds:.0f} s each…",
+                flush=True,
+            )
+            rounds["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/bare", args.seconds, args.connections, wrk_env))
+            rounds["check"].append(wrk(check_url, args.seconds, args.connections, wrk_env, script))
+        results["rounds"] = rounds
+        for side, runs in rounds.items():
+            results[side] = {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50_ms", "p99_ms")}
     finally:
         for proc in (app, bare):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
     b, c = results["bare"], results["check"]
     print(f"""
-| measure ({args.workers} sync workers, wrk {args.connections} conn.) | entitlement check | bare Django view | ratio |
+| measure ({args.workers} sync workers, wrk {args.connections} conn., median of {args.rounds}) \
+| entitlement check | bare Django view | ratio |
 | --- | ---: | ---: | ---: |
 | requests/s | {c["rps"]:,.0f} | {b["rps"]:,.0f} | {c["rps"] / b["rps"]:.2f}× |
 | p50 latency | {c["p50_ms"]:.2f} ms | {b["p50_ms"]:.2f} ms | {c["p50_ms"] / b["p50_ms"]:.2f}× |
 | p99 latency | {c["p99_ms"]:.2f} ms | {b["p99_ms"]:.2f} ms | {c["p99_ms"] / b["p99_ms"]:.2f}× |
 """)
+    for n, (rb, rc) in enumerate(zip(rounds["bare"], rounds["check"], strict=True), start=1):
+        print(
+            f"round {n}: check {rc['rps']:,.0f}/s p99 {rc['p99_ms']:.2f} ms; bare {rb['rps']:,.0f}/s "
+            f"p99 {rb['p99_ms']:.2f} ms; p99 ratio {rc['p99_ms'] / rb['p99_ms']:.2f}×"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

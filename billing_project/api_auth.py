@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rest_framework import exceptions
@@ -98,25 +98,39 @@ class ApiKeyPermission(BasePermission):
             raise exceptions.NotAuthenticated(
                 "Send an API key: `Authorization: Bearer <api key>`.", code="not_authenticated"
             )
-        method = request.method or "GET"
-        if (
-            principal.is_agent
-            and method_is_write(view, method)
-            and method not in getattr(view, "agent_methods", frozenset())
-        ):
-            raise exceptions.PermissionDenied(
-                "Agent keys may read and propose; they can never change billing state.",
-                code="agent_write_forbidden",
-            )
-        missing = sorted(set(scopes_for(view, method)) - principal.scopes)
-        if missing:
-            raise MissingScope(missing)
-        if principal.tenant is not None:
-            others = tenants_named(request, view) - {principal.tenant}
-            if others:
-                # Indistinguishable from an unknown tenant: a bound key learns nothing.
-                raise exceptions.NotFound("Not found.", code="not_found")
+        authorize(principal, view, request.method or "GET", lambda: tenants_named(request, view))
         return True
+
+
+def authorize(principal: ApiPrincipal, view: Any, method: str, named: Callable[[], set[str]]) -> None:
+    """The central rules for an authenticated principal calling `method` on `view` (an
+    instance or its class), naming the tenants `named()` returns; raises DRF's exceptions.
+    The permission above applies them to every API view; the entitlement check's fast
+    lane (entitlements.fastpath) applies the very same function."""
+    if (
+        principal.is_agent
+        and method_is_write(view, method)
+        and method not in getattr(view, "agent_methods", frozenset())
+    ):
+        raise exceptions.PermissionDenied(
+            "Agent keys may read and propose; they can never change billing state.",
+            code="agent_write_forbidden",
+        )
+    missing = sorted(set(scopes_for(view, method)) - principal.scopes)
+    if missing:
+        raise MissingScope(missing)
+    if principal.tenant is not None:
+        others = named() - {principal.tenant}
+        if others:
+            # Indistinguishable from an unknown tenant: a bound key learns nothing.
+            raise exceptions.NotFound("Not found.", code="not_found")
+
+
+def over_rate(principal: ApiPrincipal, count: int | None = None) -> bool:
+    """Past the key's requests per minute: `count`, else the one counted with the key
+    lookup. Redis down (no count): no."""
+    count = principal.requests_this_minute if count is None else count
+    return count is not None and int(count) > principal.rate_per_minute
 
 
 class MissingScope(exceptions.PermissionDenied):
@@ -140,14 +154,11 @@ class ApiKeyRateThrottle(BaseThrottle):
         principal = request.auth
         if not isinstance(principal, ApiPrincipal):
             return True
-        now = time.time()
-        count = principal.requests_this_minute  # counted with the key lookup (api_key_authenticate)
-        if count is None:
+        if principal.requests_this_minute is None:  # counted with the key lookup (api_key_authenticate)
             logger.warning("rate_limit.redis_unreachable")
+        if not over_rate(principal):
             return True
-        if int(count) <= principal.rate_per_minute:
-            return True
-        self._wait = 60 - (now % 60)
+        self._wait = 60 - (time.time() % 60)
         return False
 
     def wait(self) -> float | None:

@@ -212,7 +212,7 @@ def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None) -> A
     if cached is not None:
         if cached == _REVOKED.encode():
             raise AuthenticationError("This API key has been revoked.", code="api_key_revoked")
-        principal = ApiPrincipal.from_json(cached)
+        principal = principal_from_cache(cached)
     else:
         key = ApiKey.objects.filter(secret_hash=digest).first()
         if key is None:
@@ -227,6 +227,30 @@ def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None) -> A
                 client = None
     _touch(principal.key_id, client)
     return dataclasses.replace(principal, requests_this_minute=count, prefetched=prefetched)
+
+
+_principals: dict[bytes, ApiPrincipal] = {}  # per process: cached record → parsed principal
+
+
+def principal_from_cache(raw: bytes) -> ApiPrincipal:
+    """The principal a cached key record describes (not a tombstone: see api_key_authenticate)."""
+    principal = _principals.get(raw)
+    if principal is None:
+        if len(_principals) > 1024:
+            _principals.clear()
+        principal = _principals[raw] = ApiPrincipal.from_json(raw)
+    return principal
+
+
+def key_cache_keys(raw_key: str) -> tuple[str, str]:
+    """The Redis keys of a presented key's cached record and of its rate count this minute,
+    for a caller that reads them in its own round trip (entitlements.fastpath)."""
+    digest = hash_secret(raw_key)
+    return rkey("apikey", digest), rate_key_for(digest)
+
+
+def is_tombstone(raw: bytes) -> bool:
+    return raw == _REVOKED.encode()
 
 
 def rate_key_for(digest: str) -> str:

@@ -33,9 +33,15 @@ class BoundedJSONParser(JSONParser):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+            return loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"The body is not valid JSON: {exc}", code="malformed_json") from exc
+
+
+def loads(raw: bytes) -> Any:
+    """An API body as every endpoint reads it: numbers as Decimal, NaN and Infinity refused
+    (ValueError)."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str) -> Any:

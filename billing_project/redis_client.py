@@ -23,14 +23,21 @@ def get_redis() -> redis.Redis:
     )
 
 
+@functools.cache
+def _prefix() -> str:
+    return str(settings.REDIS_KEY_PREFIX)  # read once: rkey is on the entitlement check's hot path
+
+
 def rkey(*parts: object) -> str:
     """A Redis key in this deployment's namespace (tests and a dev server may share a Redis)."""
-    return ":".join((settings.REDIS_KEY_PREFIX, *map(str, parts)))
+    return ":".join((_prefix(), *map(str, parts)))
 
 
 def _forget_pool(*, setting: str, **_: object) -> None:
     if setting == "REDIS_URL":
         get_redis.cache_clear()
+    if setting == "REDIS_KEY_PREFIX":
+        _prefix.cache_clear()
 
 
 setting_changed.connect(_forget_pool, dispatch_uid="billing_redis_pool")

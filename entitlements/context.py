@@ -35,27 +35,58 @@ from .models import Grant
 logger = logging.getLogger(__name__)
 MAX_AGE_SECONDS = 300
 
-# KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys,
-# ARGV[2] a feature whose usage counter to return too (one round trip for a whole check).
-READ = """
-local ctx = redis.call('GET', KEYS[1])
-local catalog = redis.call('GET', KEYS[2]) or '0'
-if not ctx then return false end
-local tid, tv, cv, payload = string.match(ctx, '^(%d+)|(%d+)|(%d+)|[%d.]+|(.*)$')
-if not tid then return false end
-local current = redis.call('GET', ARGV[1] .. tid) or '0'
-if current ~= tv or catalog ~= cv then return false end
-local counter = false
-if ARGV[2] ~= '' then
-  local key = cjson.decode(payload).counters[ARGV[2]]
-  if key then
-    local kind = redis.call('TYPE', key)['ok']
-    if kind == 'set' then counter = 's' .. redis.call('SCARD', key)
-    elseif kind == 'string' then counter = 'n' .. redis.call('GET', key) end
+# The cached context if both its versions are current, and the usage counter of `feature`
+# (if given) that the context names: a whole warm check in one Redis call.
+READ_CONTEXT = """
+local function read_context(ctx_key, catalog_key, version_prefix, feature)
+  local ctx = redis.call('GET', ctx_key)
+  local catalog = redis.call('GET', catalog_key) or '0'
+  if not ctx then return false end
+  local tid, tv, cv, counters = string.match(ctx, '^(%d+)|(%d+)|(%d+)|%d+|([^|]*)|')
+  if not tid then return false end
+  local current = redis.call('GET', version_prefix .. tid) or '0'
+  if current ~= tv or catalog ~= cv then return false end
+  local counter = false
+  if feature ~= '' then
+    -- the stamp lists ",feature=<kind><counter key>," (kind s: a set of distinct values,
+    -- n: a number), found without decoding the payload; a missing counter is false
+    local _, e = string.find(counters, ',' .. feature .. '=', 1, true)
+    if e then
+      local kind = string.sub(counters, e + 1, e + 1)
+      local key = string.sub(counters, e + 2, string.find(counters, ',', e + 1, true) - 1)
+      if kind == 's' then
+        if redis.call('EXISTS', key) == 1 then counter = 's' .. redis.call('SCARD', key) end
+      else
+        local value = redis.call('GET', key)
+        if value then counter = 'n' .. value end
+      end
+    end
   end
+  return {ctx, counter}
 end
-return {ctx, counter}
 """
+# KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys,
+# ARGV[2] a feature whose usage counter to return too.
+READ = (
+    READ_CONTEXT
+    + """
+return read_context(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+# The fast lane's one round trip (entitlements.fastpath): KEYS[1] the presented key's cached
+# record, KEYS[2] its rate count this minute (counted here, as the key lookup counts it),
+# KEYS[3], KEYS[4] and ARGV as READ's. Returns {key record, count, context, counter}.
+CHECK = (
+    READ_CONTEXT
+    + """
+local key = redis.call('GET', KEYS[1])
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], 61) end
+local found = read_context(KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+if not found then return {key, count, false, false} end
+return {key, count, found[1], found[2]}
+"""
+)
 READ_SHA = hashlib.sha1(READ.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
@@ -215,9 +246,9 @@ def load_context(
             )
         if prefetched:
             raw, counter = prefetched
-            valid_until, payload = raw.decode().split("|", 4)[3:]
-            if _micros(now) < int(valid_until):  # a grant expiry or period end passed: rebuild
-                return _parse(payload), _counter_value(counter)
+            context = context_from_cache(raw, now=now)
+            if context is not None:
+                return context, counter_value(counter)
         catalog_version = client.get(catalog_version_key()) or b"0"
     except redis.RedisError:
         client, catalog_version = None, b"0"
@@ -234,12 +265,28 @@ def load_context(
     context, valid_until = build_context(tenant, now=now)
     if client is not None:
         ttl = max(1, int((valid_until - now).total_seconds()))
-        stamp = f"{tenant.pk}|{int(tenant_version)}|{int(catalog_version)}|{_micros(valid_until)}|"
+        counters = "".join(
+            f"{feature}={'s' if context.features[feature].aggregation == 'unique_count' else 'n'}{key},"
+            for feature, key in context.counters.items()
+        )
+        stamp = f"{tenant.pk}|{int(tenant_version)}|{int(catalog_version)}|{_micros(valid_until)}|,{counters}|"
         try:
             client.set(_cache_key(external_id), stamp + context.to_json(), ex=ttl)
         except redis.RedisError:
             logger.warning("entitlements.context_cache_unreachable")
     return context, None
+
+
+def context_from_cache(raw: bytes, *, now: datetime) -> Context | None:
+    """The context a current cache entry holds, or None once an instant that changes the
+    answer by itself (a grant's expiry, the period's end, a dunning grace) has passed."""
+    valid_until, _, payload = raw.decode().split("|", 5)[3:]
+    return _parse(payload) if _micros(now) < int(valid_until) else None
+
+
+def cached_until(raw: bytes) -> int:
+    """Until when (epoch microseconds) a cache entry holds by itself."""
+    return int(raw.split(b"|", 4)[3])
 
 
 def _micros(at: datetime) -> int:
@@ -248,19 +295,24 @@ def _micros(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _counter_value(raw: bytes | None) -> Decimal | None:
+def counter_value(raw: bytes | None) -> Decimal | None:
     if not raw:
         return None
     text = raw.decode()
     return Decimal(text[1:]) if text[0] == "s" else Decimal(int(text[1:])) / MICRO
 
 
-_scripts: dict[int, Any] = {}
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def registered(client: redis.Redis, source: str) -> Any:
+    """A script registered once per connection pool (EVALSHA: the source is not resent;
+    after a Redis restart the first call loads it again)."""
+    script = _scripts.get((id(client), source))
+    if script is None:
+        script = _scripts[(id(client), source)] = client.register_script(source)
+    return script
 
 
 def _read_script(client: redis.Redis) -> Any:
-    """READ registered once per connection pool (EVALSHA: the script is not resent)."""
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(READ)
-    return script
+    return registered(client, READ)

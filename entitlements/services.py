@@ -64,7 +64,7 @@ def _decide(
 ) -> Decision:
     used = counter if cached else None
     sub = ctx.subscription
-    if used is None and terms.metered and terms.enabled and sub is not None and terms.metric_id is not None:
+    if used is None and _counts_usage(ctx, terms) and sub is not None and terms.metric_id is not None:
         used = period_usage(
             tenant_id=ctx.tenant_id,
             metric=MeteredMetric(terms.metric_id, terms.aggregation or "sum", terms.unique_property),
@@ -73,6 +73,23 @@ def _decide(
             use_cache=cached,
         )
     return evaluate(terms, state=sub, used=used, quantity=quantity, now=now, dunning_grace=dunning_grace())
+
+
+def _counts_usage(ctx: Context, terms: FeatureTerms) -> bool:
+    """Whether the answer needs the period's usage of the feature."""
+    return terms.metered and terms.enabled and ctx.subscription is not None and terms.metric_id is not None
+
+
+def entitlement_answer_cached(
+    *, ctx: Context, feature: str, quantity: Decimal, counter: Decimal | None, now: datetime
+) -> dict[str, Any] | None:
+    """The check's answer from a cached context and usage counter alone, or None when they
+    do not settle it (an unknown feature, a usage counter not in Redis): the caller then
+    asks entitlement_check, which has the errors and PostgreSQL."""
+    terms = ctx.features.get(feature)
+    if terms is None or (counter is None and _counts_usage(ctx, terms)):
+        return None
+    return answer(ctx, terms, _decide(ctx, terms, quantity, now, cached=True, counter=counter))
 
 
 def _context(
