@@ -7,10 +7,16 @@ has a PostgreSQL fallback or fails open (rate limits) when it is unreachable.
 from __future__ import annotations
 
 import functools
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
 
+import hiredis
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.connection import parse_url
 
 
 @functools.cache
@@ -33,9 +39,75 @@ def rkey(*parts: object) -> str:
     return ":".join((_prefix(), *map(str, parts)))
 
 
+class Wire:
+    """One plain RESP connection per process for the single hottest call, the entitlement
+    check's EVALSHA: redis-py's command machinery costs as much as the round trip itself.
+    Any trouble raises (and the connection is dropped, to reconnect on the next call); the
+    caller then falls back to redis-py's path. Error replies (NOSCRIPT…) raise ReplyError."""
+
+    def __init__(self, url: str) -> None:
+        self.options = parse_url(url)  # type: ignore[no-untyped-call]
+        self.sock: socket.socket | None = None
+        self.pid = 0
+
+    def _connect(self) -> socket.socket:
+        path = self.options.get("path")
+        if path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = path
+        else:
+            where = (self.options.get("host", "localhost"), self.options.get("port", 6379))
+            sock = socket.create_connection(where, timeout=0.25)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            address = None
+        sock.settimeout(0.25)
+        if address is not None:
+            sock.connect(address)
+        self.sock, self.pid, self.reader = sock, os.getpid(), hiredis.Reader()
+        password, username = self.options.get("password"), self.options.get("username")
+        if password:
+            self._roundtrip(sock, ("AUTH", username, password) if username else ("AUTH", password))
+        if self.options.get("db"):
+            self._roundtrip(sock, ("SELECT", self.options["db"]))
+        return sock
+
+    def call(self, *args: Any) -> Any:
+        sock = self.sock if self.sock is not None and self.pid == os.getpid() else self._connect()  # forks reconnect
+        try:
+            return self._roundtrip(sock, args)
+        except BaseException:
+            self.close()
+            raise
+
+    def _roundtrip(self, sock: socket.socket, args: Iterable[Any]) -> Any:
+        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts))
+        while True:
+            reply = self.reader.gets()
+            if reply is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise reply
+                return reply
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            self.reader.feed(chunk)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+
+@functools.cache
+def get_wire() -> Wire:
+    return Wire(settings.REDIS_URL)
+
+
 def _forget_pool(*, setting: str, **_: object) -> None:
     if setting == "REDIS_URL":
         get_redis.cache_clear()
+        get_wire.cache_clear()
     if setting == "REDIS_KEY_PREFIX":
         _prefix.cache_clear()
 

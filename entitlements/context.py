@@ -87,6 +87,7 @@ if not found then return {key, count, false, false} end
 return {key, count, found[1], found[2]}
 """
 )
+CHECK_SHA = hashlib.sha1(CHECK.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 READ_SHA = hashlib.sha1(READ.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import hiredis
 from prometheus_client import Counter
 
 from billing_project.api_auth import authorize, over_rate
@@ -35,10 +36,10 @@ from billing_project.api_keys import is_tombstone, key_cache_keys, principal_fro
 from billing_project.cache import catalog_version_key, tenant_version_prefix
 from billing_project.observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
 from billing_project.parsers import loads
-from billing_project.redis_client import get_redis
+from billing_project.redis_client import get_redis, get_wire
 
 from .api import EntitlementCheckApi, quantity_of
-from .context import CHECK, _cache_key, _micros, cached_until, context_from_cache, counter_value, registered
+from .context import CHECK, CHECK_SHA, _cache_key, _micros, cached_until, context_from_cache, counter_value, registered
 from .services import entitlement_answer_cached
 
 CHECK_PATH = "/api/v1/entitlements/check"
@@ -85,10 +86,13 @@ def _answer(environ: dict[str, Any]) -> bytes | None:
         return None
     asked = quantity_of(quantity)
     key_record, rate_count = key_cache_keys(token.strip())
-    found = registered(get_redis(), CHECK)(
-        keys=[key_record, rate_count, _cache_key(tenant), catalog_version_key()],
-        args=[tenant_version_prefix(), feature],
-    )
+    keys = (key_record, rate_count, _cache_key(tenant), catalog_version_key())
+    try:
+        found = get_wire().call("EVALSHA", CHECK_SHA, 4, *keys, tenant_version_prefix(), feature)
+    except hiredis.ReplyError as exc:
+        if str(exc).startswith("NOSCRIPT"):  # Redis restarted: load the script for the next check
+            registered(get_redis(), CHECK)(keys=keys, args=[tenant_version_prefix(), feature])
+        return None
     record, count, cached, counter = found
     if not record or is_tombstone(record) or not cached:
         return None

@@ -1,0 +1,52 @@
+"""The plain RESP connection behind the entitlement check's fast lane: it speaks to the
+configured Redis (database included), raises on error replies and lost connections, and
+reconnects on the next call."""
+
+from __future__ import annotations
+
+import hiredis
+import pytest
+import redis
+from django.conf import settings
+
+from billing_project.redis_client import Wire, get_redis, rkey
+
+
+def test_a_call_and_its_reply():
+    wire = Wire(settings.REDIS_URL)
+    key = rkey("wire-test")
+    assert wire.call("SET", key, "v") == b"OK"
+    assert wire.call("GET", key) == b"v"
+    assert wire.call("INCR", rkey("wire-count")) == 1
+    assert get_redis().get(key) == b"v"  # the same server and database as redis-py's
+
+
+def test_it_selects_the_database_of_its_url():
+    url = settings.REDIS_URL  # unix://…?db=N (embedded) or redis://host:port/N
+    other = url.split("?db=")[0] + "?db=2" if "?db=" in url else url.rsplit("/", 1)[0] + "/2"
+    key = rkey("wire-db")
+    Wire(other).call("SET", key, "in db 2")
+    try:
+        assert redis.Redis.from_url(other).get(key) == b"in db 2"
+        assert get_redis().get(key) is None
+    finally:
+        redis.Redis.from_url(other).delete(key)
+
+
+def test_an_error_reply_raises():
+    with pytest.raises(hiredis.ReplyError, match="NOSCRIPT"):
+        Wire(settings.REDIS_URL).call("EVALSHA", "0" * 40, 0)
+
+
+def test_a_lost_connection_raises_once_then_reconnects():
+    wire = Wire(settings.REDIS_URL)
+    client_id = wire.call("CLIENT", "ID")
+    get_redis().client_kill_filter(_id=client_id)
+    with pytest.raises((OSError, ConnectionError)):
+        wire.call("PING")
+    assert wire.call("PING") == b"PONG"
+
+
+def test_an_unreachable_redis_raises_quickly():
+    with pytest.raises(ConnectionRefusedError):
+        Wire("redis://127.0.0.1:1/0").call("PING")
