@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +47,7 @@ class Wire:
     caller then falls back to redis-py's path. Error replies (NOSCRIPT…) raise ReplyError."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
         self.options = parse_url(url)  # type: ignore[no-untyped-call]
         self.sock: socket.socket | None = None
         self.pid = 0
@@ -99,15 +101,21 @@ class Wire:
         self.sock = None
 
 
-@functools.cache
+_wires = threading.local()
+
+
 def get_wire() -> Wire:
-    return Wire(settings.REDIS_URL)
+    """This thread's connection: one socket must never carry two threads' calls at once
+    (under threaded workers a reply could reach the wrong request)."""
+    wire: Wire | None = getattr(_wires, "wire", None)
+    if wire is None or wire.url != settings.REDIS_URL:
+        wire = _wires.wire = Wire(settings.REDIS_URL)
+    return wire
 
 
 def _forget_pool(*, setting: str, **_: object) -> None:
     if setting == "REDIS_URL":
         get_redis.cache_clear()
-        get_wire.cache_clear()
     if setting == "REDIS_KEY_PREFIX":
         _prefix.cache_clear()
 

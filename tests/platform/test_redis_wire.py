@@ -50,3 +50,17 @@ def test_a_lost_connection_raises_once_then_reconnects():
 def test_an_unreachable_redis_raises_quickly():
     with pytest.raises(ConnectionRefusedError):
         Wire("redis://127.0.0.1:1/0").call("PING")
+
+
+def test_each_thread_has_its_own_connection():
+    import threading
+
+    from billing_project.redis_client import get_wire
+
+    mine = get_wire()
+    assert get_wire() is mine
+    theirs: list[object] = []
+    thread = threading.Thread(target=lambda: theirs.append(get_wire()))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine
