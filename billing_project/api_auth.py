@@ -33,6 +33,8 @@ from .api_keys import ApiPrincipal, AuthenticationError, api_key_authenticate
 from .observability import principal_var
 
 logger = logging.getLogger(__name__)
+#: WSGI environ key: this request's rate count, already taken (entitlements.fastpath)
+RATE_COUNTED = "billing.rate_counted"
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -47,8 +49,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         view = (getattr(request, "parser_context", None) or {}).get("view")
         hook = getattr(view, "redis_prefetch", None)
         prefetch = hook(request._request) if hook is not None else None
+        counted = request._request.META.get(RATE_COUNTED)  # set by the fast lane when it passes a request on
         try:
-            principal = api_key_authenticate(raw_key=token, prefetch=prefetch)
+            principal = api_key_authenticate(raw_key=token, prefetch=prefetch, counted=counted)
         except AuthenticationError as exc:
             raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
         principal_var.set(principal.label())

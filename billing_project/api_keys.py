@@ -182,7 +182,9 @@ def _forget(digest: str) -> None:
         logger.warning("api_key.update.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
 
-def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None) -> ApiPrincipal:
+def api_key_authenticate(
+    *, raw_key: str, prefetch: Prefetch | None = None, counted: int | None = None
+) -> ApiPrincipal:
     """The principal behind a presented key, or AuthenticationError (401).
 
     `prefetch` lets a hot view queue its own Redis reads into the same round trip (the
@@ -196,14 +198,19 @@ def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None) -> A
     try:
         # one round trip: the cached key, this minute's request count (the rate limit)
         # and whatever the view prefetches
+        # (`counted`: the fast lane counted this request already, then passed it on)
         rate_key = rate_key_for(digest)
         pipe = client.pipeline(transaction=False)  # type: ignore[union-attr]
         pipe.get(rkey("apikey", digest))
-        pipe.incr(rate_key)
-        pipe.expire(rate_key, 61)
+        if counted is None:
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, 61)
         if prefetch is not None:
             prefetch(pipe)
-        cached, count, _, *rest = pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+        cached, count, rest = (
+            (replies[0], replies[1], replies[3:]) if counted is None else (replies[0], counted, replies[1:])
+        )
         if isinstance(cached, Exception) or isinstance(count, Exception):
             raise redis.RedisError("key lookup failed")
         prefetched = tuple(rest) if rest else None
@@ -240,6 +247,12 @@ def principal_from_cache(raw: bytes) -> ApiPrincipal:
             _principals.clear()
         principal = _principals[raw] = ApiPrincipal.from_json(raw)
     return principal
+
+
+def record_key_use(principal: ApiPrincipal) -> None:
+    """Note a use of the key (at most once a minute): for callers that authenticate from
+    the cache themselves (entitlements.fastpath)."""
+    _touch(principal.key_id, get_redis())
 
 
 def key_cache_keys(raw_key: str) -> tuple[str, str]:

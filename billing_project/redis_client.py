@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +18,7 @@ import hiredis
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 
 
 @functools.cache
@@ -53,29 +54,38 @@ class Wire:
         self.pid = 0
 
     def _connect(self) -> socket.socket:
+        """A connected, authenticated socket on the right database, or an exception and
+        nothing kept: a half-set-up connection would answer the next call with a late reply."""
         path = self.options.get("path")
+        host = self.options.get("host", "localhost")
         if path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: Any = path
         else:
-            where = (self.options.get("host", "localhost"), self.options.get("port", 6379))
-            sock = socket.create_connection(where, timeout=0.25)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            address = None
-        sock.settimeout(0.25)
-        if address is not None:
-            sock.connect(address)
-        self.sock, self.pid, self.reader = sock, os.getpid(), hiredis.Reader()
-        password, username = self.options.get("password"), self.options.get("username")
-        if password:
-            self._roundtrip(sock, ("AUTH", username, password) if username else ("AUTH", password))
-        if self.options.get("db"):
-            self._roundtrip(sock, ("SELECT", self.options["db"]))
+            sock = socket.create_connection((host, self.options.get("port", 6379)), timeout=0.25)
+        try:
+            sock.settimeout(0.25)
+            if path:
+                sock.connect(path)
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.options.get("connection_class") is SSLConnection:  # rediss://
+                    sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            self.reader = hiredis.Reader()
+            password, username = self.options.get("password"), self.options.get("username")
+            if password:
+                self._roundtrip(sock, ("AUTH", username, password) if username else ("AUTH", password))
+            if self.options.get("db"):
+                self._roundtrip(sock, ("SELECT", self.options["db"]))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self.pid = sock, os.getpid()
         return sock
 
     def call(self, *args: Any) -> Any:
-        sock = self.sock if self.sock is not None and self.pid == os.getpid() else self._connect()  # forks reconnect
         try:
+            usable = self.sock is not None and self.pid == os.getpid()  # a forked child connects anew
+            sock = self.sock if usable and self.sock is not None else self._connect()
             return self._roundtrip(sock, args)
         except BaseException:
             self.close()

@@ -75,7 +75,8 @@ return read_context(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 )
 # The fast lane's one round trip (entitlements.fastpath): KEYS[1] the presented key's cached
 # record, KEYS[2] its rate count this minute (counted here, as the key lookup counts it),
-# KEYS[3], KEYS[4] and ARGV as READ's. Returns {key record, count, context, counter}.
+# KEYS[3], KEYS[4] and ARGV as READ's. Returns {KEYS[1], key record, count, context, counter}:
+# the echoed key binds the reply to the request that asked.
 CHECK = (
     READ_CONTEXT
     + """
@@ -83,8 +84,8 @@ local key = redis.call('GET', KEYS[1])
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], 61) end
 local found = read_context(KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-if not found then return {key, count, false, false} end
-return {key, count, found[1], found[2]}
+if not found then return {KEYS[1], key, count, false, false} end
+return {KEYS[1], key, count, found[1], found[2]}
 """
 )
 CHECK_SHA = hashlib.sha1(CHECK.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1

@@ -29,21 +29,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import hiredis
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from prometheus_client import Counter
+from rest_framework.exceptions import APIException
 
-from billing_project.api_auth import authorize, over_rate
-from billing_project.api_keys import is_tombstone, key_cache_keys, principal_from_cache
+from billing_project.api_auth import RATE_COUNTED, authorize, over_rate
+from billing_project.api_keys import is_tombstone, key_cache_keys, principal_from_cache, record_key_use
 from billing_project.cache import catalog_version_key, tenant_version_prefix
+from billing_project.errors import BillingError
 from billing_project.observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
 from billing_project.parsers import loads
 from billing_project.redis_client import get_redis, get_wire
 
 from .api import EntitlementCheckApi, quantity_of
-from .context import CHECK, CHECK_SHA, _cache_key, _micros, cached_until, context_from_cache, counter_value, registered
+from .context import CHECK, CHECK_SHA, _cache_key, _micros, cached_until, context_from_cache, counter_value
 from .services import entitlement_answer_cached
 
 CHECK_PATH = "/api/v1/entitlements/check"
 ROUTE = "api/v1/entitlements/check"  # the metrics label the Django view reports under
+CHECK_FIELDS = frozenset({"tenant", "feature", "quantity"})
 MAX_BODY = 4096  # a check is a few dozen bytes; anything bigger takes the full path
 HEADERS = [  # what Django's middleware adds to the view's answer
     ("Content-Type", "application/json"),
@@ -67,6 +72,8 @@ _answers: dict[tuple[bytes, str, str, bytes | None], bytes] = {}
 
 def _answer(environ: dict[str, Any]) -> bytes | None:
     """The JSON answer to a warm check, or None to let the Django view answer."""
+    if environ.get("QUERY_STRING") or not _host_allowed(environ):
+        return None  # the view names query-string tenants and answers DisallowedHost
     if (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower() != "application/json":
         return None
     try:
@@ -79,21 +86,26 @@ def _answer(environ: dict[str, Any]) -> bytes | None:
     environ["wsgi.input"] = io.BytesIO(body)  # the Django view reads it again if we pass
     scheme, _, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
     data = loads(body)
-    if scheme.lower() != "bearer" or not token.strip() or not isinstance(data, dict):
-        return None
+    if scheme.lower() != "bearer" or not token.strip() or not isinstance(data, dict) or set(data) - CHECK_FIELDS:
+        return None  # any other field (an `events` list names tenants too): the view decides
     tenant, feature, quantity = data.get("tenant"), data.get("feature"), data.get("quantity", "1")
     if not isinstance(tenant, str) or not isinstance(feature, str) or not tenant or not feature:
         return None
     asked = quantity_of(quantity)
     key_record, rate_count = key_cache_keys(token.strip())
     keys = (key_record, rate_count, _cache_key(tenant), catalog_version_key())
+    wire = get_wire()
     try:
-        found = get_wire().call("EVALSHA", CHECK_SHA, 4, *keys, tenant_version_prefix(), feature)
+        found = wire.call("EVALSHA", CHECK_SHA, 4, *keys, tenant_version_prefix(), feature)
     except hiredis.ReplyError as exc:
-        if str(exc).startswith("NOSCRIPT"):  # Redis restarted: load the script for the next check
-            registered(get_redis(), CHECK)(keys=keys, args=[tenant_version_prefix(), feature])
+        if str(exc).startswith("NOSCRIPT"):  # Redis restarted: load (not run) the script for the next check
+            get_redis().script_load(CHECK)
         return None
-    record, count, cached, counter = found
+    if not isinstance(found, list) or len(found) != 5 or found[0] != key_record.encode():
+        wire.close()  # not the reply to this request: never act on it
+        raise RuntimeError(f"unexpected reply from Redis: {found!r:.80}")
+    _, record, count, cached, counter = found
+    environ[RATE_COUNTED] = count  # counted: if the view answers after all, it does not count again
     if not record or is_tombstone(record) or not cached:
         return None
     principal = principal_from_cache(record)
@@ -101,6 +113,7 @@ def _answer(environ: dict[str, Any]) -> bytes | None:
     authorize(principal, EntitlementCheckApi, "POST", lambda: {tenant})
     if over_rate(principal, count):
         return None
+    record_key_use(principal)
     now = datetime.now(UTC)  # timezone.now() with USE_TZ, without a settings lookup per check
     memo = (cached, feature, str(quantity), counter)
     answer = _answers.get(memo)
@@ -121,6 +134,23 @@ def _answer(environ: dict[str, Any]) -> bytes | None:
     return answer
 
 
+def _host_allowed(environ: dict[str, Any]) -> bool:
+    domain, _ = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or "")
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+_last_failure_logged = 0.0
+
+
+def _log_failure(exc: Exception) -> None:
+    """Log what made the fast lane give up, at most once a minute per process (a Redis
+    outage would otherwise log every check)."""
+    global _last_failure_logged
+    if time.monotonic() - _last_failure_logged >= 60:
+        _last_failure_logged = time.monotonic()
+        logger.error("entitlements.fastpath_failed", exc_info=exc)
+
+
 class EntitlementCheckFastPath:
     """Wraps the project's WSGI application (billing_project/wsgi.py)."""
 
@@ -137,7 +167,10 @@ class EntitlementCheckFastPath:
         try:
             try:
                 answer = _answer(environ)
-            except Exception:  # every doubt is the Django view's to answer, errors included
+            except (APIException, BillingError, ValueError):  # a refusal or bad input: the view says which
+                answer = None
+            except Exception as exc:  # every doubt is the Django view's to answer, but never silently
+                _log_failure(exc)
                 answer = None
             if answer is None:
                 _DJANGO.inc()

@@ -67,7 +67,11 @@ def served(
         request_finished.connect(close_old_connections)
     after = lanes()
     lane = "fast" if after.get("fast", 0) > before.get("fast", 0) else "django"
-    return started["status"], started["headers"], json.loads(content), lane
+    try:
+        parsed: Any = json.loads(content)
+    except ValueError:  # Django's own 400 page for a disallowed host is not JSON
+        parsed = content.decode()
+    return started["status"], started["headers"], parsed, lane
 
 
 def via_view(api: Any, body: Any, key: Any) -> tuple[int, Any]:
