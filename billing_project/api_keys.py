@@ -182,9 +182,7 @@ def _forget(digest: str) -> None:
         logger.warning("api_key.update.cache_unreachable", extra={"hash_prefix": digest[:8]})
 
 
-def api_key_authenticate(
-    *, raw_key: str, prefetch: Prefetch | None = None, counted: int | None = None
-) -> ApiPrincipal:
+def api_key_authenticate(*, raw_key: str, prefetch: Prefetch | None = None, counted: int | None = None) -> ApiPrincipal:
     """The principal behind a presented key, or AuthenticationError (401).
 
     `prefetch` lets a hot view queue its own Redis reads into the same round trip (the
