@@ -377,8 +377,9 @@ def localstripe(settings, monkeypatch):
     import time
 
     python = os.environ.get("LOCALSTRIPE_PYTHON", "")
-    if not python or not Path(python).exists():
-        pytest.skip("set LOCALSTRIPE_PYTHON to an interpreter with localstripe installed")
+    if not python:  # a bare `pytest` run; `make test` (and so CI) always sets it
+        pytest.skip("set LOCALSTRIPE_PYTHON to an interpreter with localstripe installed (make test does)")
+    assert Path(python).exists(), f"LOCALSTRIPE_PYTHON={python} does not exist"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
