@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -18,9 +19,18 @@ from .test_fastpath import CHECKS, bound, served, via_view, warm
 pytestmark = [pytest.mark.django_db]
 
 
-def _proxy_delaying_first_select(target: tuple[str, int], delay: float) -> tuple[str, int]:
-    """A TCP proxy to Redis that holds back the reply to the first connection's opening
-    command (SELECT when the URL names a database, else the first call) for `delay` seconds:
+def _upstream(opts: dict[str, Any]) -> socket.socket:
+    """A connection to the suite's Redis: its unix socket (embedded) or host and port."""
+    if opts.get("path"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(opts["path"])
+        return sock
+    return socket.create_connection((opts["host"], opts["port"]))
+
+
+def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[str, int]:
+    """A TCP proxy in front of the suite's Redis that holds back the reply to the first
+    connection's opening command (SELECT when the URL names a database, else the first call) for `delay` seconds:
     a slow Redis or network. Everything after passes straight through."""
     once = threading.Event()
     listener = socket.socket()
@@ -40,7 +50,7 @@ def _proxy_delaying_first_select(target: tuple[str, int], delay: float) -> tuple
     def serve() -> None:
         while True:
             client, _ = listener.accept()
-            upstream = socket.create_connection(target)
+            upstream = _upstream(opts)
             first = client.recv(65536)
             delayed = not once.is_set()
             once.set()
@@ -57,10 +67,7 @@ def _proxy_delaying_first_select(target: tuple[str, int], delay: float) -> tuple
 def test_a_timeout_while_connecting_leaves_nothing_out_of_step():
     """A late reply to SELECT must not answer a later command: the half-set-up connection
     is dropped, and the next call connects anew."""
-    opts = Wire(settings.REDIS_URL).options
-    if opts.get("path"):
-        pytest.skip("needs a TCP Redis URL (the proxy is TCP)")
-    host, port = _proxy_delaying_first_select((opts["host"], opts["port"]), 0.5)
+    host, port = _proxy_delaying_first_select(Wire(settings.REDIS_URL).options, 0.5)
     wire = Wire(f"redis://{host}:{port}/1")  # a database to SELECT: the connection's set-up is what is late
     with pytest.raises(TimeoutError):
         wire.call("PING")  # SELECT's reply is late: a timeout while connecting
@@ -75,12 +82,10 @@ def test_after_a_connect_timeout_no_request_is_decided_on_another_requests_reply
     """End to end: a key without the scope must get the view's 403 whatever happened to
     the fast lane's connection before (each reply echoes the key it was asked about)."""
     opts = Wire(settings.REDIS_URL).options
-    if opts.get("path"):
-        pytest.skip("needs a TCP Redis URL (the proxy is TCP)")
     warm(reader, CHECKS[0])
     victim = make_key("service", scopes=["usage:write"])  # no entitlements:read at all
     assert served(CHECKS[0], key=victim)[0] == 403
-    host, port = _proxy_delaying_first_select((opts["host"], opts["port"]), 0.5)
+    host, port = _proxy_delaying_first_select(opts, 0.5)
     settings.REDIS_URL = f"redis://{host}:{port}/{opts.get('db', 0)}"
     get_wire().close()
     # 1: the fast lane's first reply is late: it times out, and the view answers

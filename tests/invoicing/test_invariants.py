@@ -18,6 +18,7 @@ from invoicing.services import invoice_finalize, invoice_mark_paid
 from plans.services import catalog_import, catalog_validate
 from subscriptions.services import tenant_upsert
 from tests.plans.factories import demo
+from tests.subscriptions.test_races import race
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -32,6 +33,17 @@ def draft(tenant, amount="10.00"):
     invoice = Invoice.objects.create(tenant=tenant, currency="USD", period_start=T, period_end=T)
     InvoiceLine.objects.create(invoice=invoice, position=1, kind="base_fee", description="fee", amount=Decimal(amount))
     return invoice
+
+
+def drafts_taker(pks):
+    """Hands each racer the next draft (None when none is left), one at a time."""
+    lock, pending = threading.Lock(), list(pks)
+
+    def take():
+        with lock:
+            return pending.pop() if pending else None
+
+    return take
 
 
 def refused(sql, params=()):
@@ -85,30 +97,13 @@ def test_fifty_concurrent_finalizations_take_fifty_consecutive_numbers(acme):
 
     with pytest.raises(RuntimeError):
         finalize_then_fail()
-    pending = list(drafts)
-    lock = threading.Lock()
-    barrier = threading.Barrier(10)
-    errors: list[BaseException] = []
+    take = drafts_taker(drafts)
 
-    def worker() -> None:
-        try:
-            barrier.wait(10)
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    pk = pending.pop()
-                invoice_finalize(invoice_id=pk)
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
+    def finalize_until_none_left() -> None:
+        while (pk := take()) is not None:
+            invoice_finalize(invoice_id=pk)
 
-    threads = [threading.Thread(target=worker) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _, errors = race(finalize_until_none_left, 10)
     assert errors == []
     numbers = sorted(str(n) for n in Invoice.objects.exclude(number=None).values_list("number", flat=True))
     assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 51)]
@@ -142,24 +137,8 @@ def test_credit_covers_an_invoice_at_most_and_never_goes_negative(acme):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_finalizations_share_the_credit_without_overdrawing(acme):
     credit_grant(tenant=acme, amount=Money(Decimal("25.00"), "USD"), reason="outage", actor="staff:ann")
-    drafts = [draft(acme).pk for _ in range(6)]
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
-
-    def finalize(pk: int) -> None:
-        try:
-            barrier.wait(10)
-            invoice_finalize(invoice_id=pk)
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=finalize, args=(pk,)) for pk in drafts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    take = drafts_taker([draft(acme).pk for _ in range(6)])
+    _, errors = race(lambda: invoice_finalize(invoice_id=take()), 6)  # one draft each
     assert errors == []
     assert credit_balance(tenant=acme, currency="USD") == 0
     applied = sorted(Invoice.objects.values_list("credit_applied", flat=True))
@@ -241,24 +220,7 @@ def test_four_period_closes_at_once_make_one_invoice_per_boundary(acme):
         sub = subscription_create(tenant=tenant, plan_code="pro", actor="t", at=T)
         subscription_roll(subscription_id=sub.pk, at=datetime(2026, 3, 20, tzinfo=UTC))  # 3 boundaries each
     later = datetime(2026, 4, 1, tzinfo=UTC)
-    barrier = threading.Barrier(4)
-    made: list[int] = []
-    errors: list[BaseException] = []
-
-    def close() -> None:
-        try:
-            barrier.wait(10)
-            made.append(invoices_close_due(now=later))
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=close) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    made, errors = race(lambda: invoices_close_due(now=later), 4)
     assert errors == []
     assert sum(made) == 9
     assert Invoice.objects.count() == 9
