@@ -7,12 +7,45 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import time_machine
 from rest_framework.test import APIClient
 
 from billing_project.api_keys import api_key_create
 from billing_project.models import ApiKey
 from billing_project.redis_client import get_redis
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+from tests.clock import NOW, SHIFTED_TO
+
+_shifted: time_machine.travel | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """BILLING_TEST_CLOCK moves the whole process (ticking) before any test module is
+    imported; tests that set their own clock nest inside it (tests/clock.py)."""
+    global _shifted
+    if SHIFTED_TO is not None and _shifted is None:
+        _shifted = time_machine.travel(SHIFTED_TO, tick=True)
+        _shifted.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _shifted
+    if _shifted is not None:
+        _shifted.stop()
+        _shifted = None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    process = f"shifted to {SHIFTED_TO.isoformat()}" if SHIFTED_TO else "real"
+    return f"clock: {process}; the clock fixture freezes at {NOW.isoformat()}"
+
+
+@pytest.fixture
+def clock() -> Iterator[time_machine.Coordinates]:
+    """The clock frozen at tests/clock.NOW; `clock.shift(timedelta)` / `clock.move_to(at)`
+    move it. Anything a test expects of periods, numbers or windows is computed from NOW."""
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
 
 
 @dataclass
