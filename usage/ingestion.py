@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -86,6 +87,15 @@ class _Tenant:
     id: int
     period_start: datetime | None = None
     period_end: datetime | None = None
+
+
+def oldest_accepted(now: datetime) -> datetime:
+    """The oldest `occurred_at` accepted at `now`: the edge of the period close's
+    re-pricing window (it re-prices usage periods with `period_end >= now -
+    LATE_USAGE_WINDOW_DAYS`). Inclusive, as that comparison is: an event at the edge lies
+    in a period that ends after it, so inside the window at the instant it is accepted;
+    anything older lies in a period the close may already have stopped looking at."""
+    return now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
 
 
 def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = MAX_KEY) -> str:
@@ -189,6 +199,16 @@ def _validate(
                 "occurred_at_in_future",
                 "`occurred_at` is more than 5 minutes in the future.",
                 {"occurred_at": occurred_at.isoformat()},
+            )
+        oldest = oldest_accepted(now)
+        if occurred_at < oldest:
+            days = settings.LATE_USAGE_WINDOW_DAYS
+            raise Rejected(
+                400,
+                "occurred_at_too_old",
+                f"`occurred_at` is more than {days} days ago (LATE_USAGE_WINDOW_DAYS): usage that old is past "
+                f"re-pricing and could never be billed. The oldest instant accepted now is {oldest.isoformat()}.",
+                {"occurred_at": occurred_at.isoformat(), "oldest_accepted": oldest.isoformat(), "window_days": days},
             )
     tenant = tenants[tenant_name]
     tenant_id, period_start = tenant.id, tenant.period_start

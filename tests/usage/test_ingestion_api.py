@@ -6,12 +6,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import DatabaseError, transaction
 
 from usage.models import UsageEvent
 
 pytestmark = [pytest.mark.django_db]
 URL = "/api/v1/usage/events"
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # the events below happen on this day
+
+
+@pytest.fixture(autouse=True)
+def _clock():
+    # a fixed clock: whether an event is in the future or too old must not depend on the day the suite runs
+    with time_machine.travel(NOW, tick=False):
+        yield
 
 
 def event(**overrides):
@@ -227,3 +236,44 @@ def test_a_subscribed_tenants_batch_keeps_every_key(api, reporter):
     batch = {"events": [event(idempotency_key=f"k{i}", occurred_at=None) for i in range(4)]}
     assert send(api, reporter, batch).json()["accepted"] == 4
     assert UsageEvent.objects.count() == 4
+
+
+class TestTooOld:
+    """An event older than the re-pricing window could never be billed: it is refused,
+    never accepted and dropped. The window is inclusive at its edge, as the period close's
+    `period_end >= now - LATE_USAGE_WINDOW_DAYS` is."""
+
+    def test_an_event_older_than_the_window_is_400_and_not_stored(self, api, reporter, settings):
+        settings.LATE_USAGE_WINDOW_DAYS = 90
+        edge = NOW - timedelta(days=90)
+        response = send(api, reporter, event(occurred_at=(edge - timedelta(microseconds=1)).isoformat()))
+        assert code(response, 400) == "occurred_at_too_old"
+        error = response.json()["error"]
+        assert error["details"] == {
+            "occurred_at": "2026-08-27T11:59:59.999999+00:00",
+            "oldest_accepted": "2026-08-27T12:00:00+00:00",
+            "window_days": 90,
+        }
+        assert "90 days" in error["message"]
+        assert not UsageEvent.objects.exists()
+
+    def test_an_event_at_the_edge_of_the_window_is_accepted(self, api, reporter, settings):
+        settings.LATE_USAGE_WINDOW_DAYS = 90
+        edge = (NOW - timedelta(days=90)).isoformat()
+        assert send(api, reporter, event(occurred_at=edge)).status_code == 201
+
+    def test_the_window_is_the_setting(self, api, reporter, settings):
+        settings.LATE_USAGE_WINDOW_DAYS = 10
+        eleven_days = (NOW - timedelta(days=11)).isoformat()
+        assert code(send(api, reporter, event(occurred_at=eleven_days)), 400) == "occurred_at_too_old"
+        nine_days = (NOW - timedelta(days=9)).isoformat()
+        assert send(api, reporter, event(occurred_at=nine_days, idempotency_key="k2")).status_code == 201
+
+    def test_in_a_batch_it_is_one_rejected_result(self, api, reporter, settings):
+        settings.LATE_USAGE_WINDOW_DAYS = 90
+        old = (NOW - timedelta(days=91)).isoformat()
+        batch = {"events": [event(idempotency_key="a"), event(idempotency_key="b", occurred_at=old)]}
+        body = send(api, reporter, batch).json()
+        assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+        assert body["results"][1]["error"]["code"] == "occurred_at_too_old"
+        assert UsageEvent.objects.count() == 1
