@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditlog.admin import LogEntryAdmin
+from auditlog.models import LogEntry
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -12,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from .api_keys import CreatedKey, api_key_create, api_key_revoke, api_key_update_limits
+from .audit import api_actor_of
 from .models import ApiKey, TaskFailure
 from .scopes import ALL_SCOPES
 from .services import task_failure_resolve
@@ -175,3 +178,17 @@ class TaskFailureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def mark_resolved(self, request: HttpRequest, queryset: QuerySet[TaskFailure]) -> None:
         for failure in queryset:
             task_failure_resolve(failure=failure, note=failure.resolution_note)
+
+
+# The audit log: django-auditlog's own page, with the API key as the actor of changes
+# made through the API (billing_project.audit.api_actor); "system" only where no one is named.
+admin.site.unregister(LogEntry)
+
+
+@admin.register(LogEntry)
+class BillingLogEntryAdmin(LogEntryAdmin):  # type: ignore[misc]
+    @admin.display(description="Actor")
+    def user_url(self, obj: LogEntry) -> str:
+        if obj.actor is None and (key := api_actor_of(obj)) is not None:
+            return f"API key {key}"
+        return str(super().user_url(obj))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from auditlog.context import set_actor
+from auditlog.context import set_actor, set_extra_data
+from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
+from .api_keys import ApiPrincipal
 from .models import ApiKey
 
 SYSTEM_USERNAME = "billing-system"
@@ -34,6 +36,26 @@ def system_user() -> AbstractBaseUser:
 def system_actor() -> Iterator[None]:
     with set_actor(system_user()):
         yield
+
+
+@contextlib.contextmanager
+def api_actor(principal: ApiPrincipal, remote_addr: str | None = None) -> Iterator[None]:
+    """For a write made through the API: no staff user stands behind an API key, so its
+    entries name the key in `additional_data` (`{"actor": "service:bsk_…", "api_key_id"}`,
+    shown as the actor in the admin's audit log). Not nested in another actor context:
+    API requests have none (StaffAuditlogMiddleware serves staff pages only)."""
+    extra = {
+        "additional_data": {"actor": principal.label(), "api_key_id": principal.key_id},
+        "remote_addr": remote_addr,
+    }
+    with set_extra_data(extra):
+        yield
+
+
+def api_actor_of(entry: LogEntry) -> str | None:
+    """The API key an entry was made with, as api_actor() recorded it."""
+    data = entry.additional_data
+    return str(data["actor"]) if isinstance(data, dict) and data.get("actor") else None
 
 
 auditlog.register(ApiKey, exclude_fields=["last_used_at", "secret_hash"])

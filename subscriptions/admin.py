@@ -14,15 +14,75 @@ from django.template.response import TemplateResponse
 
 from billing_project.admin_base import ReadOnlyAdmin
 from billing_project.errors import BillingError
+from billing_project.money import normalize_currency
 
 from .models import ProrationItem, Subscription, SubscriptionEvent, Tenant
-from .services import subscription_apply
+from .selectors import live_subscription
+from .services import subscription_apply, tenant_country, tenant_upsert
+from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
+
+
+class TenantForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The service's rules as form errors; the service (tenant_upsert) still writes and decides."""
+
+    class Meta:
+        model = Tenant
+        fields = ["external_id", "name", "billing_email", "country", "currency"]
+
+    def clean_external_id(self) -> str:
+        value: str = self.cleaned_data["external_id"]
+        if (problem := tenant_id_problem(value)) is not None:
+            raise forms.ValidationError(f"{problem} ({TENANT_ID_RULE}).")
+        return value
+
+    def clean_country(self) -> str:
+        try:
+            return tenant_country(self.cleaned_data.get("country") or "")
+        except BillingError as exc:
+            raise forms.ValidationError(exc.message) from exc
+
+    def clean_currency(self) -> str:
+        try:
+            return normalize_currency(self.cleaned_data.get("currency") or "")
+        except BillingError as exc:
+            raise forms.ValidationError(exc.message) from exc
+
+    def clean(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().clean() or {}
+        tenant = self.instance
+        if tenant.pk is not None and data.get("currency", tenant.currency) != tenant.currency:
+            stored = Tenant.objects.get(pk=tenant.pk)
+            if live_subscription(stored) is not None:
+                self.add_error("currency", f"{stored.external_id} has a live subscription in {stored.currency}.")
+        return data
 
 
 @admin.register(Tenant)
-class TenantAdmin(ReadOnlyAdmin):
+class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Finance corrects a tenant's details here (superusers may add one; tenants normally
+    come from the platform through the API). Every save goes through tenant_upsert and is
+    audited with the staff member; tenants are never deleted."""
+
+    form = TenantForm
     list_display = ["external_id", "name", "currency", "country", "created_at"]
     search_fields = ["external_id", "name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+        return ["external_id", "created_at"] if obj is not None else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        d = form.cleaned_data
+        saved, _ = tenant_upsert(
+            external_id=obj.external_id,
+            name=d["name"],
+            billing_email=d.get("billing_email") or "",
+            country=d.get("country") or "",
+            currency=d["currency"],
+        )
+        obj.pk, obj.created_at = saved.pk, saved.created_at
 
 
 class SubscriptionEventInline(admin.TabularInline):  # type: ignore[type-arg]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -9,6 +11,7 @@ from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView
 from billing_project.api_keys import ApiPrincipal
+from billing_project.audit import api_actor
 from billing_project.errors import InvalidRequest
 from billing_project.money import exponent, format_decimal
 from billing_project.scopes import SUBSCRIPTIONS_WRITE, TENANTS_WRITE
@@ -21,6 +24,7 @@ from .services import (
     tenant_get,
     tenant_upsert,
 )
+from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
 
 def actor(request: Request) -> str:
@@ -54,18 +58,30 @@ class TenantApi(BillingAPIView):
         operation_id="tenants_put", request=TenantIn, responses={200: TenantOut, 201: TenantOut}, tags=["tenants"]
     )
     def put(self, request: Request, tenant: str) -> Response:
-        if len(tenant) > 200:
-            raise InvalidRequest("A tenant id has at most 200 characters.", code="validation_error")
+        if (problem := tenant_id_problem(tenant)) is not None:
+            raise InvalidRequest(
+                f"{tenant!r} is not a valid tenant id ({TENANT_ID_RULE}).",
+                code="validation_error",
+                details={"fields": {"tenant": problem}},
+            )
         data = TenantIn(data=request.data)
         data.is_valid(raise_exception=True)
         d = data.validated_data
-        obj, created = tenant_upsert(
-            external_id=tenant,
-            name=d["name"],
-            billing_email=d.get("email"),
-            country=d.get("country"),
-            currency=d.get("currency"),
+        principal = request.auth
+        # Personal data: the change is audited with the key that made it.
+        audited = (
+            api_actor(principal, request.META.get("REMOTE_ADDR"))
+            if isinstance(principal, ApiPrincipal)
+            else nullcontext()
         )
+        with audited:
+            obj, created = tenant_upsert(
+                external_id=tenant,
+                name=d["name"],
+                billing_email=d.get("email"),
+                country=d.get("country"),
+                currency=d.get("currency"),
+            )
         body = {
             "tenant": obj.external_id,
             "name": obj.name,

@@ -9,6 +9,10 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from . import models
+        from . import audit, models
 
         auditlog.register(models.Subscription)
+        # Personal data: every change is logged, but the log (append-only, kept for ever)
+        # shows that the name or billing email changed, never their values.
+        auditlog.register(models.Tenant, mask_fields=audit.PERSONAL_FIELDS, mask_callable=audit.MASK_CALLABLE)
+        audit.connect()

@@ -29,6 +29,7 @@ from plans.selectors import live_version
 from . import periods, proration
 from .lifecycle import CHANGEABLE, next_status
 from .models import LIVE_STATUSES, ProrationItem, Subscription, SubscriptionEvent, Tenant
+from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
 SYSTEM = "system"
 
@@ -41,7 +42,8 @@ def _now(at: datetime | None) -> datetime:
 _NOT_COUNTRIES = {"ZZ", "EU", "EZ", "UN", "QO", "XA", "XB"}
 
 
-def _country(code: str) -> str:
+def tenant_country(code: str) -> str:
+    """An upper-case ISO 3166 alpha-2 code ("" for none), or InvalidRequest(`invalid_country`)."""
     upper = (code or "").strip().upper()
     if upper and (len(upper) != 2 or upper in _NOT_COUNTRIES or upper not in Locale("en").territories):
         raise InvalidRequest(f"{code!r} is not an ISO 3166 country code.", code="invalid_country")
@@ -58,6 +60,12 @@ def tenant_upsert(
 ) -> tuple[Tenant, bool]:
     """Create the tenant or update its details; returns (tenant, created). On an update,
     a detail given as None keeps its stored value (a new tenant pays in USD unless told)."""
+    if (problem := tenant_id_problem(external_id)) is not None:
+        raise InvalidRequest(
+            f"{external_id!r} is not a valid tenant id ({TENANT_ID_RULE}).",
+            code="validation_error",
+            details={"fields": {"tenant": problem}},
+        )
     if not (name or "").strip():
         raise InvalidRequest(
             "A tenant needs a name.", code="validation_error", details={"fields": {"name": "required"}}
@@ -70,7 +78,7 @@ def tenant_upsert(
     given: dict[str, str | None] = {
         "name": name.strip(),
         "billing_email": billing_email.strip() if billing_email is not None else None,
-        "country": _country(country) if country is not None else None,
+        "country": tenant_country(country) if country is not None else None,
         "currency": normalize_currency(currency) if currency is not None else None,
     }
     defaults = {"billing_email": "", "country": "", "currency": "USD"}
