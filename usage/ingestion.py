@@ -148,8 +148,11 @@ def _validate(
             f"This key may not report {metric_code!r}.",
             {"metric": metric_code, "allowed": sorted(principal.metrics)},
         )
+    counted = metric.counter.aggregation == "count"
+    raw_quantity = event.get("quantity")
     try:
-        quantity = parse_decimal(event.get("quantity"))
+        # an event of a counted metric is one occurrence: its quantity may be left out
+        quantity = Decimal(1) if counted and raw_quantity is None else parse_decimal(raw_quantity)
     except ValueError:
         quantity = Decimal(-1)
     exponent = quantity.normalize(CONTEXT).as_tuple().exponent
@@ -158,7 +161,16 @@ def _validate(
             400,
             "invalid_quantity",
             "`quantity` must be a number ≥ 0 with at most 6 decimals.",
-            {"quantity": str(event.get("quantity"))},
+            {"quantity": str(raw_quantity)},
+        )
+    if counted and quantity != 1:
+        # it would count as one all the same: refused rather than silently read as 1
+        raise Rejected(
+            400,
+            "invalid_quantity",
+            f"{metric_code!r} counts events: each event is one, so its `quantity` is 1 or left out. "
+            "Send one event per occurrence.",
+            {"quantity": str(raw_quantity), "metric": metric_code, "aggregation": "count"},
         )
     properties = event.get("properties") or {}
     if not isinstance(properties, Mapping):

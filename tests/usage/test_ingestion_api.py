@@ -156,7 +156,7 @@ class TestBatch:
                 event(idempotency_key="old"),  # duplicate of a stored event
                 event(idempotency_key="old", quantity="9"),  # conflicts with it
                 event(idempotency_key="bad", metric="bananas"),
-                event(idempotency_key="new-2", metric="api_calls", properties={"endpoint": "/v1/chat"}),
+                event(idempotency_key="new-2", metric="api_calls", quantity="1", properties={"endpoint": "/v1/chat"}),
                 event(idempotency_key="new-1"),  # repeated inside the batch
             ]
         }
@@ -277,3 +277,35 @@ class TestTooOld:
         assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
         assert body["results"][1]["error"]["code"] == "occurred_at_too_old"
         assert UsageEvent.objects.count() == 1
+
+
+class TestCountMetrics:
+    """An event of a `count` metric is one occurrence: a quantity other than 1 would be
+    silently counted as 1, so it is refused; an absent quantity is 1."""
+
+    def count_event(self, **overrides):
+        return event(**{"metric": "api_calls", "quantity": None, "properties": {"endpoint": "/v1/chat"}, **overrides})
+
+    @pytest.mark.parametrize("quantity", ["500", "0", "2", "0.5"])
+    def test_a_quantity_other_than_1_is_400_and_not_stored(self, api, reporter, quantity):
+        response = send(api, reporter, self.count_event(quantity=quantity))
+        assert code(response, 400) == "invalid_quantity"
+        error = response.json()["error"]
+        assert "counts events" in error["message"]
+        assert error["details"] == {"quantity": quantity, "metric": "api_calls", "aggregation": "count"}
+        assert not UsageEvent.objects.exists()
+
+    @pytest.mark.parametrize("quantity", ["1", "1.000", 1, None])
+    def test_1_or_no_quantity_is_one_event_of_quantity_1(self, api, reporter, quantity):
+        response = send(api, reporter, self.count_event(quantity=quantity))
+        assert response.status_code == 201, response.content
+        assert UsageEvent.objects.get(pk=response.json()["id"]).quantity == 1
+
+    def test_a_summed_metric_still_needs_its_quantity(self, api, reporter):
+        assert code(send(api, reporter, event(quantity=None)), 400) == "invalid_quantity"
+
+    def test_in_a_batch_it_is_one_rejected_result(self, api, reporter):
+        batch = {"events": [self.count_event(idempotency_key="a"), self.count_event(idempotency_key="b", quantity="3")]}
+        body = send(api, reporter, batch).json()
+        assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+        assert body["results"][1]["error"]["code"] == "invalid_quantity"
