@@ -270,7 +270,7 @@ def _lookups(events: Sequence[Any]) -> tuple[dict[str, _Tenant], dict[str, _Metr
 INSERT = """
 INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,
                               reported_by_id, idempotency_key, payload_hash, correlation_id, late)
-SELECT t, m, q, p::jsonb, COALESCE(o, now()), now(), %s, k, h, c, l
+SELECT t, m, q, p::jsonb, o, now(), %s, k, h, c, l
   FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
               %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
  ORDER BY n
@@ -322,7 +322,9 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
                     [r.metric_id for r in rows],
                     [r.quantity for r in rows],
                     [json.dumps(r.properties, default=str) for r in rows],
-                    [r.occurred_at for r in rows],
+                    # absent: the instant the request was decided at (its counter and period
+                    # were chosen by it), never the database's clock, which may differ
+                    [r.occurred_at or now for r in rows],
                     [r.key for r in rows],
                     [r.payload_hash for r in rows],
                     [r.correlation_id for r in rows],
