@@ -49,6 +49,11 @@ class ConsumeRecord(models.Model):
 
     tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="+")
     idempotency_key = models.CharField(max_length=255)
+    # what the key was used for: the same key with another feature or quantity is a conflict
+    feature = models.CharField(max_length=100)
+    quantity = models.DecimalField(
+        max_digits=30, decimal_places=6, null=True, help_text="Unknown (null) for consumes recorded before it was kept."
+    )
     status_code = models.PositiveSmallIntegerField()
     response = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from billing_project.api_keys import ApiPrincipal, Prefetch
 from billing_project.cache import tenant_changed
 from billing_project.errors import Conflict, Forbidden, InvalidRequest
-from billing_project.money import format_decimal
+from billing_project.money import CONTEXT, format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 from usage.counters import MeteredMetric, counter_reconcile, period_usage
@@ -144,13 +144,20 @@ def entitlement_consume(
     a transaction-level advisory lock and decided on PostgreSQL's exact usage, so a limit
     of L admits at most L units whatever the concurrency. A repeated key answers as the
     first time did."""
+    exponent = quantity.normalize(CONTEXT).as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        raise InvalidRequest(
+            "`quantity` has at most 6 decimals, as usage does.",
+            code="invalid_quantity",
+            details={"quantity": str(quantity)},
+        )
     now = timezone.now()
     tenant_row = Tenant.objects.filter(external_id=tenant).first()
     if tenant_row is None:
         raise InvalidRequest(f"No tenant {tenant!r}.", code="unknown_tenant", details={"tenant": tenant})
     previous = ConsumeRecord.objects.filter(tenant=tenant_row, idempotency_key=idempotency_key).first()
     if previous is not None:
-        return previous.status_code, previous.response
+        return _repeated(previous, feature=feature, quantity=quantity)
     ctx, _ = build_context(tenant_row, now=now)  # PostgreSQL, not the cache: this decision records usage
     terms = _feature(ctx, feature)
     if terms.aggregation not in ("sum", "count"):
@@ -172,7 +179,7 @@ def entitlement_consume(
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [tenant_row.pk, terms.metric_id])
     previous = ConsumeRecord.objects.filter(tenant=tenant_row, idempotency_key=idempotency_key).first()
     if previous is not None:  # the same key, decided while we waited for the lock
-        return previous.status_code, previous.response
+        return _repeated(previous, feature=feature, quantity=quantity)
     decision = _decide(ctx, terms, quantity, now, cached=False)
     body = answer(ctx, terms, decision)
     status = 200
@@ -201,11 +208,30 @@ def entitlement_consume(
     try:
         with transaction.atomic():
             ConsumeRecord.objects.create(
-                tenant=tenant_row, idempotency_key=idempotency_key, status_code=status, response=body
+                tenant=tenant_row,
+                idempotency_key=idempotency_key,
+                feature=feature,
+                quantity=quantity,
+                status_code=status,
+                response=body,
             )
     except IntegrityError as exc:  # the same key used for another feature at the same moment
         raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
     return status, body
+
+
+def _repeated(previous: ConsumeRecord, *, feature: str, quantity: Decimal) -> tuple[int, dict[str, Any]]:
+    """A key used before: the first answer for the same request, a conflict for another."""
+    if previous.feature != feature or (previous.quantity is not None and previous.quantity != quantity):
+        details = {"idempotency_key": previous.idempotency_key, "feature": previous.feature}
+        if previous.quantity is not None:
+            details["quantity"] = format_decimal(previous.quantity)
+        raise Conflict(
+            "This idempotency key was used before with another feature or quantity.",
+            code="idempotency_conflict",
+            details=details,
+        )
+    return previous.status_code, previous.response
 
 
 # ------------------------------------------------------------------ grants
