@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-import time_machine
 
 from plans.services import catalog_import, catalog_validate
 from subscriptions.models import Subscription, Tenant
-from subscriptions.periods import utc
 from subscriptions.services import subscription_create, tenant_upsert
+from tests.clock import NOW
 from tests.conftest import Key
+
+SUBSCRIBED_AT = NOW - timedelta(days=9)
 
 CATALOG = {
     "metrics": [
@@ -57,9 +60,10 @@ def world(db: None) -> Tenant:
 
 
 @pytest.fixture
-def subscribed(world: Tenant) -> Subscription:
-    with time_machine.travel(utc(2026, 11, 1), tick=False):
-        return subscription_create(tenant=world, plan_code="basic", actor="test")
+def subscribed(world: Tenant, clock: object) -> Subscription:
+    """On basic (monthly, no trial) since nine days before the suite's clock, which stays
+    frozen at tests/clock.NOW: the test runs inside the period [SUBSCRIBED_AT, a month on)."""
+    return subscription_create(tenant=world, plan_code="basic", actor="test", at=SUBSCRIBED_AT)
 
 
 @pytest.fixture

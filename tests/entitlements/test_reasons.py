@@ -13,11 +13,13 @@ from django.utils import timezone
 
 from entitlements.services import grant_create, grant_revoke
 from plans.models import Feature
-from subscriptions.periods import utc
+from subscriptions.periods import shift
 from subscriptions.services import subscription_apply
+from tests.clock import NOW
+from tests.entitlements.conftest import SUBSCRIBED_AT
 
-pytestmark = [pytest.mark.django_db]
-NOW = utc(2026, 11, 20, 12)
+# the suite's clock, frozen at NOW, inside the `subscribed` tenant's period
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
 
 def check(api, key, feature, quantity="1", tenant="acme"):
@@ -38,7 +40,7 @@ def report(api, key, metric, n, **extra):
             "metric": metric,
             "quantity": "1",
             "idempotency_key": f"{metric}-{i}-{n}",
-            "occurred_at": "2026-11-15T00:00:00Z",
+            "occurred_at": (NOW - timedelta(days=5)).isoformat(),  # in the current period
             **extra,
         }
         for i in range(n)
@@ -46,22 +48,20 @@ def report(api, key, metric, n, **extra):
     assert api.post("/api/v1/usage/events", {"events": events}, format="json", **reader_header(key)).status_code == 200
 
 
+def zulu(at):
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def reader_header(key):
     return key.header
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False):
-        yield
 
 
 def test_ok_for_a_boolean_feature(api, reader, subscribed):
     body = check(api, reader, "chat")
     assert (body["allowed"], body["reason"], body["used"], body["limit"]) == (True, "ok", None, None)
     assert body["on_unavailable"] == "allow"
-    assert body["period_start"] == "2026-11-01T00:00:00Z"
-    assert body["period_end"] == "2026-12-01T00:00:00Z"
+    assert body["period_start"] == zulu(SUBSCRIBED_AT)
+    assert body["period_end"] == zulu(shift(SUBSCRIBED_AT, "month", 1))  # monthly, from the subscription
 
 
 def test_ok_under_the_limit_then_limit_exceeded(api, reader, subscribed):
