@@ -9,7 +9,6 @@ import pytest
 from billing_project.errors import Conflict
 from subscriptions.lifecycle import ACTIONS, TRANSITIONS
 from subscriptions.models import Subscription, SubscriptionEvent
-from subscriptions.periods import utc
 from subscriptions.services import subscription_apply, subscription_create
 
 pytestmark = [pytest.mark.django_db]
@@ -18,8 +17,9 @@ STATUSES = [s.value for s in Subscription.Status]
 
 
 @pytest.fixture
-def subscription(tenant) -> Subscription:
-    return subscription_create(tenant=tenant, plan_code="enterprise", actor="test", at=utc(2026, 1, 31, 10))
+def subscription(tenant, clock) -> Subscription:
+    # created at the suite's frozen clock, where the transitions under test happen too
+    return subscription_create(tenant=tenant, plan_code="enterprise", actor="test")
 
 
 def put_in(sub: Subscription, status: str) -> Subscription:
