@@ -8,6 +8,10 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
 django_application = get_wsgi_application()  # sets Django up: the fast lane imports models
 
+from billing_project.checks import refuse_bad_settings  # noqa: E402
+
+refuse_bad_settings()  # money and time settings are checked before serving (gunicorn exits)
+
 from entitlements.fastpath import EntitlementCheckFastPath  # noqa: E402
 
 application = EntitlementCheckFastPath(django_application)
