@@ -8,6 +8,7 @@ this module; anything else that imports it without them gets a clear error.
 
 from __future__ import annotations
 
+import builtins
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,26 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):  # type: ignore[misc]
+    """django-environ, naming the variable when a number is not one (start-up refuses it;
+    billing_project/checks.py then checks the ranges)."""
+
+    def int(self, var: str, default: object = environ.Env.NOTSET) -> builtins.int:
+        try:
+            return builtins.int(super().int(var, default=default))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var} must be a whole number; it is {self.str(var)!r}.") from exc
+
+    def int_list(self, var: str, default: list[builtins.int]) -> list[builtins.int]:
+        raw = self.list(var, default=[str(d) for d in default])
+        try:
+            return [builtins.int(d) for d in raw]
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var} must be whole numbers separated by commas; it is {raw!r}.") from exc
+
+
+env = _Env()
 
 
 def _required(name: str) -> str:
@@ -232,7 +252,7 @@ SPECTACULAR_SETTINGS = {
 # A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
 DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 # Our retries of a failed payment, in days after the first failure (within the grace).
-DUNNING_RETRY_DAYS = [int(d) for d in env.list("DUNNING_RETRY_DAYS", default=["1", "3", "5"])]
+DUNNING_RETRY_DAYS = env.int_list("DUNNING_RETRY_DAYS", default=[1, 3, 5])
 
 # ---------------------------------------------------------------- Stripe / dj-stripe
 STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)

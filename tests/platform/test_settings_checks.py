@@ -147,3 +147,15 @@ def test_celery_worker_and_beat_refuse_bad_settings(process, tmp_path):
     output = refused(cmd, **BAD)
     assert "Refusing to start" in output
     assert "billing.E003" in output
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"INVOICE_DUE_DAYS": "fourteen"}, "INVOICE_DUE_DAYS must be a whole number; it is 'fourteen'."),
+        ({"DUNNING_RETRY_DAYS": "1,3,x"}, "DUNNING_RETRY_DAYS must be whole numbers separated by commas"),
+    ],
+)
+def test_a_number_that_is_not_one_is_refused_naming_its_variable(overrides, message):
+    assert message in refused([sys.executable, "manage.py", "check"], **overrides)
