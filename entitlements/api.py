@@ -147,11 +147,11 @@ class EntitlementConsumeApi(BillingAPIView):
         data = ConsumeIn(data=request.data)
         data.is_valid(raise_exception=True)
         d = data.validated_data
-        status, body = entitlement_consume(
+        result = entitlement_consume(
             principal=cast(ApiPrincipal, request.auth),
             tenant=d["tenant"],
             feature=d["feature"],
             quantity=quantity_of(d["quantity"]),
             idempotency_key=d["idempotency_key"],
         )
-        return Response(body, status=status)
+        return Response(result.answer, status=201 if result.recorded else 200)

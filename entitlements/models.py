@@ -54,7 +54,7 @@ class ConsumeRecord(models.Model):
     quantity = models.DecimalField(
         max_digits=30, decimal_places=6, null=True, help_text="Unknown (null) for consumes recorded before it was kept."
     )
-    status_code = models.PositiveSmallIntegerField()
+    recorded = models.BooleanField(help_text="Allowed, and the usage recorded (else denied: nothing recorded).")
     response = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -62,7 +62,7 @@ class ConsumeRecord(models.Model):
         constraints = [models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="consumerecord_idempotent")]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id}/{self.idempotency_key}: {self.status_code}"
+        return f"{self.tenant_id}/{self.idempotency_key}: {'recorded' if self.recorded else 'denied'}"
 
 
 class ReconciliationRun(models.Model):

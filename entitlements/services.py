@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -135,15 +136,25 @@ def entitlements_list(*, tenant: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Consumed:
+    """A consume's result: the answer, and whether the usage was recorded (allowed) or
+    not (denied). The API maps it to a status."""
+
+    recorded: bool
+    answer: dict[str, Any]
+
+
 @transaction.atomic
 def entitlement_consume(
     *, principal: ApiPrincipal, tenant: str, feature: str, quantity: Decimal, idempotency_key: str
-) -> tuple[int, dict[str, Any]]:
-    """Check and record in one step, for hard limits: (201, answer + id) when allowed and
-    recorded, (200, answer) when denied. Consumes of one tenant's metric are serialised by
-    a transaction-level advisory lock and decided on PostgreSQL's exact usage, so a limit
-    of L admits at most L units whatever the concurrency. A repeated key answers as the
-    first time did."""
+) -> Consumed:
+    """Check and record in one step, for hard limits: recorded (the answer carries the
+    usage event's id) when allowed, not recorded when denied. Consumes of one tenant's
+    metric are serialised by a transaction-level advisory lock and decided on PostgreSQL's
+    exact usage, so a limit of L admits at most L units whatever the concurrency. A
+    repeated key answers as the first time did; reused for another feature or quantity it
+    is an idempotency_conflict."""
     exponent = quantity.normalize(CONTEXT).as_tuple().exponent
     if isinstance(exponent, int) and exponent < -6:
         raise InvalidRequest(
@@ -182,7 +193,6 @@ def entitlement_consume(
         return _repeated(previous, feature=feature, quantity=quantity)
     decision = _decide(ctx, terms, quantity, now, cached=False)
     body = answer(ctx, terms, decision)
-    status = 200
     if decision.allowed:
         # a counted metric counts events: N uses are N events (keys key, key:2 … key:N)
         uses = int(quantity) if terms.aggregation == "count" else 1
@@ -197,14 +207,13 @@ def entitlement_consume(
             for i in range(uses)
         ]
         results = usage_record(principal=principal, events=events)
-        failed = next((r for r in results if r.error is not None), None)
-        if failed is not None and failed.error is not None:
-            raise Conflict(failed.error["message"], code=failed.error["code"], details=failed.error["details"])
+        failed = next((r.error for r in results if r.error is not None), None)
+        if failed is not None:  # e.g. a usage event already stored under this key with another payload
+            raise failed
         body["id"] = results[0].id
         body["used"] = _qty((decision.used or Decimal(0)) + quantity)
         if decision.remaining is not None:
             body["remaining"] = _qty(max(decision.remaining - quantity, Decimal(0)))
-        status = 201
     try:
         with transaction.atomic():
             ConsumeRecord.objects.create(
@@ -212,15 +221,15 @@ def entitlement_consume(
                 idempotency_key=idempotency_key,
                 feature=feature,
                 quantity=quantity,
-                status_code=status,
+                recorded=decision.allowed,
                 response=body,
             )
     except IntegrityError as exc:  # the same key used for another feature at the same moment
         raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
-    return status, body
+    return Consumed(recorded=decision.allowed, answer=body)
 
 
-def _repeated(previous: ConsumeRecord, *, feature: str, quantity: Decimal) -> tuple[int, dict[str, Any]]:
+def _repeated(previous: ConsumeRecord, *, feature: str, quantity: Decimal) -> Consumed:
     """A key used before: the first answer for the same request, a conflict for another."""
     if previous.feature != feature or (previous.quantity is not None and previous.quantity != quantity):
         details = {"idempotency_key": previous.idempotency_key, "feature": previous.feature}
@@ -231,7 +240,7 @@ def _repeated(previous: ConsumeRecord, *, feature: str, quantity: Decimal) -> tu
             code="idempotency_conflict",
             details=details,
         )
-    return previous.status_code, previous.response
+    return Consumed(recorded=previous.recorded, answer=previous.response)
 
 
 # ------------------------------------------------------------------ grants

@@ -10,12 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView
-from billing_project.api_errors import error_body
 from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import InvalidRequest, PayloadTooLarge
 from billing_project.scopes import USAGE_WRITE
 
-from .ingestion import MAX_BATCH, usage_record
+from .ingestion import MAX_BATCH, Outcome, usage_record
 
 EventIn = inline_serializer(
     "UsageEvent",
@@ -75,12 +74,11 @@ class UsageEventsApi(BillingAPIView):
             return self._batch(principal, data["events"])
         (result,) = usage_record(principal=principal, events=[data])
         if result.error is not None:
-            err = result.error
-            return Response(error_body(err["code"], err["message"], err["details"]), status=result.http_status)
-        body: dict[str, Any] = {"id": result.id, "status": result.status}
+            raise result.error  # rendered with the status of its kind (400, 403, 409)
+        body: dict[str, Any] = {"id": result.id, "status": result.outcome.value}
         if result.late:
             body["late"] = True
-        return Response(body, status=result.http_status)
+        return Response(body, status=201 if result.outcome is Outcome.ACCEPTED else 200)
 
     def _batch(self, principal: ApiPrincipal, events: Any) -> Response:
         if not isinstance(events, list) or not events:
@@ -92,14 +90,14 @@ class UsageEventsApi(BillingAPIView):
                 details={"limit": MAX_BATCH, "received": len(events)},
             )
         results = usage_record(principal=principal, events=events)
-        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        counts = dict.fromkeys(Outcome, 0)
         for r in results:
-            counts[r.status] += 1
+            counts[r.outcome] += 1
         return Response(
             {
                 "results": [r.as_dict() for r in results],
-                "accepted": counts["accepted"],
-                "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"],
+                "accepted": counts[Outcome.ACCEPTED],
+                "duplicates": counts[Outcome.DUPLICATE],
+                "rejected": counts[Outcome.REJECTED],
             }
         )

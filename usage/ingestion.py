@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing_project.api_keys import ApiPrincipal
+from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest
 from billing_project.money import CONTEXT, parse_decimal
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
@@ -35,28 +37,30 @@ MAX_QUANTITY = Decimal("1e24")
 MAX_KEY = 255
 
 
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"  # stored now
+    DUPLICATE = "duplicate"  # the same event was stored before (its id is the first one's)
+    REJECTED = "rejected"  # refused: `error` says why
+
+
 @dataclass
 class EventResult:
+    """What became of one event. A refused event carries the domain error that refused it
+    (its kind: InvalidRequest, Forbidden, Conflict); the API maps outcomes to statuses."""
+
     index: int
-    status: str  # accepted | duplicate | rejected
+    outcome: Outcome
     id: int | None = None
-    http_status: int = 201
-    error: dict[str, Any] | None = None
+    error: BillingError | None = None
     late: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "status": self.status, "id": self.id}
+        out: dict[str, Any] = {"index": self.index, "status": self.outcome.value, "id": self.id}
         if self.error is not None:
-            out["error"] = self.error
+            out["error"] = {"code": self.error.code, "message": self.error.message, "details": self.error.details}
         if self.late:
             out["late"] = True
         return out
-
-
-class Rejected(Exception):
-    def __init__(self, http_status: int, code: str, message: str, details: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.http_status, self.code, self.message, self.details = http_status, code, message, details or {}
 
 
 @dataclass
@@ -102,11 +106,13 @@ def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = M
     value = event.get(name)
     if value is None or value == "":
         if required:
-            raise Rejected(400, "validation_error", f"`{name}` is required.", {"field": name})
+            raise InvalidRequest(f"`{name}` is required.", code="validation_error", details={"field": name})
         return ""
     if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-        raise Rejected(
-            400, "validation_error", f"`{name}` must be a string of at most {limit} characters.", {"field": name}
+        raise InvalidRequest(
+            f"`{name}` must be a string of at most {limit} characters.",
+            code="validation_error",
+            details={"field": name},
         )
     return value
 
@@ -132,21 +138,20 @@ def _validate(
     now: datetime,
 ) -> _Row:
     if not isinstance(event, Mapping):
-        raise Rejected(400, "validation_error", "An event is a JSON object.")
+        raise InvalidRequest("An event is a JSON object.", code="validation_error")
     tenant_name = _text(event, "tenant", required=True)
     metric_code = _text(event, "metric", required=True)
     key = _text(event, "idempotency_key", required=True)
     if tenant_name not in tenants:
-        raise Rejected(400, "unknown_tenant", f"No tenant {tenant_name!r}.", {"tenant": tenant_name})
+        raise InvalidRequest(f"No tenant {tenant_name!r}.", code="unknown_tenant", details={"tenant": tenant_name})
     metric = metrics.get(metric_code)
     if metric is None:
-        raise Rejected(400, "unknown_metric", f"No metric {metric_code!r}.", {"metric": metric_code})
+        raise InvalidRequest(f"No metric {metric_code!r}.", code="unknown_metric", details={"metric": metric_code})
     if metric_code not in principal.metrics:
-        raise Rejected(
-            403,
-            "metric_not_allowed",
+        raise Forbidden(
             f"This key may not report {metric_code!r}.",
-            {"metric": metric_code, "allowed": sorted(principal.metrics)},
+            code="metric_not_allowed",
+            details={"metric": metric_code, "allowed": sorted(principal.metrics)},
         )
     counted = metric.counter.aggregation == "count"
     raw_quantity = event.get("quantity")
@@ -157,41 +162,37 @@ def _validate(
         quantity = Decimal(-1)
     exponent = quantity.normalize(CONTEXT).as_tuple().exponent
     if quantity < 0 or quantity >= MAX_QUANTITY or (isinstance(exponent, int) and exponent < -6):
-        raise Rejected(
-            400,
-            "invalid_quantity",
+        raise InvalidRequest(
             "`quantity` must be a number ≥ 0 with at most 6 decimals.",
-            {"quantity": str(raw_quantity)},
+            code="invalid_quantity",
+            details={"quantity": str(raw_quantity)},
         )
     if counted and quantity != 1:
         # it would count as one all the same: refused rather than silently read as 1
-        raise Rejected(
-            400,
-            "invalid_quantity",
+        raise InvalidRequest(
             f"{metric_code!r} counts events: each event is one, so its `quantity` is 1 or left out. "
             "Send one event per occurrence.",
-            {"quantity": str(raw_quantity), "metric": metric_code, "aggregation": "count"},
+            code="invalid_quantity",
+            details={"quantity": str(raw_quantity), "metric": metric_code, "aggregation": "count"},
         )
     properties = event.get("properties") or {}
     if not isinstance(properties, Mapping):
-        raise Rejected(400, "validation_error", "`properties` is an object.", {"field": "properties"})
+        raise InvalidRequest("`properties` is an object.", code="validation_error", details={"field": "properties"})
     undeclared = sorted(set(properties) - metric.properties)
     if undeclared:
-        raise Rejected(
-            400,
-            "undeclared_property",
+        raise InvalidRequest(
             f"{metric_code!r} does not declare: {', '.join(undeclared)}.",
-            {"properties": undeclared, "declared": sorted(metric.properties)},
+            code="undeclared_property",
+            details={"properties": undeclared, "declared": sorted(metric.properties)},
         )
     if any(
         not isinstance(v, (str, int, bool, Decimal)) or len(str(v)) > MAX_KEY or "\x00" in str(v) or "\x00" in k
         for k, v in properties.items()
     ):
-        raise Rejected(
-            400,
-            "validation_error",
+        raise InvalidRequest(
             "Property values are strings, numbers or booleans of at most 255 characters.",
-            {"field": "properties"},
+            code="validation_error",
+            details={"field": "properties"},
         )
     occurred_at = None
     raw_time = event.get("occurred_at")
@@ -202,25 +203,27 @@ def _validate(
         except (ValueError, OverflowError):  # 30 February, year 0001 minus an offset…
             occurred_at = None
         if occurred_at is None:
-            raise Rejected(
-                400, "validation_error", "`occurred_at` is ISO 8601 with an offset.", {"field": "occurred_at"}
+            raise InvalidRequest(
+                "`occurred_at` is ISO 8601 with an offset.", code="validation_error", details={"field": "occurred_at"}
             )
         if occurred_at > now + FUTURE_TOLERANCE:
-            raise Rejected(
-                400,
-                "occurred_at_in_future",
+            raise InvalidRequest(
                 "`occurred_at` is more than 5 minutes in the future.",
-                {"occurred_at": occurred_at.isoformat()},
+                code="occurred_at_in_future",
+                details={"occurred_at": occurred_at.isoformat()},
             )
         oldest = oldest_accepted(now)
         if occurred_at < oldest:
             days = settings.LATE_USAGE_WINDOW_DAYS
-            raise Rejected(
-                400,
-                "occurred_at_too_old",
+            raise InvalidRequest(
                 f"`occurred_at` is more than {days} days ago (LATE_USAGE_WINDOW_DAYS): usage that old is past "
                 f"re-pricing and could never be billed. The oldest instant accepted now is {oldest.isoformat()}.",
-                {"occurred_at": occurred_at.isoformat(), "oldest_accepted": oldest.isoformat(), "window_days": days},
+                code="occurred_at_too_old",
+                details={
+                    "occurred_at": occurred_at.isoformat(),
+                    "oldest_accepted": oldest.isoformat(),
+                    "window_days": days,
+                },
             )
     tenant = tenants[tenant_name]
     tenant_id, period_start = tenant.id, tenant.period_start
@@ -295,13 +298,8 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
     for i, event in enumerate(events):
         try:
             row = _validate(i, event, principal=principal, tenants=tenants, metrics=metrics, now=now)
-        except Rejected as exc:
-            results[i] = EventResult(
-                i,
-                "rejected",
-                http_status=exc.http_status,
-                error={"code": exc.code, "message": exc.message, "details": exc.details},
-            )
+        except BillingError as exc:
+            results[i] = EventResult(i, Outcome.REJECTED, error=exc.with_traceback(None))  # keep no frames
             continue
         seen = first.get((row.tenant_id, row.key))
         if seen is None:
@@ -343,30 +341,29 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
     for row in rows:
         pk = inserted.get((row.tenant_id, row.key))
         if pk is not None:
-            results[row.index] = EventResult(row.index, "accepted", pk, 201, late=row.late)
+            results[row.index] = EventResult(row.index, Outcome.ACCEPTED, pk, late=row.late)
         else:
             pk, stored_hash = existing[(row.tenant_id, row.key)]
             results[row.index] = _repeat(row.index, same=stored_hash == row.payload_hash, pk=pk)
         decided = results[row.index]
         for j in row.duplicates_of:
             repeat = results[j]
-            if decided is not None and decided.status == "rejected":
-                results[j] = EventResult(j, "rejected", http_status=decided.http_status, error=decided.error)
-            elif repeat is not None and repeat.status == "duplicate":
+            if decided is not None and decided.outcome is Outcome.REJECTED:
+                results[j] = EventResult(j, Outcome.REJECTED, error=decided.error)
+            elif repeat is not None and repeat.outcome is Outcome.DUPLICATE:
                 repeat.id = pk
     return [r for r in results if r is not None]
 
 
 def _repeat(index: int, *, same: bool, pk: int | None = None) -> EventResult:
     if same:
-        return EventResult(index, "duplicate", pk, 200)
+        return EventResult(index, Outcome.DUPLICATE, pk)
     return EventResult(
         index,
-        "rejected",
-        http_status=409,
-        error={
-            "code": "idempotency_conflict",
-            "message": "This idempotency key was used before with a different event.",
-            "details": {"id": pk} if pk else {},
-        },
+        Outcome.REJECTED,
+        error=Conflict(
+            "This idempotency key was used before with a different event.",
+            code="idempotency_conflict",
+            details={"id": pk} if pk else {},
+        ),
     )

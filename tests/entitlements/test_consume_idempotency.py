@@ -5,6 +5,7 @@ quantity it is 409 `idempotency_conflict`, as usage events are, and records noth
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -64,3 +65,22 @@ def test_a_quantity_finer_than_usage_takes_is_400(api, reader, subscribed):
     response = consume(api, reader, "fine", quantity="0.0000001")
     assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_quantity")
     assert not ConsumeRecord.objects.exists()
+
+
+def test_the_service_answers_a_domain_result(reader, subscribed):
+    from billing_project.api_keys import ApiPrincipal
+    from entitlements.services import Consumed, entitlement_consume
+
+    principal = ApiPrincipal.from_key(reader.key)
+
+    def run(key, quantity):
+        return entitlement_consume(
+            principal=principal, tenant="acme", feature="api", quantity=Decimal(quantity), idempotency_key=key
+        )
+
+    recorded = run("a", "1")
+    assert isinstance(recorded, Consumed)
+    assert (recorded.recorded, recorded.answer["allowed"]) == (True, True)
+    denied = run("b", "9")
+    assert (denied.recorded, denied.answer["allowed"]) == (False, False)
+    assert run("a", "1") == recorded  # a repeat answers as the first time did

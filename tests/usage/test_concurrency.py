@@ -10,8 +10,9 @@ import pytest
 import time_machine
 
 from billing_project.api_keys import ApiPrincipal
+from billing_project.errors import Conflict
 from tests.subscriptions.test_races import race
-from usage.ingestion import usage_record
+from usage.ingestion import Outcome, usage_record
 from usage.models import UsageEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -39,7 +40,7 @@ def test_the_same_event_at_once_from_many_threads_is_stored_once(reporter):
     principal = ApiPrincipal.from_key(reporter.key)
     results, errors = race(lambda: usage_record(principal=principal, events=[event()])[0], THREADS)
     assert errors == []
-    statuses = sorted(r.status for r in results)
+    statuses = sorted(r.outcome for r in results)
     assert statuses == ["accepted"] + ["duplicate"] * (THREADS - 1)
     assert len({r.id for r in results}) == 1  # every answer names the one stored row
     assert UsageEvent.objects.count() == 1
@@ -50,11 +51,10 @@ def test_the_same_key_with_different_payloads_is_one_accept_and_conflicts(report
     quantities = itertools.count(1)  # next() on a C iterator is atomic: each thread a different payload
     results, errors = race(lambda: usage_record(principal=principal, events=[event(str(next(quantities)))])[0], THREADS)
     assert errors == []
-    accepted = [r for r in results if r.status == "accepted"]
-    conflicts = [r for r in results if r.error and r.error["code"] == "idempotency_conflict"]
+    accepted = [r for r in results if r.outcome is Outcome.ACCEPTED]
+    conflicts = [r for r in results if isinstance(r.error, Conflict) and r.error.code == "idempotency_conflict"]
     assert len(accepted) == 1
     assert len(conflicts) == THREADS - 1
-    assert all(r.http_status == 409 for r in conflicts)
     assert UsageEvent.objects.count() == 1
 
 
@@ -63,7 +63,7 @@ def test_overlapping_batches_from_many_threads(reporter):
     batch = [{**event(), "idempotency_key": f"k{i}"} for i in range(200)]
     results, errors = race(lambda: usage_record(principal=principal, events=batch), THREADS)
     assert errors == []
-    accepted = sum(1 for rs in results for r in rs if r.status == "accepted")
+    accepted = sum(1 for rs in results for r in rs if r.outcome is Outcome.ACCEPTED)
     assert accepted == 200
     assert UsageEvent.objects.count() == 200
 
