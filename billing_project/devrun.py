@@ -158,6 +158,13 @@ def main() -> int:
 
 
 def _banner(base: str, creds: dict[str, str], logs: Path) -> str:
+    # What staff changed since the demo was set up stays changed: say so rather than reset it.
+    creds = {
+        "admin_password": "(changed since the demo was set up)",
+        "service_key": "(revoked in the admin)",
+        "agent_key": "(revoked in the admin)",
+        **creds,
+    }
     return f"""
 Billing service is up.
 

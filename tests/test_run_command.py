@@ -162,3 +162,74 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"still running after Ctrl-C: {alive}"
     assert re.search(r"stopped\.", "".join(output))
+
+
+# ------------------------------------------------------------------ demo data: loaded once
+def demo_setup(credentials: Path) -> dict[str, str]:
+    from django.core.management import call_command
+
+    call_command("demo_setup", "--credentials", str(credentials), stdout=open(os.devnull, "w"))  # noqa: SIM115
+    return dict(json.loads(credentials.read_text()))
+
+
+@pytest.mark.django_db
+def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
+    """`make run` runs demo_setup at every start: it loads the demo once, into an empty
+    catalog, and never undoes a change made since (pro v2 at 59.00 stayed live)."""
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+
+    from billing_project.api_keys import api_key_revoke
+    from billing_project.models import ApiKey
+    from plans.models import PlanVersion
+    from plans.selectors import live_version
+    from plans.services import plan_version_copy_to_draft, plan_version_publish
+    from subscriptions.models import Subscription, Tenant
+
+    credentials = tmp_path / "demo-credentials.json"
+    first = demo_setup(credentials)
+    pro = live_version("pro")
+    assert pro is not None
+    assert (pro.version, pro.base_fee) == (1, Decimal("49.00"))
+    assert Subscription.objects.filter(tenant__external_id="demo", status="trialing").count() == 1
+    assert set(first) == {"admin_username", "admin_password", "tenant", "service_key", "agent_key"}
+
+    # What finance and staff did in the admin since:
+    draft = plan_version_copy_to_draft(version=pro)
+    PlanVersion.objects.filter(pk=draft.pk).update(base_fee=Decimal("59.00"))
+    plan_version_publish(version=draft)
+    Tenant.objects.filter(external_id="demo").update(name="Demo Corporation")
+    Subscription.objects.filter(tenant__external_id="demo").update(status="canceled")
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("a-password-staff-chose-1")
+    admin.save()
+    api_key_revoke(key=ApiKey.objects.get(name="demo-agent"), reason="not needed")
+
+    again = demo_setup(credentials)
+    pro = live_version("pro")
+    assert pro is not None
+    assert (pro.version, pro.base_fee) == (2, Decimal("59.00"))
+    assert PlanVersion.objects.filter(plan__code="pro").count() == 2
+    assert Tenant.objects.get(external_id="demo").name == "Demo Corporation"
+    assert not Subscription.objects.filter(tenant__external_id="demo").exclude(status="canceled").exists()
+    admin.refresh_from_db()
+    assert admin.check_password("a-password-staff-chose-1")
+    assert "admin_password" not in again  # the banner says it changed, not a stale one
+    assert "agent_key" not in again
+    assert ApiKey.objects.filter(name="demo-agent", revoked_at__isnull=True).count() == 0
+    assert again["service_key"] == first["service_key"]
+    assert ApiKey.objects.filter(name="demo-service").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_demo_catalog_goes_only_into_an_empty_catalog(tmp_path):
+    from plans.models import Plan
+    from plans.services import catalog_import, catalog_validate
+    from tests.plans.factories import demo
+
+    spec = demo()
+    spec["plans"] = [p for p in spec["plans"] if p["code"] == "free"]
+    catalog_import(spec=catalog_validate(spec))  # the catalog staff keep
+    demo_setup(tmp_path / "creds.json")
+    assert list(Plan.objects.values_list("code", flat=True)) == ["free"]

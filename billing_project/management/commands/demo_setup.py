@@ -1,11 +1,15 @@
-"""python manage.py demo_setup — the demo data that `make run` loads (safe to re-run).
+"""manage.py demo_setup — the demo data that `make run` loads at every start.
 
-Imports the demo catalog (plans/fixtures/demo_catalog.yaml: an AI platform with
-free, pro, team and enterprise plans), creates an admin user, a demo tenant on the
-pro plan (in its trial), a
-demo service key (allowed to report every demo metric) and a demo agent key,
-and writes their credentials to .data/demo-credentials.json (local development
-only; the directory is git-ignored) so that re-runs print the same ones.
+Demo data is loaded once and never changed afterwards: a restart keeps whatever staff
+did since (a plan version published in the admin, a tenant's details, the admin's
+password, a revoked key).
+- The demo catalog (plans/fixtures/demo_catalog.yaml: an AI platform with free, pro,
+  team and enterprise plans) is imported into an empty catalog only.
+- The admin user, the demo tenant on the pro plan (in its trial), the demo service key
+  (allowed to report every demo metric) and the demo agent key are created when missing.
+Their credentials are kept in .data/demo-credentials.json (local development only; the
+directory is git-ignored), so that re-runs print the same ones; a password changed or a
+key revoked since is left so and dropped from the file.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from billing_project.api_keys import api_key_create, api_key_revoke, hash_secret
+from billing_project.api_keys import api_key_create, hash_secret
 from billing_project.audit import system_actor
 from billing_project.embedded import data_dir
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
 from plans.catalog import load_file
-from plans.models import BillableMetric
+from plans.models import BillableMetric, Feature, Plan
+from plans.selectors import live_version
 from plans.services import catalog_import, catalog_validate
+from subscriptions.models import Tenant
 from subscriptions.selectors import live_subscription
 from subscriptions.services import subscription_create, tenant_upsert
 
@@ -37,7 +43,7 @@ DEMO_ADMIN = "admin"
 
 
 class Command(BaseCommand):
-    help = "Load the demo tenant, admin user and API keys (idempotent)."
+    help = "Load the demo catalog, tenant, admin user and API keys once; a re-run changes nothing staff changed."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--credentials", default=None, help="where to keep the demo secrets")
@@ -45,56 +51,83 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["credentials"] or data_dir() / "demo-credentials.json")
         creds: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        done: list[str] = []
         with system_actor(), transaction.atomic():
-            catalog_import(spec=catalog_validate(load_file(DEMO_CATALOG)))
+            if not (Plan.objects.exists() or BillableMetric.objects.exists() or Feature.objects.exists()):
+                catalog_import(spec=catalog_validate(load_file(DEMO_CATALOG)))
+                done.append("demo catalog imported")
             creds["admin_username"] = DEMO_ADMIN
-            creds["admin_password"] = self._admin(creds.get("admin_password"))
-            tenant, _ = tenant_upsert(
-                external_id=DEMO_TENANT,
-                name="Demo Co",
-                billing_email="billing@demo.example",
-                country="US",
-                currency="USD",
+            self._keep(creds, "admin_password", self._admin(creds.get("admin_password"), done))
+            creds["tenant"] = DEMO_TENANT
+            if not Tenant.objects.filter(external_id=DEMO_TENANT).exists():
+                self._tenant(done)
+            self._keep(
+                creds,
+                "service_key",
+                self._key(
+                    creds.get("service_key"),
+                    done,
+                    name="demo-service",
+                    kind="service",
+                    scopes=sorted(ALL_SCOPES),
+                    metrics=sorted(BillableMetric.objects.values_list("code", flat=True)),  # every metric
+                ),
             )
-            creds["tenant"] = tenant.external_id
-            if live_subscription(tenant) is None:
-                subscription_create(tenant=tenant, plan_code="pro", actor="system:demo_setup")
-            creds["service_key"] = self._key(
-                creds.get("service_key"),
-                name="demo-service",
-                kind="service",
-                scopes=sorted(ALL_SCOPES),
-                metrics=sorted(BillableMetric.objects.values_list("code", flat=True)),  # may report every metric
-            )
-            creds["agent_key"] = self._key(
-                creds.get("agent_key"), name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)
+            self._keep(
+                creds,
+                "agent_key",
+                self._key(creds.get("agent_key"), done, name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)),
             )
         path.write_text(json.dumps(creds, indent=2))
         path.chmod(0o600)
         # The secrets stay in the file (git-ignored, owner-only); make run prints them once.
-        self.stdout.write(
-            f"Demo data ready: catalog, tenant {creds['tenant']!r}, admin user, "
-            f"service and agent keys (credentials in {path})."
-        )
+        self.stdout.write(f"Demo data ready ({'; '.join(done) or 'nothing changed'}): credentials in {path}.")
 
-    def _admin(self, password: str | None) -> str:
+    @staticmethod
+    def _keep(creds: dict[str, str], name: str, secret: str | None) -> None:
+        if secret is None:
+            creds.pop(name, None)
+        else:
+            creds[name] = secret
+
+    def _admin(self, password: str | None, done: list[str]) -> str | None:
+        """The admin's password: made with the user; None when staff changed it since."""
         user_model = get_user_model()
         user = user_model.objects.filter(username=DEMO_ADMIN).first()
-        if user is None or password is None or not user.check_password(password):
-            password = password or secrets.token_urlsafe(12)
-            if user is None:
-                user_model.objects.create_superuser(DEMO_ADMIN, "admin@demo.example", password)
-            else:
-                user.set_password(password)
-                user.save()
-        return password
+        if user is None:
+            password = secrets.token_urlsafe(12)
+            user_model.objects.create_superuser(DEMO_ADMIN, "admin@demo.example", password)
+            done.append("admin user created")
+            return password
+        return password if password is not None and user.check_password(password) else None
+
+    def _tenant(self, done: list[str]) -> None:
+        tenant, _ = tenant_upsert(
+            external_id=DEMO_TENANT,
+            name="Demo Co",
+            billing_email="billing@demo.example",
+            country="US",
+            currency="USD",
+        )
+        done.append(f"tenant {DEMO_TENANT!r} created")
+        if live_version("pro") is not None and live_subscription(tenant) is None:
+            subscription_create(tenant=tenant, plan_code="pro", actor="system:demo_setup")
+            done.append("subscribed to pro")
 
     def _key(
-        self, secret: str | None, *, name: str, kind: str, scopes: list[str], metrics: list[str] | None = None
-    ) -> str:
-        existing = ApiKey.objects.filter(secret_hash=hash_secret(secret or ""), revoked_at__isnull=True).first()
-        if secret and existing is not None and existing.metrics == sorted(metrics or []):
-            return secret
-        for stale in ApiKey.objects.filter(name=name, revoked_at__isnull=True):
-            api_key_revoke(key=stale, reason="replaced by demo_setup")
+        self,
+        secret: str | None,
+        done: list[str],
+        *,
+        name: str,
+        kind: str,
+        scopes: list[str],
+        metrics: list[str] | None = None,
+    ) -> str | None:
+        """The demo key's secret: kept while the key is live, made when the file has none;
+        None when staff revoked it (a restart does not replace it)."""
+        if secret:
+            live = ApiKey.objects.filter(secret_hash=hash_secret(secret), revoked_at__isnull=True).exists()
+            return secret if live else None
+        done.append(f"{name} key created")
         return api_key_create(name=name, kind=kind, scopes=scopes, metrics=metrics or []).secret
