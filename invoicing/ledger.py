@@ -12,7 +12,8 @@ from django.db import transaction
 from django.db.models import Sum
 
 from billing_project.errors import InvalidRequest
-from billing_project.money import Money, normalize_currency, round_line
+from billing_project.money import CurrencyMismatch, Money, normalize_currency, round_line
+from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
 
 from .models import CreditEntry, Invoice, InvoiceSequence
@@ -31,19 +32,25 @@ def next_invoice_number(*, series: str, year: int) -> str:
     return f"{series}-{year}-{sequence.last_number:06d}"
 
 
-def _entry(invoice: Invoice, kind: str, amount: Decimal, reason: str, actor: str) -> CreditEntry:
+def _in_invoice_currency(invoice: Invoice, amount: Money) -> Decimal:
+    if amount.currency != invoice.currency:
+        raise CurrencyMismatch(f"{amount} against invoice {invoice.pk} in {invoice.currency}")
+    return amount.amount
+
+
+def _entry(invoice: Invoice, kind: str, amount: Money, reason: str, actor: str) -> CreditEntry:
     return CreditEntry.objects.create(
         tenant_id=invoice.tenant_id,
         currency=invoice.currency,
         kind=kind,
-        amount=amount,
+        amount=_in_invoice_currency(invoice, amount),
         invoice=invoice,
         reason=reason,
         actor=actor,
     )
 
 
-def credit_from_invoice(*, invoice: Invoice, amount: Decimal, reason: str, actor: str) -> CreditEntry:
+def credit_from_invoice(*, invoice: Invoice, amount: Money, reason: str, actor: str) -> CreditEntry:
     """Credit an invoice gives the tenant: proration beyond its charges, or a credit note.
     Inside the caller's transaction, which holds the tenant row lock."""
     return _entry(invoice, CreditEntry.Kind.GRANT, amount, reason, actor)
@@ -70,23 +77,25 @@ def credit_grant(*, tenant: Tenant, amount: Money, reason: str, actor: str) -> C
         )
     if not reason.strip():
         raise InvalidRequest("Say why the credit is granted.", code="validation_error")
-    Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises with applications
+    tenant_select_for_update(tenant_id=tenant.pk)  # serialises with applications
     return CreditEntry.objects.create(
         tenant=tenant, currency=currency, kind=CreditEntry.Kind.GRANT, amount=amount.amount, reason=reason, actor=actor
     )
 
 
-def credit_apply(*, invoice: Invoice, up_to: Decimal, actor: str) -> Decimal:
-    """Apply the tenant's credit to an invoice being finalized, at most `up_to`; returns
-    what was applied. The tenant row lock makes concurrent applications see each other,
-    so the balance never goes negative."""
+def credit_apply(*, invoice: Invoice, up_to: Money, actor: str) -> Money:
+    """Apply the tenant's credit in the invoice's currency to an invoice being finalized,
+    at most `up_to` (in that currency, or CurrencyMismatch); returns what was applied.
+    The tenant row lock makes concurrent applications see each other, so the balance
+    never goes negative."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("credit is applied inside the finalizing transaction")
-    Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
+    limit = _in_invoice_currency(invoice, up_to)
+    tenant_select_for_update(tenant_id=invoice.tenant_id)
     available = credit_balance(tenant=invoice.tenant, currency=invoice.currency)
-    applied = min(available, up_to)
-    if applied <= 0:
-        return Decimal(0)
+    applied = Money(min(available, limit), invoice.currency)
+    if applied.amount <= 0:
+        return Money(Decimal(0), invoice.currency)
     _entry(invoice, CreditEntry.Kind.APPLICATION, -applied, f"applied to invoice {invoice.pk}", actor)
     return applied
 
@@ -97,6 +106,6 @@ def credit_restore(*, invoice: Invoice, actor: str) -> Decimal:
     used = -(CreditEntry.objects.filter(invoice=invoice, kind__in=kinds).aggregate(s=Sum("amount"))["s"] or Decimal(0))
     if used <= 0:
         return Decimal(0)
-    Tenant.objects.select_for_update().get(pk=invoice.tenant_id)
-    _entry(invoice, CreditEntry.Kind.REVERSAL, used, f"invoice {invoice.number} voided", actor)
+    tenant_select_for_update(tenant_id=invoice.tenant_id)
+    _entry(invoice, CreditEntry.Kind.REVERSAL, Money(used, invoice.currency), f"invoice {invoice.number} voided", actor)
     return used

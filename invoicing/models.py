@@ -45,8 +45,13 @@ class Invoice(models.Model):
     subscription = models.ForeignKey(
         "subscriptions.Subscription", on_delete=models.PROTECT, related_name="invoices", null=True, blank=True
     )
-    # The period boundary this invoice closes: at most one invoice per boundary, so a
-    # rerun of the period close can never bill a period twice.
+    # The billing period whose usage this invoice bills in arrears: at most one invoice
+    # per period, so a rerun of the period close can never bill a period twice.
+    period = models.OneToOneField(
+        "subscriptions.BillingPeriod", on_delete=models.PROTECT, related_name="invoice", null=True, blank=True
+    )
+    # Before billing periods were records, the boundary event an invoice closed (kept for
+    # invoices issued then; frozen like the rest of a finalized invoice).
     boundary = models.OneToOneField(
         "subscriptions.SubscriptionEvent", on_delete=models.PROTECT, related_name="invoice", null=True, blank=True
     )
@@ -110,6 +115,15 @@ class InvoiceLine(models.Model):
     metric = models.CharField(max_length=100, blank=True)
     quantity = models.DecimalField(max_digits=30, decimal_places=6, null=True, blank=True)
     amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    currency = models.CharField(max_length=3, help_text="Always the invoice's (a trigger refuses another).")
+    billing_period = models.ForeignKey(
+        "subscriptions.BillingPeriod",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="invoice_lines",
+        help_text="The period whose base fee or usage this line bills.",
+    )
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
     # how the amount was reached: model, aggregation, tiers, events behind it
@@ -122,6 +136,10 @@ class InvoiceLine(models.Model):
         ordering = ["invoice", "position"]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="invoiceline_position"),
+            # a period's base fee is billed once, however the closes race
+            models.UniqueConstraint(
+                fields=["billing_period"], condition=Q(kind="base_fee"), name="invoiceline_one_fee_per_period"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -119,13 +119,72 @@ class SubscriptionEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [
-            # the period close looks for billable boundaries every few minutes
-            models.Index(fields=["at"], name="subscriptionevent_billable", condition=Q(data__bill=True)),
-        ]
 
     def __str__(self) -> str:
         return f"{self.action}: {self.from_status or '—'} → {self.to_status}"
+
+
+class BillingPeriod(models.Model):
+    """A stretch of a subscription billed as one: `[start, end)` on one plan version, in
+    one currency. Subscriptions open and close periods; invoicing reads them. A paid
+    period's usage is billed in arrears by the invoice that closes it (one invoice per
+    period: a rerun of the close finds it billed), and its base fee in advance when
+    `fee_in_advance` (a period that follows a plan change mid-period has its fee prorated
+    instead). A trial's usage is free. A plan change now ends the period at the change
+    and opens another on the new version, so each version prices only its own usage.
+
+    While open, `end` is where the period is due to end; closing may bring it forward
+    (cancelled now, a plan change). Once closed it never changes (a trigger)."""
+
+    class Kind(models.TextChoices):
+        TRIAL = "trial"
+        PAID = "paid"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="periods")
+    plan_version = models.ForeignKey("plans.PlanVersion", on_delete=models.PROTECT, related_name="+")
+    currency = models.CharField(max_length=3, help_text="ISO 4217: the plan version's, so every line it bills.")
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField(help_text="Exclusive. Until the period closes, where it is due to end.")
+    planned_end = models.DateTimeField(
+        help_text="Where it was due to end when it opened (what a fee in advance covers)."
+    )
+    fee_in_advance = models.BooleanField(
+        help_text="Its base fee is billed when it starts (false for trials and after a plan change mid-period)."
+    )
+    closed = models.BooleanField(default=False)
+    opened_by = models.ForeignKey(SubscriptionEvent, on_delete=models.PROTECT, related_name="opened_periods")
+    closed_by = models.ForeignKey(
+        SubscriptionEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="closed_periods"
+    )
+
+    class Meta:
+        ordering = ["start", "id"]
+        constraints = [
+            models.CheckConstraint(
+                # only a period closed at its start is empty (a change or cancellation at that instant)
+                name="billingperiod_not_empty",
+                condition=Q(end__gt=models.F("start")) | Q(closed=True, end=models.F("start")),
+            ),
+            models.CheckConstraint(name="billingperiod_kind_valid", condition=Q(kind__in=["trial", "paid"])),
+            models.CheckConstraint(
+                name="billingperiod_trial_fee_not_in_advance", condition=Q(kind="paid") | Q(fee_in_advance=False)
+            ),
+            models.CheckConstraint(
+                name="billingperiod_closed_by_iff_closed",
+                condition=Q(closed=True, closed_by__isnull=False) | Q(closed=False, closed_by__isnull=True),
+            ),
+            # one open period per subscription: the one its current_period_* mirror
+            models.UniqueConstraint(fields=["subscription"], condition=Q(closed=False), name="billingperiod_one_open"),
+        ]
+        indexes = [
+            # the period close looks for closed, paid periods every few minutes
+            models.Index(fields=["end"], name="billingperiod_closed_paid", condition=Q(closed=True, kind="paid")),
+            models.Index(fields=["start"], name="billingperiod_fee_in_advance", condition=Q(fee_in_advance=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.start:%Y-%m-%d} – {self.end:%Y-%m-%d} ({self.plan_version_id})"
 
 
 class ProrationItem(models.Model):

@@ -28,7 +28,7 @@ from plans.selectors import live_version
 
 from . import periods, proration
 from .lifecycle import CHANGEABLE, next_status
-from .models import LIVE_STATUSES, ProrationItem, Subscription, SubscriptionEvent, Tenant
+from .models import LIVE_STATUSES, BillingPeriod, ProrationItem, Subscription, SubscriptionEvent, Tenant
 from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
 SYSTEM = "system"
@@ -108,6 +108,18 @@ def tenant_get(external_id: str) -> Tenant:
 
 
 # ------------------------------------------------------------------ helpers
+@dataclass(frozen=True)
+class _Periods:
+    """What an operation does to the billing periods: close the open one at `close_at`,
+    and open the next one, `[open_start or the cycle's start, the cycle's end)` on the
+    subscription's plan version as it now stands."""
+
+    close_at: datetime | None = None
+    open: str | None = None  # BillingPeriod.Kind
+    fee_in_advance: bool = False
+    open_start: datetime | None = None
+
+
 def _record(
     sub: Subscription,
     action: str,
@@ -117,9 +129,10 @@ def _record(
     reason: str,
     at: datetime,
     data: dict[str, Any] | None = None,
+    periods: _Periods | None = None,
 ) -> SubscriptionEvent:
     tenant_changed(sub.tenant_id)  # every recorded operation may change what the tenant may do
-    return SubscriptionEvent.objects.create(
+    event = SubscriptionEvent.objects.create(
         subscription=sub,
         action=action,
         from_status=from_status,
@@ -129,41 +142,49 @@ def _record(
         data=data or {},
         at=at,
     )
+    if periods is not None:
+        _move_periods(sub, event, periods)
+    return event
 
 
-def _period_doc(sub: Subscription, *, end: datetime | None = None) -> dict[str, Any]:
-    """A period as a boundary event records it, for invoicing: its bounds, the plan version
-    that priced it, and whether it is paid (a trial is not)."""
-    in_trial = sub.trial_end is not None and sub.current_period_end == sub.trial_end
-    return {
-        "start": sub.current_period_start.isoformat(),
-        "end": (end or sub.current_period_end).isoformat(),
-        "plan_version": sub.plan_version_id,
-        "paid": not in_trial,
-    }
-
-
-def _boundary(closed: dict[str, Any] | None, opened: dict[str, Any] | None) -> dict[str, Any]:
-    """Event data for a period boundary: the period that closed (its usage is billed in
-    arrears), the one that opened (its base fee is billed in advance), and whether the
-    boundary has anything to bill. Invoicing drafts one invoice per billable boundary."""
-    data: dict[str, Any] = {"bill": bool((closed and closed["paid"]) or (opened and opened["paid"]))}
-    if closed:
-        data["closed"] = closed
-    if opened:
-        data["opened"] = opened
-    return data
+def _move_periods(sub: Subscription, event: SubscriptionEvent, move: _Periods) -> None:
+    """Close the open billing period and/or open the next, on the row the caller locked.
+    A period closed at its start is empty: it bills no usage (its fee, if billed in
+    advance, stays billed, like any fee of a subscription stopped early)."""
+    if move.close_at is not None:
+        current = BillingPeriod.objects.select_for_update().filter(subscription=sub, closed=False).first()
+        if current is not None:  # a subscription older than billing periods may have none
+            current.end, current.closed, current.closed_by = max(move.close_at, current.start), True, event
+            current.save(update_fields=["end", "closed", "closed_by"])
+    if move.open is not None:
+        trial = move.open == BillingPeriod.Kind.TRIAL
+        BillingPeriod.objects.create(
+            subscription=sub,
+            plan_version=sub.plan_version,
+            currency=sub.plan_version.currency,
+            kind=move.open,
+            start=move.open_start or sub.current_period_start,
+            end=sub.current_period_end,
+            planned_end=sub.current_period_end,
+            fee_in_advance=move.fee_in_advance and not trial,
+            opened_by=event,
+        )
 
 
 def _transition(
-    sub: Subscription, action: str, *, actor: str, reason: str, at: datetime, data: dict[str, Any] | None = None
+    sub: Subscription,
+    action: str,
+    *,
+    actor: str,
+    reason: str,
+    at: datetime,
+    data: dict[str, Any] | None = None,
+    periods: _Periods | None = None,
 ) -> SubscriptionEvent:
     old = sub.status
     new = next_status(old, action)  # raises InvalidTransition before anything is written
-    if new in ("canceled", "ended") and old in ("trialing", "active", "past_due", "suspended"):
-        data = data or {}
-        if "closed" not in data:  # stopped mid-period: the usage so far is billed
-            data.update(_boundary(_period_doc(sub, end=min(at, sub.current_period_end)), None))
+    if new in ("canceled", "ended") and old in LIVE_STATUSES and periods is None:
+        periods = _Periods(close_at=min(at, sub.current_period_end))  # stopped: the usage so far is billed
     sub.status = new
     if sub.status == Subscription.Status.PAST_DUE and old != sub.status:
         sub.past_due_since = at  # the dunning grace counts from here
@@ -173,7 +194,7 @@ def _transition(
         sub.ended_at = at
         sub.scheduled_plan_version = None
     sub.save()
-    return _record(sub, action, old, actor=actor, reason=reason, at=at, data=data)
+    return _record(sub, action, old, actor=actor, reason=reason, at=at, data=data, periods=periods)
 
 
 def _live_locked(tenant: Tenant) -> Subscription:
@@ -235,7 +256,7 @@ def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datet
             sub.save()
     except IntegrityError as exc:  # the partial unique index, should a writer bypass the lock
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists") from exc
-    opened = _period_doc(sub) if sub.status == Subscription.Status.ACTIVE else None
+    trialing = sub.status == Subscription.Status.TRIALING
     _record(
         sub,
         "create",
@@ -243,7 +264,8 @@ def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datet
         actor=actor,
         reason="",
         at=at,
-        data={"plan": version.plan.code, "version": version.version, **_boundary(None, opened)},
+        data={"plan": version.plan.code, "version": version.version},
+        periods=_Periods(open=BillingPeriod.Kind.TRIAL if trialing else BillingPeriod.Kind.PAID, fee_in_advance=True),
     )
     return sub
 
@@ -301,7 +323,13 @@ def subscription_change_plan(
         )
         return PlanChange(sub, False, sub.current_period_end, [])
     lines: list[proration.ProrationLine] = []
-    boundary: dict[str, Any] = {}
+    # The period splits here: usage so far is priced by the old version, usage from now by
+    # the new one. The new period's fee is the proration charge, not a fee in advance.
+    split = _Periods(
+        close_at=at,
+        open=BillingPeriod.Kind.PAID if sub.status == Subscription.Status.ACTIVE else BillingPeriod.Kind.TRIAL,
+        open_start=at,
+    )
     if sub.status == Subscription.Status.ACTIVE:
         same = old.interval == version.interval
         new_end = None if same else periods.shift(at, _interval(version), 1)
@@ -317,9 +345,7 @@ def subscription_change_plan(
             same_interval=same,
             new_period_end=new_end,
         )
-        if not same:
-            # the old period closes here (its usage is billed now); the new one's fee is a proration charge
-            boundary = _boundary(_period_doc(sub, end=at), None)
+        if not same:  # a new cycle starts here
             _start_paid_period(sub, version, at)
     # (a trial is free: switching during it prorates nothing and keeps the trial's end)
     sub.plan_version = version
@@ -336,8 +362,8 @@ def subscription_change_plan(
             "from": str(old),
             "to": str(version),
             "proration": [{"kind": x.kind, "amount": format_decimal(x.amount)} for x in lines],
-            **boundary,
         },
+        periods=split,
     )
     ProrationItem.objects.bulk_create(
         [
@@ -417,14 +443,14 @@ def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subs
     if in_trial and sub.trial_end is not None and sub.trial_end > at:
         _transition(sub, "resume_trial", actor=actor, reason=reason, at=at)
         return sub
-    data: dict[str, Any] = {}
+    moved = None
     if in_trial or sub.current_period_end <= at:
-        closed = None if in_trial else _period_doc(sub)  # its usage until the suspension is billed now
+        # the period that ended meanwhile closes at its end (a paid one's usage is billed now)
+        moved = _Periods(close_at=sub.current_period_end, open=BillingPeriod.Kind.PAID, fee_in_advance=True)
         if sub.scheduled_plan_version is not None:
             sub.plan_version, sub.scheduled_plan_version = sub.scheduled_plan_version, None
         _start_paid_period(sub, sub.plan_version, at)
-        data = _boundary(closed, _period_doc(sub))
-    _transition(sub, "resume", actor=actor, reason=reason, at=at, data=data)
+    _transition(sub, "resume", actor=actor, reason=reason, at=at, periods=moved)
     return sub
 
 
@@ -458,7 +484,6 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
     while sub.status in ("trialing", "active", "past_due") and sub.current_period_end <= at:
         boundary = sub.current_period_end
         crossed += 1
-        closed = _period_doc(sub)
         if sub.cancel_at_period_end:
             _transition(sub, "end", actor=SYSTEM, reason="canceled at period end", at=boundary)
             break
@@ -470,17 +495,16 @@ def _roll_locked(sub: Subscription, at: datetime) -> int:
             sub.plan_version, sub.scheduled_plan_version = scheduled, None
             if interval_changed:
                 sub.period_anchor, sub.period_index = boundary, -1  # the next period starts here
+        renewal = _Periods(close_at=boundary, open=BillingPeriod.Kind.PAID, fee_in_advance=True)
         if sub.status == Subscription.Status.TRIALING:
             _start_paid_period(sub, sub.plan_version, boundary)
-            data.update(_boundary(closed, _period_doc(sub)))
-            _transition(sub, "activate", actor=SYSTEM, reason="trial ended", at=boundary, data=data)
+            _transition(sub, "activate", actor=SYSTEM, reason="trial ended", at=boundary, data=data, periods=renewal)
             continue
         sub.period_index += 1
         sub.current_period_start, sub.current_period_end = periods.period(
             sub.period_anchor, _interval(sub.plan_version), sub.period_index
         )
-        data.update(_boundary(closed, _period_doc(sub)))
-        _transition(sub, "renew", actor=SYSTEM, reason="", at=boundary, data=data)
+        _transition(sub, "renew", actor=SYSTEM, reason="", at=boundary, data=data, periods=renewal)
     return crossed
 
 

@@ -46,59 +46,59 @@ def test_a_month_from_usage_to_a_paid_invoice(api, make_key, acme, stripe_api, w
     report(api, reporter, "ai_tokens", 1_500_000, datetime(2026, 2, 10, tzinfo=UTC))
     report(api, reporter, "active_users", 1, datetime(2026, 1, 21, tzinfo=UTC), n=3, user_ref="u")
     report(api, reporter, "storage_gb", 5, datetime(2026, 1, 22, tzinfo=UTC))
-    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=datetime(2026, 2, 1, tzinfo=UTC))
+    mid = datetime(2026, 2, 1, tzinfo=UTC)
+    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=mid)
     credit_grant(tenant=acme, amount=Money(Decimal("10.00"), "USD"), reason="goodwill", actor="staff:ann")
     subscription_roll(subscription_id=sub.pk, at=PAID_END)
     invoices_close_due(now=LATER)
-    invoice = Invoice.objects.get(period_start=PAID_START, period_end=PAID_END)
+    invoice = Invoice.objects.get(period_start=PAID_START, period_end=mid)
 
-    # Hand computation (Team holds the period at its end; 14 of 31 days changed plan):
-    #   ai_tokens, volume: 3,000,000 × 0.000018           54.00
+    # Hand computation of the Pro part of the period (the change on Feb 1 split it; 14 of
+    # 31 days changed plan):
+    #   ai_tokens, graduated: 1,500,000 within 2M free     0.00
     #   api_calls: none                                    0.00
-    #   active_users, graduated: 3 users, 10 free          0.00
-    #   storage_gb: max 5 GB × 0.08                        0.40
-    #   Team base fee, next period in advance            199.00
+    #   active_users, per unit: 3 × 8.00                  24.00
+    #   storage_gb, per unit: max 5 GB × 0.10              0.50
     #   Pro unused: −49 × 14/31                          −22.13
     #   Team remainder: 199 × 14/31                       89.87
     #   credit                                           −10.00
-    #   total                                            311.14
+    #   total                                             82.24
     lines = [(x.kind, x.metric, x.amount) for x in invoice.lines.order_by("position")]
     assert lines == [
-        ("usage", "ai_tokens", Decimal("54.00")),
+        ("usage", "ai_tokens", Decimal("0.00")),
         ("usage", "api_calls", Decimal("0.00")),
-        ("usage", "active_users", Decimal("0.00")),
-        ("usage", "storage_gb", Decimal("0.40")),
-        ("base_fee", "", Decimal("199.00")),
+        ("usage", "active_users", Decimal("24.00")),
+        ("usage", "storage_gb", Decimal("0.50")),
         ("proration", "", Decimal("-22.13")),
         ("proration", "", Decimal("89.87")),
         ("credit", "", Decimal("-10.00")),
     ]
-    assert (invoice.status, invoice.total) == ("open", Decimal("311.14"))
+    assert (invoice.status, invoice.total) == ("open", Decimal("82.24"))
 
     # Push to Stripe for collection: its draft totals what ours does.
     register_push(stripe_api, invoice, after_items="invoice_draft_with_items")
     stripe_api.replace(
         "GET",
         f"{API}/v1/invoices/{STRIPE_INVOICE}",
-        json=ours(invoice, "invoice_draft_with_items", total=31114, amount_due=31114, subtotal=31114),
+        json=ours(invoice, "invoice_draft_with_items", total=8224, amount_due=8224, subtotal=8224),
     )
     stripe_api.post(
         f"{API}/v1/invoices/{STRIPE_INVOICE}/finalize",
-        json=ours(invoice, "invoice_open", total=31114, amount_due=31114),
+        json=ours(invoice, "invoice_open", total=8224, amount_due=8224),
     )
     invoice = invoice_collect(invoice_id=invoice.pk)
     assert invoice.stripe_invoice_id == STRIPE_INVOICE
 
     # Stripe charges the card and tells us, signed; the worker reads Stripe's current state.
     stripe_api.replace(
-        "GET", f"{API}/v1/invoices/{STRIPE_INVOICE}", json=ours(invoice, "invoice_paid", total=31114, amount_paid=31114)
+        "GET", f"{API}/v1/invoices/{STRIPE_INVOICE}", json=ours(invoice, "invoice_paid", total=8224, amount_paid=8224)
     )
     event = make_event("invoice.paid", id=STRIPE_INVOICE)
     event["data"]["object"]["id"] = STRIPE_INVOICE
     assert post_event(event).status_code == 200
     assert wait_for(lambda: StripeEvent.objects.filter(stripe_id=event["id"], processed_at__isnull=False).exists())
     invoice.refresh_from_db()
-    assert (invoice.status, invoice.total) == ("paid", Decimal("311.14"))
+    assert (invoice.status, invoice.total) == ("paid", Decimal("82.24"))
     assert invoice.total == sum(amount for _, _, amount in lines)
 
 

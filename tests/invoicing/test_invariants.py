@@ -31,7 +31,9 @@ def acme(db):
 
 def draft(tenant, amount="10.00"):
     invoice = Invoice.objects.create(tenant=tenant, currency="USD", period_start=T, period_end=T)
-    InvoiceLine.objects.create(invoice=invoice, position=1, kind="base_fee", description="fee", amount=Decimal(amount))
+    InvoiceLine.objects.create(
+        invoice=invoice, position=1, kind="base_fee", description="fee", amount=Decimal(amount), currency="USD"
+    )
     return invoice
 
 
@@ -186,7 +188,9 @@ def test_a_line_written_during_finalization_waits_and_is_refused(acme):
     def add_line() -> None:
         finalizing.wait(10)
         try:
-            InvoiceLine.objects.create(invoice_id=invoice.pk, position=2, kind="usage", description="x", amount=5)
+            InvoiceLine.objects.create(
+                invoice_id=invoice.pk, position=2, kind="usage", description="x", amount=5, currency="USD"
+            )
             outcome.append("written")
         except DatabaseError:
             outcome.append("refused")

@@ -1,5 +1,6 @@
-"""Period close: one invoice per billable boundary, priced on exact period aggregates,
-base fee in advance, proration, late usage and credit, checked against hand computations."""
+"""Period close: one invoice per billing period, priced on exact period aggregates by the
+period's own plan version, base fee in advance, proration, late usage and credit,
+checked against hand computations."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import IntegrityError, transaction
 
 from billing_project.money import Money
 from invoicing.ledger import credit_balance, credit_grant
 from invoicing.models import Invoice, InvoiceLine
-from invoicing.services import invoice_close_boundary, invoices_close_due
+from invoicing.services import invoice_close_periods, invoices_close_due
 from plans.services import catalog_import, catalog_validate
-from subscriptions.models import SubscriptionEvent
+from subscriptions.models import BillingPeriod
 from subscriptions.services import subscription_change_plan, subscription_create, subscription_roll, tenant_upsert
 from tests.plans.factories import demo
 
@@ -48,7 +50,8 @@ def report(api, key, metric, quantity, at, n=1, **props):
         }
         for i in range(n)
     ]
-    response = api.post("/api/v1/usage/events", {"events": events}, format="json", **key.header)
+    with time_machine.travel(at + timedelta(minutes=1), tick=False):  # reported as it happens
+        response = api.post("/api/v1/usage/events", {"events": events}, format="json", **key.header)
     assert response.json()["accepted"] == n, response.content
 
 
@@ -76,30 +79,39 @@ def test_a_month_closes_into_one_invoice_matching_a_hand_computation(api, acme, 
     subscription_roll(subscription_id=sub.pk, at=PAID_END)
     invoices_close_due(now=LATER)
 
-    second = Invoice.objects.exclude(pk=first.pk).get()
-    lines = {(kind, metric): amount for kind, metric, amount in amounts(second)}
-    # Usage of the closed period, priced by the version held at its end (Team):
-    assert lines[("usage", "ai_tokens")] == Decimal("54.00")  # volume: 3,000,000 × 0.000018
-    assert lines[("usage", "api_calls")] == Decimal("0.00")  # none reported
-    assert lines[("usage", "active_users")] == Decimal("0.00")  # 3 users, the first 10 are free
-    assert lines[("usage", "storage_gb")] == Decimal("0.40")  # max 5 GB × 0.08
-    # Team's fee for the period that opened, in advance:
-    assert lines[("base_fee", "")] == Decimal("199.00")
-    prorations = [a for k, m, a in amounts(second) if k == "proration"]
-    assert prorations == [Decimal("-22.13"), Decimal("89.87")]  # 49 × 14/31 back, 199 × 14/31 due
-    assert lines[("credit", "")] == Decimal("-10.00")
-    # 54.00 + 0.40 + 199.00 − 22.13 + 89.87 = 321.14, less 10.00 credit
+    # The change split the period: Pro prices its usage until Feb 1, Team its usage after.
+    second, third = Invoice.objects.exclude(pk=first.pk).order_by("number")
+    assert (second.period_start, second.period_end) == (PAID_START, mid)
+    assert amounts(second) == [
+        ("usage", "ai_tokens", Decimal("0.00")),  # Pro, graduated: 1.5M within the 2M free
+        ("usage", "api_calls", Decimal("0.00")),  # none reported
+        ("usage", "active_users", Decimal("24.00")),  # Pro: 3 users × 8.00
+        ("usage", "storage_gb", Decimal("0.50")),  # Pro: max 5 GB × 0.10
+        ("proration", "", Decimal("-22.13")),  # 49 × 14/31 back
+        ("proration", "", Decimal("89.87")),  # 199 × 14/31 due
+        ("credit", "", Decimal("-10.00")),
+    ]
+    # 24.00 + 0.50 − 22.13 + 89.87 = 92.24, less 10.00 credit
     assert (second.subtotal, second.credit_applied, second.total) == (
-        Decimal("321.14"),
+        Decimal("92.24"),
         Decimal("10.00"),
-        Decimal("311.14"),
+        Decimal("82.24"),
     )
     assert second.total == sum(a for _, _, a in amounts(second))
-    assert second.number == "INV-2026-000002"
-    assert (second.period_start, second.period_end) == (PAID_START, PAID_END)
+    assert (third.period_start, third.period_end) == (mid, PAID_END)
+    assert amounts(third) == [
+        ("usage", "ai_tokens", Decimal("27.00")),  # Team, volume: 1.5M × 0.000018
+        ("usage", "api_calls", Decimal("0.00")),
+        ("usage", "active_users", Decimal("0.00")),  # nobody active after the change
+        ("usage", "storage_gb", Decimal("0.16")),  # Team: max 2 GB × 0.08
+        ("base_fee", "", Decimal("199.00")),  # Team's fee for the period that opened, in advance
+    ]
+    assert third.total == Decimal("226.16")
+    assert (second.number, third.number) == ("INV-2026-000002", "INV-2026-000003")
     assert credit_balance(tenant=acme, currency="USD") == 0
     assert second.tax_status == "not_calculated"
     assert second.buyer["name"] == "Acme"
+    assert {line.currency for line in InvoiceLine.objects.all()} == {"USD"}
 
 
 def test_each_usage_line_explains_itself(api, acme, reporter):
@@ -116,24 +128,37 @@ def test_each_usage_line_explains_itself(api, acme, reporter):
     assert line.amount == Decimal("20.00")
 
 
-def test_rerunning_the_close_never_bills_a_boundary_twice(api, acme):
+def test_rerunning_the_close_never_bills_a_period_twice(api, acme):
     sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
     subscription_roll(subscription_id=sub.pk, at=datetime(2026, 3, 20, tzinfo=UTC))  # activate + 2 renewals
     assert invoices_close_due(now=datetime(2026, 4, 1, tzinfo=UTC)) == 3
     assert invoices_close_due(now=datetime(2026, 4, 1, tzinfo=UTC)) == 0
-    event = SubscriptionEvent.objects.filter(data__bill=True).first()
-    assert event is not None
-    assert invoice_close_boundary(event_id=event.pk, now=LATER) is None
+    assert invoice_close_periods(subscription_id=sub.pk, now=LATER) == []
+    billed = BillingPeriod.objects.filter(subscription=sub, invoice__isnull=False).first()
+    assert billed is not None
     with pytest.raises(IntegrityError), transaction.atomic():
         Invoice.objects.create(
-            tenant=acme, subscription=sub, boundary=event, currency="USD", period_start=T0, period_end=T0
+            tenant=acme, subscription=sub, period=billed, currency="USD", period_start=T0, period_end=T0
+        )
+    fee = InvoiceLine.objects.filter(kind="base_fee").first()
+    assert fee is not None
+    with pytest.raises(IntegrityError), transaction.atomic():  # a second fee line for the same period
+        draft = Invoice.objects.create(tenant=acme, subscription=sub, currency="USD", period_start=T0, period_end=T0)
+        InvoiceLine.objects.create(
+            invoice=draft,
+            position=1,
+            kind="base_fee",
+            description="again",
+            amount=Decimal(49),
+            currency="USD",
+            billing_period=fee.billing_period,
         )
     assert Invoice.objects.count() == 3
     numbers = sorted(str(n) for n in Invoice.objects.values_list("number", flat=True))
     assert numbers == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
 
 
-def test_a_boundary_waits_for_its_grace_window(api, acme, settings):
+def test_a_period_waits_for_its_grace_window(api, acme, settings):
     settings.INVOICE_GRACE_MINUTES = 60
     sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
     subscription_roll(subscription_id=sub.pk, at=PAID_START)
@@ -188,17 +213,26 @@ def test_the_explanations_link_lists_exactly_the_events_behind_the_line(api, acm
     assert page.context["cl"].result_count == 2
 
 
-def test_a_plan_change_after_a_boundary_waits_for_the_next_invoice(api, acme):
-    """Both boundaries closed late, in one run: the proration of a change made after the
-    first boundary belongs to the second invoice, not the first."""
+def test_each_close_bills_what_was_due_at_its_time(api, acme):
+    """The close runs as time passes: the trial's end bills Pro's fee alone; a change
+    mid-period closes the Pro part (its usage and the proration); the period's end bills
+    the Team part and Team's next fee. A plan change made later never rides on an
+    earlier invoice."""
     sub = subscription_create(tenant=acme, plan_code="pro", actor="t", at=T0)
+    grace = timedelta(hours=2)
     subscription_roll(subscription_id=sub.pk, at=PAID_START)
-    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=datetime(2026, 2, 1, tzinfo=UTC))
+    assert invoices_close_due(now=PAID_START + grace) == 1
+    mid = datetime(2026, 2, 1, tzinfo=UTC)
+    subscription_change_plan(tenant=acme, plan_code="team", when="now", actor="t", at=mid)
+    assert invoices_close_due(now=mid + grace) == 1
     subscription_roll(subscription_id=sub.pk, at=PAID_END)
-    invoices_close_due(now=LATER)
-    first, second = Invoice.objects.order_by("number")
+    assert invoices_close_due(now=PAID_END + grace) == 1
+    first, second, third = Invoice.objects.order_by("number")
     assert [k for k, _, _ in amounts(first)] == ["base_fee"]
-    assert [k for k, _, _ in amounts(second)].count("proration") == 2
+    assert [k for k, _, _ in amounts(second)] == ["usage"] * 4 + ["proration"] * 2
+    assert {line.explanation["plan"] for line in second.lines.filter(kind="usage")} == {"pro"}
+    assert [k for k, _, _ in amounts(third)] == ["usage"] * 4 + ["base_fee"]
+    assert {line.explanation["plan"] for line in third.lines.filter(kind="usage")} == {"team"}
 
 
 def test_late_usage_after_the_subscription_ended_gets_an_invoice_of_its_own(api, acme, reporter):
@@ -213,7 +247,7 @@ def test_late_usage_after_the_subscription_ended_gets_an_invoice_of_its_own(api,
     # a third user's event for January arrives after the last invoice
     report(api, reporter, "active_users", 1, datetime(2026, 1, 5, tzinfo=UTC), n=1, user_ref="late")
     assert invoices_late_usage_due(now=LATER) == 1
-    late = Invoice.objects.get(boundary=None)
+    late = Invoice.objects.filter(lines__kind="late_usage").get()
     assert amounts(late) == [("late_usage", "active_users", Decimal("6.00"))]  # 3 users now, 2 billed
     assert (late.status, late.subscription_id, late.total) == ("open", sub.pk, Decimal("6.00"))
     assert invoices_late_usage_due(now=LATER) == 0  # a rerun bills nothing twice

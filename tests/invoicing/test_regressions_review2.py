@@ -35,7 +35,7 @@ from tests.invoicing.test_period_close import reporter as reporter  # noqa: PLC0
 def test_credit_note_never_exceeds_the_invoice_total(acme):
     inv = draft(acme, "100.00")
     InvoiceLine.objects.create(
-        invoice=inv, position=2, kind="proration", description="downgrade", amount=Decimal("-30")
+        invoice=inv, position=2, kind="proration", description="downgrade", amount=Decimal("-30"), currency="USD"
     )
     inv = invoice_mark_paid(invoice_id=invoice_finalize(invoice_id=inv.pk).pk)
     assert inv.total == Decimal("70.00")
@@ -51,7 +51,7 @@ def test_credit_note_never_exceeds_the_invoice_total(acme):
 def _prorated(tenant):
     inv = draft(tenant, "100.00")
     InvoiceLine.objects.create(
-        invoice=inv, position=2, kind="proration", description="downgrade", amount=Decimal("-30")
+        invoice=inv, position=2, kind="proration", description="downgrade", amount=Decimal("-30"), currency="USD"
     )
     return inv
 

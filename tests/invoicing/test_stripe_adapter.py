@@ -107,7 +107,12 @@ def draft(tenant, amounts=("49.00", "12.34", "-5.00")) -> Invoice:
     kinds = ["base_fee", "usage", "proration"]
     for i, amount in enumerate(amounts, start=1):
         InvoiceLine.objects.create(
-            invoice=invoice, position=i, kind=kinds[(i - 1) % 3], description=f"line {i}", amount=Decimal(amount)
+            invoice=invoice,
+            position=i,
+            kind=kinds[(i - 1) % 3],
+            description=f"line {i}",
+            amount=Decimal(amount),
+            currency="USD",
         )
     return invoice
 

@@ -1,0 +1,256 @@
+"""Issuing: close billing periods into invoices, settle credit, finalize with the next number.
+
+The period close works per subscription, under its tenant's row lock (the lock order of
+subscriptions.locks), with one invoice per instant where a paid period closed or one
+opened, past the grace window for late events: the usage of the period that closed, in
+arrears; the base fee of the one that opened, in advance; the proration of plan changes
+made by then; late usage of earlier periods. Reruns and concurrent closes find the
+periods billed (one invoice per period, one fee line per period, both unique in the
+database) and do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing_project.money import CurrencyMismatch, Money, round_line
+from subscriptions.locks import tenant_select_for_update
+from subscriptions.models import BillingPeriod, Subscription
+
+from . import jobs, selectors
+from .drafting import (
+    DraftLine,
+    base_fee_line,
+    charges_of,
+    draft_create,
+    fees_due,
+    late_usage_lines,
+    proration_lines,
+    usage_lines,
+    write_lines,
+)
+from .ledger import credit_apply, credit_from_invoice, next_invoice_number
+from .models import Invoice, InvoiceLine
+
+logger = logging.getLogger(__name__)
+SYSTEM = "system"
+
+
+# ------------------------------------------------------------------ credit and finalization
+def _seller() -> dict[str, str]:
+    return dict(settings.INVOICE_SELLER)
+
+
+def _buyer(invoice: Invoice) -> dict[str, str]:
+    tenant = invoice.tenant
+    return {
+        "name": tenant.name,
+        "email": tenant.billing_email,
+        "country": tenant.country,
+        "reference": tenant.external_id,
+    }
+
+
+def _settle_credit(invoice: Invoice) -> None:
+    """Credit on a draft, once, before tax: a negative balance of charges is carried to the
+    ledger (an invoice never totals below zero), then the tenant's credit is applied up to
+    what is left. Done before a draft goes to Stripe, so Stripe taxes what is charged."""
+    charges = charges_of(invoice)
+    position = invoice.lines.count() + 1
+    if charges.amount < 0:
+        carried = -charges
+        write_lines(
+            invoice,
+            [DraftLine(kind=InvoiceLine.Kind.CREDIT, description="Carried to the credit balance", amount=carried)],
+            position,
+        )
+        position += 1
+        charges = Money(Decimal(0), invoice.currency)
+        credit_from_invoice(
+            invoice=invoice, amount=carried, reason="proration credit beyond the invoice's charges", actor=SYSTEM
+        )
+    applied = credit_apply(invoice=invoice, up_to=charges, actor=SYSTEM)
+    if applied.amount:
+        write_lines(
+            invoice,
+            [DraftLine(kind=InvoiceLine.Kind.CREDIT, description="Credit applied", amount=-applied)],
+            position,
+        )
+
+
+def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[DraftLine] | None = None) -> Invoice:
+    """Tax lines (from Stripe Tax, when enabled), totals and the next number, all in the
+    caller's transaction: a finalized invoice never changes again. Credit was settled on
+    the draft (_settle_credit). Every line must be in the invoice's currency."""
+    lines = list(invoice.lines.order_by("position"))
+    strangers = sorted({x.currency for x in lines if x.currency != invoice.currency})
+    if strangers:
+        raise CurrencyMismatch(f"invoice {invoice.pk} in {invoice.currency} holds lines in {', '.join(strangers)}")
+    if tax_lines:
+        write_lines(invoice, tax_lines, len(lines) + 1)
+        invoice.tax_status = Invoice.Tax.CALCULATED
+    applied = -sum((x.amount for x in lines if x.kind == InvoiceLine.Kind.CREDIT and x.amount < 0), Decimal(0))
+    subtotal = sum((x.amount for x in lines), Decimal(0)) + applied  # charges, and any carried balance
+    tax = sum((line.amount.amount for line in tax_lines or []), Decimal(0))
+    invoice.subtotal, invoice.tax, invoice.credit_applied = subtotal, tax, applied
+    invoice.total = subtotal + tax - applied
+    invoice.number = next_invoice_number(series=invoice.series, year=now.year)
+    invoice.status = Invoice.Status.PAID if invoice.total == 0 else Invoice.Status.OPEN
+    invoice.finalized_at = now
+    invoice.due_at = now + timedelta(days=settings.INVOICE_DUE_DAYS)
+    if invoice.total == 0:
+        invoice.paid_at = now  # nothing to collect
+    invoice.seller, invoice.buyer = _seller(), _buyer(invoice)
+    invoice.save()
+    return invoice
+
+
+def _issue(invoice: Invoice, now: datetime) -> Invoice:
+    """Credit, then finalize now, or, with Stripe Tax, leave the draft for the collection
+    task to have taxed; queue collection when something is due."""
+    _settle_credit(invoice)
+    taxed_at_stripe = settings.STRIPE_TAX_ENABLED and settings.STRIPE_COLLECTION_ENABLED
+    if not taxed_at_stripe or charges_of(invoice).amount == 0:
+        invoice = _finalize(invoice, now=now)  # nothing charged: no tax to ask Stripe for
+    if invoice.status == Invoice.Status.DRAFT or invoice.total > 0:
+        jobs.collect_after_commit(invoice.pk)
+    return invoice
+
+
+# ------------------------------------------------------------------ the period close
+def _boundary_invoice(
+    sub: Subscription, closed: BillingPeriod | None, opened: list[BillingPeriod], at: datetime, now: datetime
+) -> Invoice:
+    """The invoice of one instant of a subscription's history: the usage of the period that
+    closed then, in arrears; the base fee of the period that opened then, in advance; the
+    proration of plan changes made by then; late usage of earlier periods."""
+    lines = usage_lines(closed) if closed is not None else []
+    lines += [base_fee_line(p) for p in opened]
+    lines += proration_lines(sub, at)
+    lines += late_usage_lines(sub, now)
+    invoice = draft_create(
+        tenant=sub.tenant,
+        sub=sub,
+        currency=closed.currency if closed is not None else opened[0].currency,
+        lines=lines,
+        start=closed.start if closed is not None else opened[0].start,
+        end=closed.end if closed is not None else opened[0].planned_end,
+        period=closed,
+        now=now,
+    )
+    return _issue(invoice, now)
+
+
+@transaction.atomic
+def invoice_close_periods(*, subscription_id: int, now: datetime | None = None) -> list[Invoice]:
+    """Invoice what a subscription has due past the grace window: each closed paid period's
+    usage and each base fee in advance, one invoice per instant where a period closed or
+    opened. Returns the invoices made; none when another run got there first."""
+    now = now or timezone.now()
+    sub = Subscription.objects.select_related("tenant").get(pk=subscription_id)
+    tenant_select_for_update(tenant_id=sub.tenant_id)  # first: concurrent closes queue here
+    cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    closing = {p.end: p for p in selectors.periods_to_invoice(sub, cutoff=cutoff)}
+    opening: dict[datetime, list[BillingPeriod]] = {}
+    for period in fees_due(sub, upto=cutoff):
+        opening.setdefault(period.start, []).append(period)
+    # one invoice per instant, in order, as if the close had run at each (a late run
+    # makes the same invoices as punctual ones would have)
+    return [
+        _boundary_invoice(sub, closing.get(at), opening.get(at, []), at, now)
+        for at in sorted(closing.keys() | opening.keys())
+    ]
+
+
+def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
+    """The beat job: one transaction per subscription, so one failure does not hold back the rest."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    made, failed = 0, []
+    for sub_id in selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit):
+        try:
+            made += len(invoice_close_periods(subscription_id=sub_id, now=now))
+        except Exception:
+            logger.exception("invoicing.close_failed", extra={"subscription_id": sub_id})
+            failed.append(sub_id)
+    if failed:  # the task retries, and records a failure once its retries are spent
+        raise RuntimeError(f"period close failed for subscriptions {failed}")
+    return made
+
+
+# ------------------------------------------------------------------ late usage of ended subscriptions
+@transaction.atomic
+def invoice_late_usage(*, subscription_id: int, now: datetime | None = None) -> Invoice | None:
+    """An invoice of late usage alone, for a subscription that has ended (a live one bills
+    it on its next invoice). In the currency of the periods it re-prices, never the
+    tenant's current one. None when there is nothing to bill, so reruns are no-ops: the
+    comparison is with what earlier invoices billed."""
+    now = now or timezone.now()
+    sub = Subscription.objects.select_related("tenant").get(pk=subscription_id)
+    tenant_select_for_update(tenant_id=sub.tenant_id)  # the close's lock order
+    if sub.status not in ("canceled", "ended"):
+        return None
+    if selectors.periods_to_invoice(sub, cutoff=now):
+        return None  # its last period is not invoiced yet: that invoice will carry it
+    lines = [x for x in late_usage_lines(sub, now) if x.amount.amount != 0]
+    if not lines:
+        return None
+    currencies = {x.amount.currency for x in lines}
+    if len(currencies) > 1:  # one subscription's periods share its tenant's locked currency
+        raise CurrencyMismatch(f"late usage of subscription {sub.pk} in {sorted(currencies)}")
+    invoice = draft_create(
+        tenant=sub.tenant,
+        sub=sub,
+        currency=lines[0].amount.currency,
+        lines=lines,
+        start=min(x.period_start for x in lines if x.period_start),
+        end=max(x.period_end for x in lines if x.period_end),
+        period=None,
+        now=now,
+    )
+    return _issue(invoice, now)
+
+
+def invoices_late_usage_due(*, now: datetime | None = None) -> int:
+    """The beat job: late usage of ended subscriptions, one transaction each."""
+    now = now or timezone.now()
+    return sum(invoice_late_usage(subscription_id=pk, now=now) is not None for pk in selectors.late_usage_due(now=now))
+
+
+# ------------------------------------------------------------------ drafts made by hand, and tax
+@transaction.atomic
+def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice:
+    """Finalize a draft made by hand as it stands (no tax lines): credit, totals, the next number."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status != Invoice.Status.DRAFT:
+        return invoice
+    tenant_select_for_update(tenant_id=invoice.tenant_id)
+    if not invoice.credits.exists():
+        _settle_credit(invoice)
+    return _finalize(invoice, now=now or timezone.now())
+
+
+@transaction.atomic
+def invoice_finalize_with_tax(
+    *, invoice_id: int, tax: list[tuple[str, Decimal]], now: datetime | None = None
+) -> Invoice:
+    """Finalize a draft with the tax Stripe computed for it (description, amount)."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status != Invoice.Status.DRAFT:
+        return invoice
+    lines = [
+        DraftLine(
+            kind=InvoiceLine.Kind.TAX,
+            description=d,
+            amount=Money(round_line(a, invoice.currency), invoice.currency),
+        )
+        for d, a in tax
+    ]
+    return _finalize(invoice, now=now, tax_lines=lines)
