@@ -44,7 +44,7 @@ def _required(name: str) -> str:
     if not value:
         raise ImproperlyConfigured(
             f"{name} is not set. Run through `make run` / `make test` or "
-            f"`python manage.py …`, which start the embedded engines under .data/, "
+            f"`.venv/bin/python manage.py …`, which start the embedded engines under .data/, "
             f"or set {name} yourself (see README, Configuration)."
         )
     return value
