@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from plans.models import BillableMetric
 from subscriptions.models import Tenant
+from tests.clock import NOW
 from usage.aggregation import usage_aggregate
 from usage.models import AggregationWatermark, UsageEvent, UsageRollup, UsageUniqueValue
 from usage.selectors import usage_over, whole_hours
@@ -120,7 +121,7 @@ def test_whole_hours():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_events_arriving_through_the_api_are_aggregated_once(api, key):
+def test_events_arriving_through_the_api_are_aggregated_once(api, key, clock):
     body = {
         "events": [
             {
@@ -128,7 +129,7 @@ def test_events_arriving_through_the_api_are_aggregated_once(api, key):
                 "metric": "ai_tokens",
                 "quantity": "10",
                 "idempotency_key": f"e{i}",
-                "occurred_at": "2026-11-25T10:15:00Z",
+                "occurred_at": (NOW - timedelta(hours=3)).isoformat(),  # recent, on the suite's clock
             }
             for i in range(50)
         ]

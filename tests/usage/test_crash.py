@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 
 from plans.models import BillableMetric
 from subscriptions.models import Tenant
@@ -122,13 +122,14 @@ def test_the_watermark_waits_for_a_transaction_still_inserting(reporter):
         [tenant.pk, tokens.pk, reporter.key.pk],
     )
     try:
-        time.sleep(0.05)
+        # committed while "slow" is still open: received_at on the database's clock, as
+        # ingestion writes it (the watermark's clock), never the test process's
         UsageEvent.objects.create(
             tenant=tenant,
             metric=tokens,
             quantity=7,
             occurred_at=datetime.now(UTC),
-            received_at=datetime.now(UTC),
+            received_at=Now(),
             reported_by=reporter.key,
             idempotency_key="fast",
             payload_hash="h",
