@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db]
 T0 = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)  # the subscription starts: its yearly fee is due
 
 
-def billing(api, key) -> dict:
+def billing(api, key):
     response = api.get("/api/v1/tenants/acme/billing", **key.header)
     assert response.status_code == 200, response.content
     return response.json()["cost_to_date"]
