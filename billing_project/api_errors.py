@@ -20,7 +20,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from .errors import BillingError
+from .errors import NON_FIELD, BillingError
 from .observability import API_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,24 @@ def _code_of(exc: exceptions.APIException) -> str:
     return _RENAMED.get(code, code)
 
 
+def field_messages(detail: Any, path: str = "") -> dict[str, str]:
+    """DRF's validation detail in the one shape: {"<field>": "<message>"}, nested fields by
+    dotted path ("usage.api_calls"), a field's several messages joined, a problem that is
+    not one field's under `non_field_errors`."""
+    if isinstance(detail, dict):
+        out: dict[str, str] = {}
+        for name, inner in detail.items():
+            out.update(field_messages(inner, f"{path}.{name}" if path else str(name)))
+        return out
+    if isinstance(detail, list) and any(isinstance(item, (dict, list)) for item in detail):
+        out = {}
+        for index, inner in enumerate(detail):  # a list field's items: the valid ones are empty
+            out.update(field_messages(inner, f"{path}.{index}" if path else str(index)))
+        return out
+    messages = [str(item) for item in detail] if isinstance(detail, list) else [str(detail)]
+    return {path or NON_FIELD: " ".join(messages)} if messages else {}
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     headers: dict[str, str] = {}
     if isinstance(exc, BillingError):
@@ -63,9 +81,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {NON_FIELD: exc.messages})
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django's 500 handler answers and logs it
     if getattr(exc, "auth_header", None):
@@ -77,7 +93,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     details: dict[str, Any] = {}
     if isinstance(exc, exceptions.ValidationError):
         message = "The request is not valid; see details."
-        details = {"fields": exc.detail} if isinstance(exc.detail, dict) else {"errors": exc.detail}
+        details = {"fields": field_messages(exc.detail)}
     else:
         message = str(exc.detail)
     missing = getattr(exc, "missing", None)

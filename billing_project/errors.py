@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+VALIDATION_ERROR = "validation_error"
+NON_FIELD = "non_field_errors"  # DRF's name, for a problem that is not one field's
+
 
 class BillingError(Exception):
     status_code = 400
@@ -20,10 +23,18 @@ class BillingError(Exception):
         if code is not None:
             self.code = code
         self.details = details or {}
+        if self.code == VALIDATION_ERROR and "fields" not in self.details:
+            # one shape everywhere (README, Errors): details.fields maps each wrong field to its message
+            self.details = {**self.details, "fields": {NON_FIELD: message}}
 
 
 class InvalidRequest(BillingError):
     """400: the request names something unknown or breaks a rule of the contract."""
+
+
+def invalid_field(field: str, message: str) -> InvalidRequest:
+    """The validation_error for one wrong field, in the one shape."""
+    return InvalidRequest(message, code=VALIDATION_ERROR, details={"fields": {field: message}})
 
 
 class NotFound(BillingError):

@@ -97,10 +97,13 @@ class EntitlementCheckApi(BillingAPIView):
         data = request.data
         tenant, feature = (data.get("tenant"), data.get("feature")) if isinstance(data, dict) else (None, None)
         if not isinstance(tenant, str) or not isinstance(feature, str) or not tenant or not feature:
+            wrong = {
+                name: f"`{name}` is a required non-empty string."
+                for name, value in (("tenant", tenant), ("feature", feature))
+                if not isinstance(value, str) or not value
+            }
             raise InvalidRequest(
-                "`tenant` and `feature` are required strings.",
-                code="validation_error",
-                details={"fields": {"tenant": "required", "feature": "required"}},
+                "`tenant` and `feature` are required strings.", code="validation_error", details={"fields": wrong}
             )
         principal = cast(ApiPrincipal, request.auth)
         usable = principal.prefetched and getattr(self, "prefetched_for", None) == (tenant, feature)

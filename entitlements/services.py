@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from billing_project.api_keys import ApiPrincipal, Prefetch
 from billing_project.cache import tenant_changed
-from billing_project.errors import Conflict, Forbidden, InvalidRequest
+from billing_project.errors import Conflict, Forbidden, InvalidRequest, invalid_field
 from billing_project.money import CONTEXT, format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
@@ -173,7 +173,7 @@ def entitlement_consume(
     terms = _feature(ctx, feature)
     if terms.aggregation not in ("sum", "count"):
         # max, unique_count and latest do not add up: a "consume" of them has no meaning
-        raise InvalidRequest(f"{feature!r} is not counted or summed: use entitlements/check.", code="validation_error")
+        raise invalid_field("feature", f"{feature!r} is not counted or summed: use entitlements/check.")
     if terms.aggregation == "count" and (quantity != quantity.to_integral_value() or not 1 <= quantity <= 1000):
         raise InvalidRequest(
             "A counted feature consumes a whole number of uses, 1 to 1000.",
@@ -256,11 +256,11 @@ def grant_create(
     created_by: Any,
 ) -> Grant:
     if not reason.strip():
-        raise InvalidRequest("A grant needs a reason.", code="validation_error")
+        raise invalid_field("reason", "A grant needs a reason.")
     if expires_at <= timezone.now():
-        raise InvalidRequest("A grant must expire in the future.", code="validation_error")
+        raise invalid_field("expires_at", "A grant must expire in the future.")
     if kind == Grant.Kind.EXTRA_LIMIT and (feature.metric_id is None or not amount or amount <= 0):
-        raise InvalidRequest("An extra limit is a positive amount of a metered feature.", code="validation_error")
+        raise invalid_field("amount", "An extra limit is a positive amount of a metered feature.")
     grant = Grant.objects.create(
         tenant=tenant,
         feature=feature,

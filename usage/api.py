@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView
 from billing_project.api_keys import ApiPrincipal
-from billing_project.errors import InvalidRequest, PayloadTooLarge
+from billing_project.errors import PayloadTooLarge, invalid_field
 from billing_project.scopes import USAGE_WRITE
 
 from .ingestion import MAX_BATCH, Outcome, usage_record
@@ -82,7 +82,7 @@ class UsageEventsApi(BillingAPIView):
 
     def _batch(self, principal: ApiPrincipal, events: Any) -> Response:
         if not isinstance(events, list) or not events:
-            raise InvalidRequest("`events` is a non-empty list.", code="validation_error")
+            raise invalid_field("events", "`events` is a non-empty list.")
         if len(events) > MAX_BATCH:
             raise PayloadTooLarge(
                 f"At most {MAX_BATCH} events per batch.",

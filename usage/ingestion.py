@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing_project.api_keys import ApiPrincipal
-from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest
+from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest, invalid_field
 from billing_project.money import CONTEXT, parse_decimal
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
@@ -106,14 +106,10 @@ def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = M
     value = event.get(name)
     if value is None or value == "":
         if required:
-            raise InvalidRequest(f"`{name}` is required.", code="validation_error", details={"field": name})
+            raise invalid_field(name, f"`{name}` is required.")
         return ""
     if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-        raise InvalidRequest(
-            f"`{name}` must be a string of at most {limit} characters.",
-            code="validation_error",
-            details={"field": name},
-        )
+        raise invalid_field(name, f"`{name}` must be a string of at most {limit} characters.")
     return value
 
 
@@ -177,7 +173,7 @@ def _validate(
         )
     properties = event.get("properties") or {}
     if not isinstance(properties, Mapping):
-        raise InvalidRequest("`properties` is an object.", code="validation_error", details={"field": "properties"})
+        raise invalid_field("properties", "`properties` is an object.")
     undeclared = sorted(set(properties) - metric.properties)
     if undeclared:
         raise InvalidRequest(
@@ -189,11 +185,7 @@ def _validate(
         not isinstance(v, (str, int, bool, Decimal)) or len(str(v)) > MAX_KEY or "\x00" in str(v) or "\x00" in k
         for k, v in properties.items()
     ):
-        raise InvalidRequest(
-            "Property values are strings, numbers or booleans of at most 255 characters.",
-            code="validation_error",
-            details={"field": "properties"},
-        )
+        raise invalid_field("properties", "Property values are strings, numbers or booleans of at most 255 characters.")
     occurred_at = None
     raw_time = event.get("occurred_at")
     if raw_time is not None:
@@ -203,9 +195,7 @@ def _validate(
         except (ValueError, OverflowError):  # 30 February, year 0001 minus an offset…
             occurred_at = None
         if occurred_at is None:
-            raise InvalidRequest(
-                "`occurred_at` is ISO 8601 with an offset.", code="validation_error", details={"field": "occurred_at"}
-            )
+            raise invalid_field("occurred_at", "`occurred_at` is ISO 8601 with an offset.")
         if occurred_at > now + FUTURE_TOLERANCE:
             raise InvalidRequest(
                 "`occurred_at` is more than 5 minutes in the future.",
