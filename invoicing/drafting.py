@@ -190,13 +190,20 @@ def late_usage_lines(sub: Subscription, now: datetime) -> list[DraftLine]:
     """Usage that arrived after an invoice billed its period: the difference between the
     period's price now and what its lines already billed, as a line of its own.
 
-    Every billed paid period that ended within LATE_USAGE_WINDOW_DAYS is priced again by its
+    Every billed paid period that may hold such usage (see `since`) is priced again by its
     own plan version and compared by amount, rather than looking for events received after
     some instant: an event whose transaction was still open when the period was counted has
     an earlier `received_at` and would be missed. Voided invoices count as billed: voiding
     is a decision about collection, not a reason to bill the same usage again. Drafts count
     too: with Stripe Tax one may still wait for its tax, and its lines are billed."""
-    since = now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
+    # Ingestion accepts an event whose occurred_at is within the window of the instant it
+    # arrives, so anything that arrived since this subscription's previous invoice was
+    # drafted lies in a period ending after (that draft − the window). Counting from the
+    # previous draft, not from now, keeps a yearly plan's last period in view a year on;
+    # the hour covers ingest transactions that began before that draft.
+    previous = Invoice.objects.filter(subscription=sub).aggregate(at=Max("created_at"))["at"]
+    since = min(now, previous - timedelta(hours=1)) if previous is not None else now
+    since -= timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
     billed_periods = BillingPeriod.objects.filter(
         subscription=sub, kind=BillingPeriod.Kind.PAID, closed=True, end__gte=since, invoice__isnull=False
     ).select_related("subscription")

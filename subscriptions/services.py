@@ -184,7 +184,9 @@ def _transition(
     old = sub.status
     new = next_status(old, action)  # raises InvalidTransition before anything is written
     if new in ("canceled", "ended") and old in LIVE_STATUSES and periods is None:
-        periods = _Periods(close_at=min(at, sub.current_period_end))  # stopped: the usage so far is billed
+        # stopped: the usage so far is billed (a suspended subscription's period stayed open
+        # past its end, so usage reported meanwhile lies in it too)
+        periods = _Periods(close_at=at)
     sub.status = new
     if sub.status == Subscription.Status.PAST_DUE and old != sub.status:
         sub.past_due_since = at  # the dunning grace counts from here
@@ -436,8 +438,9 @@ def subscription_apply(
 
 def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subscription:
     """Back from suspension: into the trial if it has not ended, else into a paid period.
-    Time spent suspended is not billed: a period that ended meanwhile restarts at `at`, on
-    the plan change scheduled for that end, if any. (A subscription canceled at its period
+    No base fee is charged for time spent suspended: a period that ended meanwhile closes
+    at `at` (usage reported meanwhile is billed by it) and a new one starts there, on the
+    plan change scheduled for that end, if any. (A subscription canceled at its period
     end has ended by then: the roll, which runs first, ends it.)"""
     in_trial = sub.trial_end is not None and sub.current_period_end == sub.trial_end
     if in_trial and sub.trial_end is not None and sub.trial_end > at:
@@ -445,8 +448,10 @@ def _resume(sub: Subscription, *, actor: str, reason: str, at: datetime) -> Subs
         return sub
     moved = None
     if in_trial or sub.current_period_end <= at:
-        # the period that ended meanwhile closes at its end (a paid one's usage is billed now)
-        moved = _Periods(close_at=sub.current_period_end, open=BillingPeriod.Kind.PAID, fee_in_advance=True)
+        # The period that ended meanwhile closes now, not at its end: it stayed open while
+        # suspended, so usage reported meanwhile lies in it (a paid one's is billed now;
+        # no base fee is charged for the time suspended).
+        moved = _Periods(close_at=at, open=BillingPeriod.Kind.PAID, fee_in_advance=True)
         if sub.scheduled_plan_version is not None:
             sub.plan_version, sub.scheduled_plan_version = sub.scheduled_plan_version, None
         _start_paid_period(sub, sub.plan_version, at)
