@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import time_machine
@@ -32,7 +33,7 @@ from subscriptions.services import (
 pytestmark = [pytest.mark.django_db]
 
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
-CATALOG = {
+CATALOG: dict[str, Any] = {
     "currency": "USD",
     "metrics": [
         {"code": "api_calls", "name": "API calls", "aggregation": "count"},
