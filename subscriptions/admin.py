@@ -16,7 +16,7 @@ from billing_project.admin_base import ReadOnlyAdmin
 from billing_project.errors import BillingError
 from billing_project.money import normalize_currency
 
-from .models import ProrationItem, Subscription, SubscriptionEvent, Tenant
+from .models import BillingPeriod, ProrationItem, Subscription, SubscriptionEvent, Tenant
 from .selectors import live_subscription
 from .services import subscription_apply, tenant_country, tenant_upsert
 from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
@@ -96,6 +96,20 @@ class SubscriptionEventInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
+class BillingPeriodInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The subscription's billing periods: what each plan version priced, and whether it is closed."""
+
+    model = BillingPeriod
+    fk_name = "subscription"
+    extra = 0
+    can_delete = False
+    fields = ["start", "end", "planned_end", "kind", "plan_version", "currency", "fee_in_advance", "closed"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, help_text="Why (kept in the subscription's history).")
 
@@ -112,7 +126,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "plan_version__plan"]
     search_fields = ["tenant__external_id", "tenant__name"]
-    inlines = [SubscriptionEventInline]
+    inlines = [BillingPeriodInline, SubscriptionEventInline]
     actions = ["suspend", "resume", "cancel_now"]
 
     def _act(
