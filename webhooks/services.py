@@ -11,7 +11,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
+
+from billing_project.jobs import send_after_commit
 
 from .handlers import HANDLERS
 from .models import StripeEvent
@@ -89,19 +92,11 @@ def stripe_event_record(*, event: Any) -> RecordedEvent:
 
 def stripe_event_enqueue(*, stripe_id: str) -> None:
     """Queue the event's processing once the current transaction commits (the task must
-    find the row)."""
-    # A module-level import would be circular: the task calls stripe_event_process.
-    from .tasks import process_stripe_event
-
-    def send() -> None:
-        try:
-            process_stripe_event.delay(stripe_id)
-        except Exception:
-            # The row is committed: Stripe must not be told to retry, and the sweeper
-            # (process_pending_stripe_events) queues it again.
-            logger.exception("stripe.event.enqueue_failed", extra={"event": stripe_id})
-
-    transaction.on_commit(send)
+    find the row). If the send fails, the row is committed all the same: Stripe must not
+    be told to retry, and the sweeper (process_pending_stripe_events) queues it again."""
+    send_after_commit(
+        "webhooks.tasks.process_stripe_event", stripe_id, failure_event="stripe.event.enqueue_failed", event=stripe_id
+    )
 
 
 def stripe_event_process(*, stripe_id: str) -> bool:
@@ -146,10 +141,10 @@ def _record_failure(*, stripe_id: str, error: BaseException) -> None:
 
 
 def stripe_events_pending(*, older_than: timedelta, limit: int = 500) -> list[str]:
-    """Events never attempted although received a while ago: their enqueue was lost."""
-    cutoff = timezone.now() - older_than
+    """Events never attempted although received a while ago: their enqueue was lost.
+    received_at is the database's clock (intake's now()), so its age is measured on it too."""
     return list(
-        StripeEvent.objects.filter(processed_at=None, attempts=0, received_at__lt=cutoff)
+        StripeEvent.objects.filter(processed_at=None, attempts=0, received_at__lt=Now() - older_than)
         .order_by("received_at")
         .values_list("stripe_id", flat=True)[:limit]
     )

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from billing_project.redis_client import get_redis, rkey
@@ -93,13 +94,15 @@ def _stored(stripe_id: str, *, age: timedelta, attempts: int = 0, processed: boo
         livemode=False,
         created=now - age,
         payload=make_event(stripe_id=stripe_id),
-        received_at=now - age,
+        received_at=Now() - age,  # the database's clock, as intake stamps it
         attempts=attempts,
         processed_at=now if processed else None,
     )
 
 
-def test_events_whose_processing_was_never_queued_are_swept_up(django_capture_on_commit_callbacks):
+def test_events_whose_processing_was_never_queued_are_swept_up(django_capture_on_commit_callbacks, clock):
+    # the service's clock is elsewhere (the suite's frozen one): ages are the database's,
+    # the clock received_at is stamped with
     _stored("evt_lost", age=timedelta(minutes=6))
     _stored("evt_fresh", age=timedelta(seconds=10))  # its task is probably still in the queue
     _stored("evt_retrying", age=timedelta(minutes=30), attempts=2)  # Celery owns its retries
