@@ -1,30 +1,19 @@
-"""The one seam through which invoicing's services queue work: tasks by name, never
-by import (tasks call services; services never import tasks)."""
+"""Work invoicing's services queue, by task name (billing_project.jobs)."""
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
-from django.db import transaction
 
-logger = logging.getLogger(__name__)
-
-COLLECT_INVOICE = "invoicing.tasks.collect_invoice"
+from billing_project.jobs import send_after_commit
 
 
 def collect_after_commit(invoice_id: int) -> None:
     """Queue collection at Stripe once the invoice is committed. A lost send is picked
     up by the sweeper (selectors.invoices_awaiting_collection)."""
-    if not settings.STRIPE_COLLECTION_ENABLED:
-        return
-
-    def send() -> None:
-        from billing_project.celery import app
-
-        try:
-            app.send_task(COLLECT_INVOICE, args=(invoice_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
-        except Exception:
-            logger.exception("invoicing.collect_enqueue_failed", extra={"invoice_id": invoice_id})
-
-    transaction.on_commit(send)
+    if settings.STRIPE_COLLECTION_ENABLED:
+        send_after_commit(
+            "invoicing.tasks.collect_invoice",
+            invoice_id,
+            failure_event="invoicing.collect_enqueue_failed",
+            invoice_id=invoice_id,
+        )
