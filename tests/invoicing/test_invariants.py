@@ -17,14 +17,18 @@ from invoicing.models import CreditEntry, Invoice, InvoiceLine
 from invoicing.services import invoice_finalize, invoice_mark_paid
 from plans.services import catalog_import, catalog_validate
 from subscriptions.services import tenant_upsert
+from tests.clock import NOW
+from tests.locks import backend_pid, waiting_behind
 from tests.plans.factories import demo
 from tests.subscriptions.test_races import race
+from tests.waiting import wait_for
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def acme(db):
+def acme(db, clock):
+    # numbers carry the year of finalization: every test here runs on the suite's frozen clock
     catalog_import(spec=catalog_validate(demo()))
     return tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
 
@@ -108,7 +112,7 @@ def test_fifty_concurrent_finalizations_take_fifty_consecutive_numbers(acme):
     _, errors = race(finalize_until_none_left, 10)
     assert errors == []
     numbers = sorted(str(n) for n in Invoice.objects.exclude(number=None).values_list("number", flat=True))
-    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 51)]
+    assert numbers == [f"INV-{NOW.year}-{n:06d}" for n in range(1, 51)]
     assert Invoice.objects.get(pk=doomed).status == "draft"
 
 
@@ -164,11 +168,12 @@ def test_credit_must_be_whole_minor_units_and_explained(acme):
 @pytest.mark.django_db
 def test_a_draft_cannot_be_finalized_around_the_sequence(acme):
     invoice = draft(acme)
-    finalize_by_hand = "UPDATE invoicing_invoice SET status = %s, number = %s, finalized_at = now() WHERE id = %s"
-    for status, number in (("open", "INV-2026-000042"), ("void", "INV-2026-000001"), ("uncollectible", None)):
+    finalize_by_hand = "UPDATE invoicing_invoice SET status = %s, number = %s, finalized_at = %s WHERE id = %s"
+    year = NOW.year
+    for status, number in (("open", f"INV-{year}-000042"), ("void", f"INV-{year}-000001"), ("uncollectible", None)):
         with pytest.raises(DatabaseError, match="refused"), transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(finalize_by_hand, [status, number, invoice.pk])
-    assert invoice_finalize(invoice_id=invoice.pk).number == "INV-2026-000001"
+            cursor.execute(finalize_by_hand, [status, number, NOW, invoice.pk])
+    assert invoice_finalize(invoice_id=invoice.pk).number == f"INV-{year}-000001"
 
 
 @pytest.mark.django_db
@@ -202,9 +207,8 @@ def test_a_line_written_during_finalization_waits_and_is_refused(acme):
     with transaction.atomic():
         Invoice.objects.select_for_update().get(pk=invoice.pk)
         finalizing.set()
-        import time
-
-        time.sleep(0.3)  # the writer is now waiting on the invoice row
+        # the writer is queued behind this transaction's lock (or, unguarded, already done)
+        assert wait_for(lambda: outcome or waiting_behind(backend_pid()) == 1)
         invoice_finalize(invoice_id=invoice.pk)
     writer.join(10)
     assert outcome == ["refused"]
