@@ -17,7 +17,7 @@ from billing_project.money import exponent, format_decimal, round_line
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
 from plans.selectors import plan_spec_from_version, versions_with_terms
-from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Tenant
+from subscriptions.models import LIVE_STATUSES, BillingPeriod, ProrationItem, Subscription, Tenant
 from subscriptions.selectors import billing_state, latest_subscription
 from usage.models import UsageEvent
 from usage.selectors import usage_over
@@ -56,66 +56,120 @@ def billing_view(tenant: Tenant, *, now: datetime) -> dict[str, Any]:
     if sub is None or sub.status not in LIVE_STATUSES:
         view["cost_to_date"] = None
         return view
-    version = versions_with_terms(PlanVersion.objects.filter(pk=sub.plan_version_id)).get()
-    terms = plan_spec_from_version(version)
-    currency, places = version.currency, exponent(version.currency)
+    view["usage"], view["cost_to_date"] = _cost_to_date(sub, now=now)
+    return view
+
+
+def _cost_to_date(sub: Subscription, *, now: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The current cycle's cost so far, from its billing periods: each period's usage priced
+    by its own plan version (a change now split the cycle), the base fees of the periods
+    that bill one in advance, and proration of plan changes. Each part is either already on
+    an issued invoice or still to come."""
+    currency, places = sub.plan_version.currency, exponent(sub.plan_version.currency)
     end = min(now, sub.current_period_end)
-    metrics = {m.code: m for m in BillableMetric.objects.filter(code__in=[c.metric for c in terms.charges])}
-    lines, usage_total = [], Decimal(0)
     in_trial = sub.status == "trialing"  # a trial is free: usage is shown, not charged
-    for charge in terms.charges:
-        used = usage_over(
-            tenant_id=tenant.pk, metric=metrics[charge.metric], start=sub.current_period_start, end=end
-        ) or Decimal(0)
-        cost = Decimal(0) if in_trial else price(charge, used, currency).amount
-        usage_total += cost
+    periods = list(
+        BillingPeriod.objects.filter(subscription=sub, start__gte=sub.current_period_start, start__lt=end)
+        .select_related("invoice")
+        .order_by("start", "id")
+    ) or list(BillingPeriod.objects.filter(subscription=sub, closed=False))
+    usage: dict[str, dict[str, Any]] = {}
+    usage_cost = {True: Decimal(0), False: Decimal(0)}  # invoiced or not
+    usage_invoices: list[str] = []
+    for period in periods:
+        version = versions_with_terms(PlanVersion.objects.filter(pk=period.plan_version_id)).get()
+        charges = plan_spec_from_version(version).charges
+        metrics = {m.code: m for m in BillableMetric.objects.filter(code__in=[c.metric for c in charges])}
+        invoice = getattr(period, "invoice", None) if period.closed else None
+        if invoice is not None and invoice.number:
+            usage_invoices.append(invoice.number)
+        for charge in charges:
+            used = usage_over(
+                tenant_id=sub.tenant_id, metric=metrics[charge.metric], start=period.start, end=min(period.end, end)
+            ) or Decimal(0)
+            cost = Decimal(0) if period.kind == BillingPeriod.Kind.TRIAL else price(charge, used, currency).amount
+            usage_cost[invoice is not None] += cost
+            entry = usage.setdefault(
+                charge.metric, {"metric": charge.metric, "model": charge.model, "cost": Decimal(0)}
+            )
+            entry["model"], entry["cost"] = charge.model, entry["cost"] + cost
+    lines = []
+    for code, entry in usage.items():  # usage so far in the cycle, whatever version priced it
+        metric = BillableMetric.objects.get(code=code)
+        used = usage_over(tenant_id=sub.tenant_id, metric=metric, start=sub.current_period_start, end=end) or Decimal(0)
         lines.append(
             {
-                "metric": charge.metric,
-                "model": charge.model,
+                "metric": code,
+                "model": entry["model"],
                 "quantity": format_decimal(used),
-                "cost_to_date": format_decimal(cost, places),
+                "cost_to_date": format_decimal(entry["cost"], places),
             }
         )
-    # The base fee is billed in advance by the invoice of the boundary that opened the period
-    # (once its grace has passed), usage in arrears when the period closes.
+    # Base fees: billed in advance by the invoice of the instant their period opened (once
+    # its grace has passed); voided counts as invoiced, since nothing bills it again.
     fee_lines: list[InvoiceLine] = []
-    base = Decimal(0)
-    if not in_trial:
-        fee_lines = list(
+    fee_due = Decimal(0)
+    for period in periods:
+        if not period.fee_in_advance:
+            continue
+        billed = list(
             InvoiceLine.objects.filter(
-                invoice__subscription=sub,
-                invoice__status__in=FINALIZED,  # voided counts: nothing bills it again
-                kind=InvoiceLine.Kind.BASE_FEE,
-                period_start=sub.current_period_start,
+                billing_period=period, kind=InvoiceLine.Kind.BASE_FEE, invoice__status__in=FINALIZED
             )
             .select_related("invoice")
             .order_by("invoice__finalized_at", "pk")
         )
-        billed = sum((line.amount for line in fee_lines), Decimal(0))
-        base = billed if fee_lines else round_line(version.base_fee, currency)
-    invoiced = base if fee_lines else Decimal(0)
-    view["usage"] = lines
-    view["cost_to_date"] = {
+        if billed:
+            fee_lines += billed
+        else:
+            fee_due += round_line(PlanVersion.objects.get(pk=period.plan_version_id).base_fee, currency)
+    fee_invoiced = sum((line.amount for line in fee_lines), Decimal(0))
+    prorations = list(ProrationItem.objects.filter(subscription=sub, event__at__gte=sub.current_period_start))
+    proration = {
+        invoiced: sum(
+            (round_line(x.amount, x.currency) for x in prorations if (x.invoiced_at is not None) == invoiced),
+            Decimal(0),
+        )
+        for invoiced in (True, False)
+    }
+    base = fee_invoiced + fee_due
+    usage_total = usage_cost[True] + usage_cost[False]
+    total = base + usage_total + proration[True] + proration[False]
+    invoiced = fee_invoiced + usage_cost[True] + proration[True]
+    parts = [
+        {
+            "kind": "base_fee",
+            "amount": format_decimal(base, places),
+            "invoiced": fee_due == 0 and bool(fee_lines),
+            "invoices": [line.invoice.number for line in fee_lines],
+        },
+        {
+            "kind": "usage",
+            "amount": format_decimal(usage_total, places),
+            "invoiced": usage_cost[False] == 0 and bool(usage_invoices),
+            "invoices": usage_invoices,
+        },
+    ]
+    if prorations:
+        parts.append(
+            {
+                "kind": "proration",
+                "amount": format_decimal(proration[True] + proration[False], places),
+                "invoiced": all(x.invoiced_at is not None for x in prorations),
+                "invoices": [],
+            }
+        )
+    return lines, {
         "currency": currency,
         "base_fee": format_decimal(base, places),
         "usage": format_decimal(usage_total, places),
-        "total": format_decimal(base + usage_total, places),
+        "total": format_decimal(total, places),
         "invoiced": format_decimal(invoiced, places),  # of the total: already on an issued invoice
-        "to_come": format_decimal(base + usage_total - invoiced, places),  # of the total: still to invoice
-        "lines": [
-            {
-                "kind": "base_fee",
-                "amount": format_decimal(base, places),
-                "invoiced": bool(fee_lines),
-                "invoices": [line.invoice.number for line in fee_lines],
-            },
-            {"kind": "usage", "amount": format_decimal(usage_total, places), "invoiced": False, "invoices": []},
-        ],
+        "to_come": format_decimal(total - invoiced, places),  # of the total: still to invoice
+        "lines": parts,
         "in_trial": in_trial,
         "as_of": end,
     }
-    return view
 
 
 # ------------------------------------------------------------------ what the beat jobs have due

@@ -375,3 +375,30 @@ def test_late_usage_of_a_yearly_period_is_billed_a_year_later(api, make_key, db)
     invoices_close_due(now=datetime(2028, 1, 2, tzinfo=UTC))
     line = InvoiceLine.objects.get(kind="late_usage")
     assert (line.amount, line.period_start, line.period_end) == (Decimal("6.00"), JAN1, renewal)
+
+
+def test_the_billing_view_prices_each_part_of_a_split_cycle_by_its_own_version(api, key, catalog):
+    call(api, key, "put", "/api/v1/tenants/acme", {"name": "Acme", "currency": "USD"}, at=JAN1)
+    call(api, key, "post", "/api/v1/tenants/acme/subscription", {"plan": "basic"}, at=JAN1)
+    invoices_close_due(now=datetime(2026, 1, 2, tzinfo=UTC))  # Basic's fee, in advance
+    report(api, key, "acme", "api_calls", datetime(2026, 1, 10, tzinfo=UTC), n=100)
+    change = datetime(2026, 1, 30, tzinfo=UTC)
+    call(api, key, "post", "/api/v1/tenants/acme/subscription/change", {"plan": "plus", "when": "now"}, at=change)
+    report(api, key, "acme", "api_calls", datetime(2026, 1, 30, 12, tzinfo=UTC), n=100)
+    view = call(api, key, "get", "/api/v1/tenants/acme/billing", at=datetime(2026, 1, 30, 13, tzinfo=UTC))
+    assert view["usage"] == [
+        {"metric": "api_calls", "model": "per_unit", "quantity": "200", "cost_to_date": "3.00"},
+        {"metric": "storage_gb", "model": "per_unit", "quantity": "0", "cost_to_date": "0.00"},  # Basic's
+    ]
+    cost = view["cost_to_date"]
+    # 10.00 fee (invoiced) + 1.00 Basic usage + 2.00 Plus usage + 0.64 proration (−0.65 + 1.29)
+    assert (cost["total"], cost["invoiced"], cost["to_come"]) == ("13.64", "10.00", "3.64")
+    assert [(x["kind"], x["amount"], x["invoiced"]) for x in cost["lines"]] == [
+        ("base_fee", "10.00", True),
+        ("usage", "3.00", False),
+        ("proration", "0.64", False),
+    ]
+    invoices_close_due(now=datetime(2026, 1, 30, 14, tzinfo=UTC))  # the Basic part is invoiced
+    view = call(api, key, "get", "/api/v1/tenants/acme/billing", at=datetime(2026, 1, 30, 15, tzinfo=UTC))
+    cost = view["cost_to_date"]
+    assert (cost["total"], cost["invoiced"], cost["to_come"]) == ("13.64", "11.64", "2.00")
