@@ -3,7 +3,7 @@ cost to date, the credit balance and the last invoices (API.md)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,18 +15,17 @@ pytestmark = [pytest.mark.django_db]
 
 
 def NOW() -> str:  # noqa: N802
-    # An explicit time: inside a test's transaction PostgreSQL's now() (the default
-    # occurred_at) is the transaction's start, which predates the subscription made in it.
+    # the suite's clock, frozen by `acme`: the subscriptions below start at this instant
     return datetime.now(UTC).isoformat()
 
 
 @pytest.fixture
-def acme(db):
+def acme(db, clock):
     catalog_import(spec=catalog_validate(demo()))
     return tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
 
 
-def test_usage_so_far_with_its_cost_to_date(api, make_key, acme):
+def test_usage_so_far_with_its_cost_to_date(api, make_key, acme, clock):
     subscription_create(tenant=acme, plan_code="enterprise", actor="t")  # no trial
     key = make_key("service", metrics=["active_users", "ai_tokens"])
     events = [
@@ -41,6 +40,7 @@ def test_usage_so_far_with_its_cost_to_date(api, make_key, acme):
         for i in range(7)
     ]
     api.post("/api/v1/usage/events", {"events": events}, format="json", **key.header)
+    clock.shift(timedelta(minutes=1))  # "so far" is [period start, now): asked a minute later
     body = api.get("/api/v1/tenants/acme/billing", **key.header).json()
     assert body["subscription"]["plan"] == "enterprise"
     users = next(line for line in body["usage"] if line["metric"] == "active_users")
@@ -56,7 +56,7 @@ def test_usage_so_far_with_its_cost_to_date(api, make_key, acme):
     assert body["invoices"] == []
 
 
-def test_a_trial_shows_usage_but_costs_nothing(api, make_key, acme):
+def test_a_trial_shows_usage_but_costs_nothing(api, make_key, acme, clock):
     subscription_create(tenant=acme, plan_code="pro", actor="t")
     key = make_key("service", metrics=["api_calls"])
     api.post(
@@ -65,6 +65,7 @@ def test_a_trial_shows_usage_but_costs_nothing(api, make_key, acme):
         format="json",
         **key.header,
     )
+    clock.shift(timedelta(minutes=1))
     body = api.get("/api/v1/tenants/acme/billing", **key.header).json()
     assert body["cost_to_date"]["total"] == "0.00"
     assert body["cost_to_date"]["in_trial"] is True
