@@ -26,7 +26,8 @@ def reason():
 
 
 @pytest.fixture
-def billed(django_capture_on_commit_callbacks):
+def billed(django_capture_on_commit_callbacks, clock):
+    # subscribed, billed, failed and suspended relative to the suite's frozen clock
     catalog_import(spec=catalog_validate(demo()))
     acme = tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
     with django_capture_on_commit_callbacks(execute=True):

@@ -19,6 +19,8 @@ acme = recorded_stripe.acme
 stripe_api = recorded_stripe.stripe_api
 PAY = f"{API}/v1/invoices/{STRIPE_INVOICE}/pay"
 DECLINED = {"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}}
+# retries are scheduled in days from "now": the suite's clock, frozen (tests/clock.py)
+pytestmark = [pytest.mark.usefixtures("clock")]
 
 
 @pytest.mark.django_db
