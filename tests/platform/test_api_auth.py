@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from billing_project.api_keys import api_key_revoke, api_key_update_limits
+from tests.clock import NOW
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
 
@@ -131,16 +133,34 @@ class TestTenantBinding:
         assert api.get(tenant_url("globex"), **service_key.header).status_code == 200
 
 
+# The budget is per minute of the clock: every rate test runs on the suite's frozen clock,
+# never on whichever side of a minute boundary the machine happens to be.
+MINUTE = NOW.replace(second=0, microsecond=0)
+
+
+@pytest.mark.usefixtures("clock")
 class TestRateLimit:
-    def test_past_the_rate_is_429_with_retry_after(self, api, make_key):
+    def test_past_the_rate_is_429_with_retry_after(self, api, make_key, clock):
+        clock.move_to(MINUTE + timedelta(seconds=45))
         key = make_key("service", rate=3)
         statuses = [api.post(QUERY, {}, format="json", **key.header).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         response = api.post(QUERY, {}, format="json", **key.header)
         error = assert_error(response, 429, "rate_limited")
-        retry_after = int(response["Retry-After"])
-        assert 1 <= retry_after <= 60
-        assert error["details"]["retry_after_seconds"] == retry_after
+        assert response["Retry-After"] == "15"  # what is left of the minute
+        assert error["details"]["retry_after_seconds"] == 15
+
+    def test_the_next_minute_brings_a_new_budget_and_not_before(self, api, make_key, clock):
+        clock.move_to(MINUTE + timedelta(seconds=59))
+        key = make_key("service", rate=1)
+        assert api.post(QUERY, {}, format="json", **key.header).status_code == 200
+        response = api.post(QUERY, {}, format="json", **key.header)
+        assert (response.status_code, response["Retry-After"]) == (429, "1")
+        clock.move_to(MINUTE + timedelta(seconds=59, microseconds=999_999))
+        assert api.post(QUERY, {}, format="json", **key.header).status_code == 429
+        clock.move_to(MINUTE + timedelta(minutes=1))
+        assert api.post(QUERY, {}, format="json", **key.header).status_code == 200
+        assert api.post(QUERY, {}, format="json", **key.header).status_code == 429
 
     def test_keys_are_limited_separately(self, api, make_key):
         noisy, quiet = make_key("service", rate=1), make_key("service", rate=1)
