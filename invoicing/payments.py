@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest, ProviderDown, ProviderRefused
 from billing_project.money import Money
+from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
 from subscriptions.selectors import live_subscription
 from subscriptions.services import offered_version, subscription_create
@@ -203,7 +204,7 @@ def checkout_session_completed(*, session_id: str) -> CheckoutResult:
     tenant = Tenant.objects.filter(external_id=tenant_id or "").first()
     if session.status == "complete" and tenant is not None and plan_code:
         with transaction.atomic():
-            Tenant.objects.select_for_update().get(pk=tenant.pk)  # one subscription, however many deliveries
+            tenant_select_for_update(tenant_id=tenant.pk)  # one subscription, however many deliveries
             live = live_subscription(tenant)
             if live is None:
                 subscription_create(tenant=tenant, plan_code=plan_code, actor=f"{STRIPE}:checkout")

@@ -28,6 +28,7 @@ from plans.selectors import live_version
 
 from . import periods, proration
 from .lifecycle import CHANGEABLE, next_status
+from .locks import tenant_select_for_update
 from .models import LIVE_STATUSES, BillingPeriod, ProrationItem, Subscription, SubscriptionEvent, Tenant
 from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
@@ -240,7 +241,7 @@ def _start_paid_period(sub: Subscription, version: PlanVersion, at: datetime) ->
 def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datetime | None = None) -> Subscription:
     """Subscribe a tenant to a plan's live version; a trial first when the plan has one."""
     at = _now(at)
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)  # serialises creates; current currency
+    tenant = tenant_select_for_update(tenant_id=tenant.pk)  # serialises creates; current currency
     if Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists():
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists")
     version = offered_version(plan_code, tenant)
