@@ -28,11 +28,14 @@ def _upstream(opts: dict[str, Any]) -> socket.socket:
     return socket.create_connection((opts["host"], opts["port"]))
 
 
-def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[str, int]:
+def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[str, int, threading.Event]:
     """A TCP proxy in front of the suite's Redis that holds back the reply to the first
     connection's opening command (SELECT when the URL names a database, else the first call) for `delay` seconds:
-    a slow Redis or network. Everything after passes straight through."""
+    a slow Redis or network. Everything after passes straight through. The event is set
+    once the late reply has been delivered: the connection's socket then holds a reply
+    nobody is waiting for, the state the tests are about."""
     once = threading.Event()
+    delivered = threading.Event()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -40,10 +43,13 @@ def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[st
     def pump(src: socket.socket, dst: socket.socket, hold: threading.Event | None) -> None:
         try:
             while chunk := src.recv(65536):
-                if hold is not None and not hold.is_set():
-                    time.sleep(delay)
+                late = hold is not None and not hold.is_set()
+                if late:
+                    time.sleep(delay)  # the slow network itself, not a wait for something
                     hold.set()
                 dst.sendall(chunk)
+                if late:
+                    delivered.set()
         except OSError:
             pass
 
@@ -61,17 +67,17 @@ def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[st
 
     threading.Thread(target=serve, daemon=True).start()
     host, port = listener.getsockname()
-    return str(host), int(port)
+    return str(host), int(port), delivered
 
 
 def test_a_timeout_while_connecting_leaves_nothing_out_of_step():
     """A late reply to SELECT must not answer a later command: the half-set-up connection
     is dropped, and the next call connects anew."""
-    host, port = _proxy_delaying_first_select(Wire(settings.REDIS_URL).options, 0.5)
+    host, port, delivered = _proxy_delaying_first_select(Wire(settings.REDIS_URL).options, 0.5)
     wire = Wire(f"redis://{host}:{port}/1")  # a database to SELECT: the connection's set-up is what is late
     with pytest.raises(TimeoutError):
         wire.call("PING")  # SELECT's reply is late: a timeout while connecting
-    time.sleep(0.6)
+    assert delivered.wait(10)  # the late reply has reached the old connection
     assert wire.call("ECHO", "first") == b"first"
     assert wire.call("ECHO", "second") == b"second"
 
@@ -85,12 +91,12 @@ def test_after_a_connect_timeout_no_request_is_decided_on_another_requests_reply
     warm(reader, CHECKS[0])
     victim = make_key("service", scopes=["usage:write"])  # no entitlements:read at all
     assert served(CHECKS[0], key=victim)[0] == 403
-    host, port = _proxy_delaying_first_select(opts, 0.5)
+    host, port, delivered = _proxy_delaying_first_select(opts, 0.5)
     settings.REDIS_URL = f"redis://{host}:{port}/{opts.get('db', 0)}"
     get_wire().close()
     # 1: the fast lane's first reply is late: it times out, and the view answers
     assert served(CHECKS[0], key=reader)[3] == "django"
-    time.sleep(0.6)
+    assert delivered.wait(10)  # the late reply has reached the old connection
     # 2: a fresh connection answers it in the fast lane
     assert served(CHECKS[0], key=reader)[3] == "fast"
     # 3: the key without the scope is refused, as by the view
