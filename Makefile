@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run    the whole system (web, worker, beat) on embedded PostgreSQL and Redis
-#   make test   lint, type-check and the whole test suite
+#   make test   lint, type-check and the whole test suite (twice: today, then with the clock moved)
 # Both create .venv and install requirements.lock (every package pinned; the
 # direct dependencies are declared in pyproject.toml) the first time, or when it changes.
 
@@ -12,12 +12,12 @@ PORT   ?= 8000
 # mypy's Django plugin imports the settings, which insist on these; it connects to nothing.
 TYPECHECK_ENV := DATABASE_URL=postgresql://typecheck@localhost/none REDIS_URL=redis://localhost:1/0 SECRET_KEY=typecheck
 
-.PHONY: run test lint typecheck pytest install clean-data stop-embedded
+.PHONY: run test lint typecheck pytest pytest-shifted install clean-data stop-embedded
 
 run: $(VENV)/.installed
 	PORT=$(PORT) $(BIN)/python -m billing_project.devrun
 
-test: $(VENV)/.installed lint typecheck pytest
+test: $(VENV)/.installed lint typecheck pytest pytest-shifted
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -28,7 +28,15 @@ typecheck: $(VENV)/.installed
 # Uses DATABASE_URL / REDIS_URL when set, else the embedded engines under .data/.
 # localstripe (GPL) runs as a separate process from its own venv, for the Stripe smoke test.
 pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed
-	LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
+	BILLING_TEST_CLOCK= LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
+	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite again with the test process's clock moved forward (time-machine, from
+# tests/conftest.py): past a year boundary, onto a leap day. A test that leans on today's
+# date fails here. PostgreSQL's and Redis's clocks stay real (see tests/clock.py).
+TEST_CLOCK ?= 2028-02-29T09:30:00Z
+pytest-shifted: $(VENV)/.installed $(LOCALSTRIPE)/.installed
+	BILLING_TEST_CLOCK=$(TEST_CLOCK) LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
 	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(LOCALSTRIPE)/.installed: tests/localstripe.lock

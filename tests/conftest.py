@@ -41,7 +41,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture
-def clock() -> Iterator[time_machine.Coordinates]:
+def clock() -> Iterator[time_machine.Traveller]:
     """The clock frozen at tests/clock.NOW; `clock.shift(timedelta)` / `clock.move_to(at)`
     move it. Anything a test expects of periods, numbers or windows is computed from NOW."""
     with time_machine.travel(NOW, tick=False) as traveller:

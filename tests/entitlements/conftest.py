@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 
 from plans.services import catalog_import, catalog_validate
 from subscriptions.models import Subscription, Tenant
@@ -60,7 +61,7 @@ def world(db: None) -> Tenant:
 
 
 @pytest.fixture
-def subscribed(world: Tenant, clock: object) -> Subscription:
+def subscribed(world: Tenant, clock: time_machine.Traveller) -> Subscription:
     """On basic (monthly, no trial) since nine days before the suite's clock, which stays
     frozen at tests/clock.NOW: the test runs inside the period [SUBSCRIBED_AT, a month on)."""
     return subscription_create(tenant=world, plan_code="basic", actor="test", at=SUBSCRIBED_AT)

@@ -43,13 +43,13 @@ def _proxy_delaying_first_select(opts: dict[str, Any], delay: float) -> tuple[st
     def pump(src: socket.socket, dst: socket.socket, hold: threading.Event | None) -> None:
         try:
             while chunk := src.recv(65536):
-                late = hold is not None and not hold.is_set()
-                if late:
+                if hold is not None and not hold.is_set():
                     time.sleep(delay)  # the slow network itself, not a wait for something
                     hold.set()
-                dst.sendall(chunk)
-                if late:
+                    dst.sendall(chunk)
                     delivered.set()
+                else:
+                    dst.sendall(chunk)
         except OSError:
             pass
 
