@@ -22,7 +22,8 @@ def staff(group: str) -> Client:
 
 
 @pytest.fixture
-def sub(tenant) -> Subscription:
+def sub(tenant, clock) -> Subscription:
+    # created and acted on at the suite's frozen clock
     return subscription_create(tenant=tenant, plan_code="enterprise", actor="test")
 
 

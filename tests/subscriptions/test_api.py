@@ -64,7 +64,8 @@ class TestTenants:
 
 
 @pytest.fixture
-def acme(api, service_key, catalog):
+def acme(api, service_key, catalog, clock):
+    # subscriptions below start on the suite's frozen clock unless a test travels elsewhere
     put_tenant(api, service_key)
 
 
