@@ -4,24 +4,16 @@ quantity it is 409 `idempotency_conflict`, as usage events are, and records noth
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
 
 from entitlements.models import ConsumeRecord
 from usage.models import UsageEvent
 
+# `subscribed` freezes the suite's clock inside its first period (tests/clock.py)
 pytestmark = [pytest.mark.django_db]
 URL = "/api/v1/entitlements/consume"
-NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # inside the subscription's first period (Nov 2026)
-
-
-@pytest.fixture(autouse=True)
-def _clock():
-    with time_machine.travel(NOW, tick=False):
-        yield
 
 
 def consume(api, reader, key, feature="tokens", quantity="10"):
