@@ -104,7 +104,7 @@ class BillingPeriodInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     fields = ["start", "end", "planned_end", "kind", "plan_version", "currency", "fee_in_advance", "closed"]
-    readonly_fields = fields
+    readonly_fields = ["start", "end", "planned_end", "kind", "plan_version", "currency", "fee_in_advance", "closed"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

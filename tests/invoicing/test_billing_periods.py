@@ -337,6 +337,7 @@ def test_every_accepted_event_is_billed_once_by_its_periods_version(api, key, ca
             ]
             body = api.post("/api/v1/usage/events", {"events": events}, format="json", **key.header).json()
         accepted += [occurred] * body["accepted"]
+        invoices_late_usage_due(now=at)  # the hourly beat
     end = JAN1 + 130 * DAY
     subscription_roll(subscription_id=sub.pk, at=end)
     sub.refresh_from_db()

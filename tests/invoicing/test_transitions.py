@@ -18,7 +18,7 @@ STATUSES = [s.value for s in Invoice.Status]
 
 
 def in_state(tenant, status: str) -> Invoice:
-    invoice = draft(tenant)
+    invoice: Invoice = draft(tenant)
     if status == "draft":
         return invoice
     invoice = invoice_finalize(invoice_id=invoice.pk)
