@@ -238,7 +238,7 @@ def raw_baselines(url: str, key_id: int, n: int, batch_size: int) -> dict[str, f
                 "SELECT t, m, q, p::jsonb, o, r, k, h, c, now(), false FROM unnest("
                 "%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[], %s::bigint[], "
                 "%s::text[], %s::text[], %s::text[]) AS x(t, m, q, p, o, r, k, h, c) "
-                "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                "ON CONFLICT (tenant_id, idempotency_key) WHERE origin = 'reported' DO NOTHING",
                 [list(col) for col in zip(*chunk, strict=True)],
             )
             conn.commit()
@@ -265,7 +265,7 @@ def raw_baselines(url: str, key_id: int, n: int, batch_size: int) -> dict[str, f
                     cp.write_row((*row, datetime.now(UTC), False))
             conn.execute(
                 f"INSERT INTO bench_usage_event ({cols}, received_at, late) SELECT {cols}, received_at, late "
-                "FROM bench_stage ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
+                "FROM bench_stage ON CONFLICT (tenant_id, idempotency_key) WHERE origin = 'reported' DO NOTHING"
             )
             conn.commit()
         results["raw_copy_stage_on_conflict_ev_s"] = n / (time.perf_counter() - started)
@@ -276,7 +276,8 @@ def raw_baselines(url: str, key_id: int, n: int, batch_size: int) -> dict[str, f
             started = time.perf_counter()
             conn.execute(
                 f"INSERT INTO bench_usage_event ({cols}, received_at, late) VALUES (%s, %s, %s, %s::jsonb, %s, %s, "
-                "%s, %s, %s, now(), false) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                "%s, %s, %s, now(), false) "
+                "ON CONFLICT (tenant_id, idempotency_key) WHERE origin = 'reported' DO NOTHING",
                 row,
             )
             conn.commit()

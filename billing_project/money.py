@@ -25,6 +25,7 @@ from .errors import InvalidRequest
 # one rounding that counts (28, Python's default, is close to the edge for
 # 1e12 units at 1e-10 prices).
 CONTEXT = Context(prec=60, rounding=ROUND_HALF_UP)
+MAX_MAGNITUDE = 40  # decimal exponents a parsed number may have (1e40; 1e-40)
 
 
 class CurrencyMismatch(ValueError):
@@ -79,6 +80,12 @@ def parse_decimal(value: object) -> Decimal:
         number = None
     if number is None or not number.is_finite():
         raise ValueError(f"{value!r} is not a decimal number")
+    if number.is_zero():
+        return Decimal(0)  # 0E-1000000 is zero; its exponent must not reach arithmetic
+    # Beyond this every later step (normalize, comparisons in a context, quantize) would
+    # raise decimal.Overflow or lose digits: such a number is out of range, not a crash.
+    if not -MAX_MAGNITUDE <= number.adjusted() <= MAX_MAGNITUDE or len(number.as_tuple().digits) > CONTEXT.prec:
+        raise ValueError(f"{str(value)[:40]!r} is out of range")
     return number
 
 

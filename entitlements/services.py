@@ -19,7 +19,7 @@ from billing_project.money import CONTEXT, format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 from usage.counters import MeteredMetric, counter_reconcile, period_usage
-from usage.ingestion import usage_record
+from usage.ingestion import usage_record_consumed
 
 from .context import NOT_PREFETCHED, Context, build_context, dunning_grace, load_context, queue_context_read
 from .evaluation import Decision, FeatureTerms, evaluate
@@ -194,23 +194,18 @@ def entitlement_consume(
     decision = _decide(ctx, terms, quantity, now, cached=False)
     body = answer(ctx, terms, decision)
     if decision.allowed:
-        # a counted metric counts events: N uses are N events (keys key, key:2 … key:N)
-        uses = int(quantity) if terms.aggregation == "count" else 1
-        events = [
-            {
-                "tenant": tenant,
-                "metric": terms.metric_code,
-                "quantity": str(quantity) if terms.aggregation == "sum" else "1",
-                "idempotency_key": idempotency_key if i == 0 else f"{idempotency_key}:{i + 1}"[:255],
-                "correlation_id": f"consume:{idempotency_key}"[:255],
-            }
-            for i in range(uses)
-        ]
-        results = usage_record(principal=principal, events=events)
-        failed = next((r.error for r in results if r.error is not None), None)
-        if failed is not None:  # e.g. a usage event already stored under this key with another payload
-            raise failed
-        body["id"] = results[0].id
+        # allowed: so the tenant has a live subscription and the feature a metric
+        assert ctx.subscription is not None  # noqa: S101
+        assert terms.metric_id is not None  # noqa: S101
+        body["id"] = usage_record_consumed(
+            principal=principal,
+            tenant_id=tenant_row.pk,
+            metric=MeteredMetric(terms.metric_id, terms.aggregation, terms.unique_property),
+            quantity=quantity,
+            consume_key=idempotency_key,
+            period_start=ctx.subscription.period_start,
+            now=now,
+        )
         body["used"] = _qty((decision.used or Decimal(0)) + quantity)
         if decision.remaining is not None:
             body["remaining"] = _qty(max(decision.remaining - quantity, Decimal(0)))

@@ -1,7 +1,8 @@
 """Usage ingestion: validate each event on its own, then write the whole batch with
 one set-based INSERT … ON CONFLICT DO NOTHING in one transaction.
 
-Idempotency lives in the unique index on (tenant, idempotency_key): a concurrent
+Idempotency lives in the unique index on (tenant, idempotency_key) of reported events
+(an entitlements/consume records its uses apart, usage_record_consumed): a concurrent
 insert of the same key waits for the first to commit and then finds its row, so
 exactly one row exists whatever the race, and the payload hash tells a retried
 duplicate (200) from a conflicting reuse of the key (409).
@@ -19,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -267,7 +268,7 @@ SELECT t, m, q, p::jsonb, o, now(), %s, k, h, c, l
   FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
               %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
  ORDER BY n
-ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+ON CONFLICT (tenant_id, idempotency_key) WHERE origin = 'reported' DO NOTHING
 RETURNING id, tenant_id, idempotency_key
 """
 
@@ -275,6 +276,7 @@ EXISTING = """
 SELECT e.id, e.tenant_id, e.idempotency_key, e.payload_hash
   FROM usage_usageevent e
   JOIN unnest(%s::bigint[], %s::text[]) AS x(t, k) ON e.tenant_id = x.t AND e.idempotency_key = x.k
+ WHERE e.origin = 'reported'
 """
 
 
@@ -343,6 +345,67 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
             elif repeat is not None and repeat.outcome is Outcome.DUPLICATE:
                 repeat.id = pk
     return [r for r in results if r is not None]
+
+
+CONSUMED = """
+INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,
+                              reported_by_id, idempotency_key, origin, use, payload_hash, correlation_id, late)
+SELECT %s, %s, %s, '{}'::jsonb, %s, now(), %s, %s, 'consume', u, %s, %s, false
+  FROM generate_series(1, %s) AS u
+ ORDER BY u
+RETURNING id
+"""
+
+
+def usage_record_consumed(
+    *,
+    principal: ApiPrincipal,
+    tenant_id: int,
+    metric: MeteredMetric,
+    quantity: Decimal,
+    consume_key: str,
+    period_start: datetime,
+    now: datetime,
+) -> int:
+    """Record what an entitlements/consume admitted, in the caller's transaction: one event
+    of `quantity` for a summed metric, `quantity` events of one for a counted metric (it
+    counts events). They live in the consume's own idempotency space (tenant, consume key,
+    use 1…N), which no reported event can occupy: every unit admitted is a unit recorded,
+    whatever keys clients send. The first event's id is returned.
+
+    The caller has decided the consume under its lock and holds the consume record's key;
+    a second consume of the same key racing it (for another feature, under another lock)
+    waits here for the first to commit and is then an idempotency_conflict."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("usage_record_consumed runs inside the consume's transaction")
+    counted = metric.aggregation == "count"
+    uses = int(quantity) if counted else 1
+    each = Decimal(1) if counted else quantity
+    payload_hash = _payload_hash(f"consume:{metric.id}", quantity, now, {})
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                CONSUMED,
+                [
+                    tenant_id,
+                    metric.id,
+                    each,
+                    now,
+                    principal.key_id,
+                    consume_key,
+                    payload_hash,
+                    f"consume:{consume_key}"[:255],
+                    uses,
+                ],
+            )
+            ids: list[int] = [int(row[0]) for row in cursor.fetchall()]
+    except IntegrityError as exc:
+        raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
+    key = counter_key(tenant_id, metric.id, period_start)
+    deltas = [d for d in (delta_for(metric, key, each, {}) for _ in range(uses)) if d is not None]
+    if deltas:
+        transaction.on_commit(lambda: counters_apply(deltas))
+    return ids[0]
 
 
 def _repeat(index: int, *, same: bool, pk: int | None = None) -> EventResult:

@@ -9,7 +9,16 @@ from django.db.models import Q
 
 class UsageEvent(models.Model):
     """One reported use of a metric. Append-only: a PostgreSQL trigger refuses UPDATE,
-    DELETE and TRUNCATE; a correction is a new event (an adjustment), never an edit."""
+    DELETE and TRUNCATE; a correction is a new event (an adjustment), never an edit.
+
+    Two idempotency spaces that cannot meet: an event a service reported through the usage
+    API is unique per (tenant, idempotency key); the events an entitlements/consume
+    recorded are unique per (tenant, consume key, use), apart from every reported event,
+    so no key a client sends can stand in for a consume's record or the other way round."""
+
+    class Origin(models.TextChoices):
+        REPORTED = "reported", "reported through the usage API"
+        CONSUME = "consume", "recorded by entitlements/consume"
 
     tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="usage_events")
     metric = models.ForeignKey("plans.BillableMetric", on_delete=models.PROTECT, related_name="usage_events")
@@ -22,7 +31,13 @@ class UsageEvent(models.Model):
     reported_by = models.ForeignKey(
         "billing_project.ApiKey", on_delete=models.PROTECT, related_name="+", help_text="The service's key."
     )
-    idempotency_key = models.CharField(max_length=255)
+    idempotency_key = models.CharField(
+        max_length=255, help_text="The service's key; for a consume's events, the consume's key."
+    )
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.REPORTED, db_default="reported")
+    use = models.PositiveIntegerField(
+        default=1, db_default=1, help_text="Which of a consume's uses (1…N) this event is; 1 for a reported event."
+    )
     payload_hash = models.CharField(max_length=64, help_text="Tells a retried duplicate from a conflicting reuse.")
     correlation_id = models.CharField(max_length=255, blank=True, db_index=True)
     late = models.BooleanField(
@@ -31,7 +46,16 @@ class UsageEvent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="usageevent_idempotent"),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"], condition=Q(origin="reported"), name="usageevent_idempotent"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key", "use"],
+                condition=Q(origin="consume"),
+                name="usageevent_consume_use",
+            ),
+            models.CheckConstraint(name="usageevent_origin_valid", condition=Q(origin__in=["reported", "consume"])),
+            models.CheckConstraint(name="usageevent_reported_use_one", condition=~Q(origin="reported") | Q(use=1)),
             models.CheckConstraint(name="usageevent_quantity_not_negative", condition=Q(quantity__gte=0)),
         ]
         indexes = [
