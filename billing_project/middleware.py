@@ -65,13 +65,27 @@ class RequestContextMiddleware:
 
 
 class ApiBodyLimitMiddleware:
-    """413 before anything reads an oversized API body that declares its length."""
+    """413 before anything reads an oversized API body that declares its length; and a NUL
+    in the path or the query string refused before it reaches a lookup (PostgreSQL's text
+    cannot hold one: it was a DataError, answered 500). A path naming no object is 404;
+    a query parameter is the request's: 400. The body's text is the parser's."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(API_PREFIX):
+            if "\x00" in request.path:
+                return error_response(404, "not_found", "No such resource.")
+            bad = sorted({name for name, values in request.GET.lists() for v in [name, *values] if "\x00" in v})
+            if bad:
+                names = [name.replace("\x00", "\\x00")[:60] for name in bad]
+                return error_response(
+                    400,
+                    "validation_error",
+                    "The request is not valid; see details.",
+                    {"fields": dict.fromkeys(names, "NUL characters are not accepted.")},
+                )
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any, cast
 
@@ -17,6 +16,7 @@ from billing_project.api import BillingAPIView, JsonOnly, RawField
 from billing_project.api_keys import ApiPrincipal, Prefetch
 from billing_project.errors import InvalidRequest
 from billing_project.money import parse_decimal
+from billing_project.parsers import loads
 from billing_project.scopes import ENTITLEMENTS_READ, USAGE_WRITE
 from subscriptions.services import tenant_get
 
@@ -80,8 +80,8 @@ class EntitlementCheckApi(BillingAPIView):
         # The whole answer in the key lookup's round trip: a peek at the raw body, which
         # the parser reads properly (with its errors) once the request is admitted.
         try:
-            data = json.loads(request.body)
-        except (ValueError, SuspiciousOperation):
+            data = loads(request.body)  # a NUL or a surrogate would fail in a Redis key: the parser refuses it
+        except (ValueError, RecursionError, SuspiciousOperation):
             return None
         if not isinstance(data, dict):
             return None

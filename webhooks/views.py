@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing_project.api_errors import error_response
+from billing_project.parsers import UnacceptableText, check_text
 from invoicing.providers.stripe_signature import InvalidSignature, verify
 
 from .services import InvalidEvent, stripe_event_record
@@ -57,6 +58,12 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return error_response(400, "invalid_signature", f"The Stripe-Signature does not verify: {exc}")
     try:
         event = json.loads(body, parse_constant=_reject_constant)
+        check_text(event)  # a NUL or a lone surrogate could not be stored (jsonb, text): refused, not a 500
+    except UnacceptableText as exc:
+        logger.error("stripe.webhook.unacceptable_text", extra={"reason": str(exc)})
+        if exc.nul:  # JSON, but no Stripe event carries a NUL
+            return error_response(400, "invalid_event", f"The body is not a Stripe event: {exc}")
+        return error_response(400, "malformed_json", f"The body is not acceptable JSON: {exc}")
     except (ValueError, RecursionError):
         return error_response(400, "malformed_json", "The body is not JSON.")
     try:
