@@ -14,12 +14,15 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from .api_errors import API_PREFIX, error_response
 from .observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
 
 access_log = logging.getLogger("billing.access")
+logger = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 2
 
 # A caller's X-Request-ID is honoured only if it is a plausible id, so logs
 # cannot be stuffed with arbitrary text.
@@ -99,6 +102,34 @@ class ApiBodyLimitMiddleware:
                     {"limit_bytes": limit},
                 )
         return self.get_response(request)
+
+
+class ApiUnavailableMiddleware:
+    """A database that dropped the connection, timed out or rolled the transaction back
+    under contention is not a bug: the API answers 503 `service_unavailable` with
+    Retry-After, which a client retries. That holds when the outcome of a COMMIT is unknown
+    (the connection died during it) too: every write is idempotent by its key, so the retry
+    is safe whether the first attempt was stored or not (README, Errors)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith(API_PREFIX) or not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logger.warning("api.database_unavailable", exc_info=exception, extra={"path": request.path})
+        response = error_response(
+            503,
+            "service_unavailable",
+            "The database is unavailable or the request's outcome is unknown; retry it (with the same "
+            "idempotency key, for a write).",
+            {"retry_after_seconds": RETRY_AFTER_SECONDS},
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
 
 class StaffPagesOnly:

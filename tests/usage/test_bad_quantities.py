@@ -90,3 +90,17 @@ def test_numbers_in_range_still_parse(text, value):
 def test_numbers_out_of_range_are_value_errors(text):
     with pytest.raises(ValueError, match="out of range|not a decimal"):
         parse_decimal(text)
+
+
+@pytest.mark.parametrize(
+    ("feature", "quantity"),
+    [("ai_tokens", "-1"), ("ai_tokens", "abc"), ("ai_tokens", "1e1000000"), ("ai_tokens", "0.0000001")]
+    + [("ai_tokens", q) for q in HUGE],
+)
+def test_consume_answers_invalid_quantity_with_400_as_the_readme_says(api, make_key, reporter, feature, quantity):
+    """One status for one code: a consume's invalid_quantity is 400 (it was 409 once)."""
+    key = make_key("service", scopes=["entitlements:read", "usage:write"], metrics=["ai_tokens"])
+    body = {"tenant": "acme", "feature": feature, "quantity": quantity, "idempotency_key": "q"}
+    response = api.post("/api/v1/entitlements/consume", body, format="json", **key.header)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_quantity"), response.content
+    assert not UsageEvent.objects.exists()
