@@ -126,6 +126,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------- Redis
 REDIS_URL = _required("REDIS_URL")
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="billing")
+# Usage counters (usage/counters.py): how long a counter is trusted before the first read
+# after re-checks PostgreSQL for counters that missed an update, and how old a writer's
+# pending mark may grow before its counter is presumed to have missed its increment.
+COUNTER_TRUST_MS = env.int("COUNTER_TRUST_MS", default=1000)
+COUNTER_PENDING_GRACE_MS = env.int("COUNTER_PENDING_GRACE_MS", default=5000)
 
 
 def _broker_url(redis_url: str) -> str:

@@ -27,7 +27,7 @@ from billing_project.cache import catalog_version_key, tenant_version_key, tenan
 from billing_project.redis_client import get_redis, rkey
 from plans.models import Feature, PlanEntitlement
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
-from usage.counters import MICRO, counter_key
+from usage.counters import NOW_MS, counter_decimal, counter_key, trust_key
 
 from .evaluation import FeatureTerms, SubscriptionState
 from .models import Grant
@@ -37,8 +37,24 @@ MAX_AGE_SECONDS = 300
 
 # The cached context if both its versions are current, and the usage counter of `feature`
 # (if given) that the context names: a whole warm check in one Redis call.
-READ_CONTEXT = """
-local function read_context(ctx_key, catalog_key, version_prefix, feature)
+READ_CONTEXT = (
+    NOW_MS
+    + """
+local function trusted_counter(key, kind, trust_key, grace_ms)
+  -- usage.counters: no lease, or a writer's mark past the grace, and the counter is not
+  -- to be trusted (the view's path repairs or rebuilds it); a missing counter is false
+  if redis.call('EXISTS', trust_key) == 0 then return false end
+  if redis.call('ZCOUNT', key .. ':pending', '-inf', now_ms() - tonumber(grace_ms)) > 0 then return false end
+  if kind == 's' then
+    if redis.call('EXISTS', key) == 1 then return 's' .. redis.call('SCARD', key) end
+    return false
+  end
+  local value = redis.call('GET', key)
+  if value then return 'n' .. value end
+  return false
+end
+
+local function read_context(ctx_key, catalog_key, version_prefix, feature, trust_key, grace_ms)
   local ctx = redis.call('GET', ctx_key)
   local catalog = redis.call('GET', catalog_key) or '0'
   if not ctx then return false end
@@ -49,28 +65,25 @@ local function read_context(ctx_key, catalog_key, version_prefix, feature)
   local counter = false
   if feature ~= '' then
     -- the stamp lists ",feature=<kind><counter key>," (kind s: a set of distinct values,
-    -- n: a number), found without decoding the payload; a missing counter is false
+    -- n: a number), found without decoding the payload
     local _, e = string.find(counters, ',' .. feature .. '=', 1, true)
     if e then
       local kind = string.sub(counters, e + 1, e + 1)
       local key = string.sub(counters, e + 2, string.find(counters, ',', e + 1, true) - 1)
-      if kind == 's' then
-        if redis.call('EXISTS', key) == 1 then counter = 's' .. redis.call('SCARD', key) end
-      else
-        local value = redis.call('GET', key)
-        if value then counter = 'n' .. value end
-      end
+      counter = trusted_counter(key, kind, trust_key, grace_ms)
     end
   end
   return {ctx, counter}
 end
 """
+)
 # KEYS[1] cached context, KEYS[2] catalog version; ARGV[1] prefix of tenant version keys,
-# ARGV[2] a feature whose usage counter to return too.
+# ARGV[2] a feature whose usage counter to return too, ARGV[3] the counters' trust lease,
+# ARGV[4] the pending marks' grace in ms.
 READ = (
     READ_CONTEXT
     + """
-return read_context(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return read_context(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 )
 # The fast lane's one round trip (entitlements.fastpath): KEYS[1] the presented key's cached
@@ -83,7 +96,7 @@ CHECK = (
 local key = redis.call('GET', KEYS[1])
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], 61) end
-local found = read_context(KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local found = read_context(KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 if not found then return {KEYS[1], key, count, false, false} end
 return {KEYS[1], key, count, found[1], found[2]}
 """
@@ -227,7 +240,12 @@ NOT_PREFETCHED = object()
 def queue_context_read(pipe: Any, external_id: str, feature: str = "") -> None:
     """Queue the context read into another round trip (the API key lookup's pipeline).
     Plain EVALSHA: a Script object would add a SCRIPT EXISTS round trip to every call."""
-    pipe.evalsha(READ_SHA, 2, _cache_key(external_id), catalog_version_key(), tenant_version_prefix(), feature)
+    pipe.evalsha(READ_SHA, 2, _cache_key(external_id), catalog_version_key(), *read_args(feature))
+
+
+def read_args(feature: str) -> tuple[str, str, str, int]:
+    """READ's and CHECK's ARGV for `feature`."""
+    return tenant_version_prefix(), feature, trust_key(), settings.COUNTER_PENDING_GRACE_MS
 
 
 def load_context(
@@ -244,7 +262,7 @@ def load_context(
         assert client is not None  # noqa: S101
         if prefetched is NOT_PREFETCHED or isinstance(prefetched, Exception):  # not queued, or NOSCRIPT after a restart
             prefetched = _read_script(client)(
-                keys=[_cache_key(external_id), catalog_version_key()], args=[tenant_version_prefix(), feature]
+                keys=[_cache_key(external_id), catalog_version_key()], args=list(read_args(feature))
             )
         if prefetched:
             raw, counter = prefetched
@@ -298,10 +316,7 @@ def _micros(at: datetime) -> int:
 
 
 def counter_value(raw: bytes | None) -> Decimal | None:
-    if not raw:
-        return None
-    text = raw.decode()
-    return Decimal(text[1:]) if text[0] == "s" else Decimal(int(text[1:])) / MICRO
+    return counter_decimal(raw) if raw else None
 
 
 _scripts: dict[tuple[int, str], Any] = {}

@@ -18,7 +18,7 @@ from billing_project.errors import Conflict, Forbidden, InvalidRequest, invalid_
 from billing_project.money import CONTEXT, format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
-from usage.counters import MeteredMetric, counter_reconcile, period_usage
+from usage.counters import MeteredMetric, counter_reconcile, counters_suspect, period_usage
 from usage.ingestion import usage_record_consumed
 
 from .context import NOT_PREFETCHED, Context, build_context, dunning_grace, load_context, queue_context_read
@@ -63,7 +63,8 @@ def _decide(
     cached: bool,
     counter: Decimal | None = None,
 ) -> Decision:
-    used = counter if cached else None
+    # a counter read with the context is used only if this process missed no counter update
+    used = counter if cached and not counters_suspect() else None
     sub = ctx.subscription
     if used is None and _counts_usage(ctx, terms) and sub is not None and terms.metric_id is not None:
         used = period_usage(

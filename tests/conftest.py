@@ -100,8 +100,12 @@ def api() -> APIClient:
 
 @pytest.fixture(autouse=True)
 def _reset_redis() -> None:
-    # Tests that point the service at a dead Redis must not leak the pool.
+    # Tests that point the service at a dead Redis must not leak the pool, nor a process's
+    # memory of a missed counter update (usage.counters).
     get_redis.cache_clear()
+    import usage.counters
+
+    usage.counters._suspect = False
     # The database rolls back after each test but Redis does not: start every test without
     # the caches and counters of the one before (only this suite's own keys).
     from django.conf import settings

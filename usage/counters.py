@@ -6,11 +6,28 @@ Values are integers in millionths (quantities have at most 6 decimals), so sums 
 exact. unique_count keeps the distinct values as a set; `latest` is always read from
 PostgreSQL. A counter is only incremented if it exists: one being rebuilt is not
 half-counted, and the reconciliation task catches what a rebuild raced past.
+
+A counter that may have missed an increment is never trusted (an unsafe allow otherwise:
+a check answering `used: 0` at 1,200 of 1,000 after a Redis partition):
+- *Pending marks.* Inside the ingesting transaction, before COMMIT, each counter it will
+  increment gets a mark (a member of `<counter>:pending`, scored with Redis's clock).
+  The increment after commit removes it. A mark older than COUNTER_PENDING_GRACE_MS
+  means a writer died between commit and increment (or before commit: either way the
+  counter is unknown): readers then drop the counter and rebuild it from PostgreSQL.
+- *Repairs.* A writer that cannot reach Redis, to mark or to increment, records the
+  counters in PostgreSQL (CounterRepair, in its own transaction when it is after commit)
+  and stops trusting counters in this process. The next read here drops them (once
+  Redis answers) before trusting anything.
+- *Trust lease.* Every other process trusts counters only while the key
+  `counters-trusted` exists; it lives COUNTER_TRUST_MS and is renewed by the first read
+  that finds it gone, after applying every recorded repair. So a repair recorded anywhere
+  is applied within COUNTER_TRUST_MS everywhere, and at once in the process that missed.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,20 +35,56 @@ from decimal import Decimal
 from typing import Any
 
 import redis
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from billing_project.redis_client import get_redis, rkey
 
+from .models import CounterRepair
 from .selectors import unique_values_over, usage_over
 
 logger = logging.getLogger(__name__)
 MICRO = Decimal(1_000_000)
 GRACE_SECONDS = 86_400  # keep a counter a day past its period (late reads, reconciliation)
 
+# Redis's clock in milliseconds: every mark is scored, and every age measured, by it.
+NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS: the counters a transaction will increment; ARGV[1]: its token. Before COMMIT.
+MARK = (
+    NOW_MS
+    + """
+local now = now_ms()
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key .. ':pending', now, ARGV[1])
+  redis.call('PEXPIRE', key .. ':pending', 86400000)
+end
+return 1
+"""
+)
+
+# After COMMIT. ARGV[1] the token, then (kind, value) per KEYS entry (a key may repeat,
+# for a set's values). A counter whose mark is gone was declared dead by a reader (the
+# mark outlived the grace): whether its rebuild saw this transaction is unknown, so it
+# is dropped and rebuilt again.
 APPLY = """
+local token = ARGV[1]
+local mine = {}
+for _, key in ipairs(KEYS) do
+  if mine[key] == nil then
+    mine[key] = redis.call('ZREM', key .. ':pending', token) == 1
+    if not mine[key] then redis.call('DEL', key) end
+  end
+end
 for i, key in ipairs(KEYS) do
-  local kind, value = ARGV[2 * i - 1], ARGV[2 * i]
-  if redis.call('EXISTS', key) == 1 then
+  local kind, value = ARGV[2 * i], ARGV[2 * i + 1]
+  if mine[key] and redis.call('EXISTS', key) == 1 then
     if kind == 'add' then
       redis.call('INCRBY', key, value)
     elseif kind == 'max' then
@@ -43,6 +96,43 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
+
+# A counter's value if it may be trusted. KEYS[1] the counter; ARGV[1] the trust lease's
+# key, ARGV[2] the grace in ms, ARGV[3] 's' for a set. Returns 'untrusted' without the
+# lease; drops a counter with a mark past the grace (and the stale marks) and returns
+# false, as for a missing one; else the value.
+READ_COUNTER = (
+    NOW_MS
+    + """
+if redis.call('EXISTS', ARGV[1]) == 0 then return 'untrusted' end
+local pending = KEYS[1] .. ':pending'
+local stale = now_ms() - tonumber(ARGV[2])
+if redis.call('ZCOUNT', pending, '-inf', stale) > 0 then
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', stale)
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if ARGV[3] == 's' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 's' .. redis.call('SCARD', KEYS[1]) end
+  return false
+end
+local value = redis.call('GET', KEYS[1])
+if value then return 'n' .. value end
+return false
+"""
+)
+
+_suspect = False  # this process missed a mark or an increment: trust no counter until repaired
+
+
+def trust_key() -> str:
+    return rkey("counters-trusted")
+
+
+def counters_suspect() -> bool:
+    """Whether this process missed a counter update it has not repaired yet (the fast
+    lane then leaves the check to the view, which repairs first)."""
+    return _suspect
 
 
 @dataclass(frozen=True)
@@ -75,13 +165,30 @@ def delta_for(metric: MeteredMetric, key: str, quantity: Decimal, properties: di
     return None  # latest: read from PostgreSQL
 
 
-def counters_apply(deltas: Iterable[CounterDelta]) -> None:
+def counters_record(deltas: list[CounterDelta]) -> None:
+    """Inside the ingesting transaction, once its rows are written: mark the counters it
+    will increment, and increment them after it commits. A Redis that does not answer
+    leaves a repair in this same transaction instead, so no counter that missed the
+    increment is trusted again before it is rebuilt."""
+    if not deltas:
+        return
+    keys = sorted({d.key for d in deltas})
+    token = secrets.token_hex(8)
+    try:
+        get_redis().eval(MARK, len(keys), *keys, token)
+    except redis.RedisError:
+        _missed(keys, committed=False)
+        return
+    transaction.on_commit(lambda: _apply(deltas, token))
+
+
+def _apply(deltas: Iterable[CounterDelta], token: str) -> None:
     """After commit: fold accepted events into existing counters (one round trip)."""
     merged: dict[tuple[str, str], list[str]] = {}
     for d in deltas:
         merged.setdefault((d.key, d.kind), []).append(d.value)
     keys: list[str] = []
-    args: list[str] = []
+    args: list[str] = [token]
     for (key, kind), values in merged.items():
         if kind == "add":
             keys.append(key)
@@ -93,12 +200,44 @@ def counters_apply(deltas: Iterable[CounterDelta]) -> None:
             for value in set(values):
                 keys.append(key)
                 args += [kind, value]
-    if not keys:
-        return
     try:
         get_redis().eval(APPLY, len(keys), *keys, *args)
     except redis.RedisError:
-        logger.warning("usage.counters.unreachable", extra={"keys": len(keys)})  # PostgreSQL stays exact
+        _missed(sorted(set(keys)), committed=True)
+
+
+def _missed(keys: list[str], *, committed: bool) -> None:
+    """Record counters that missed an update, so that they are dropped before anyone
+    trusts them again; PostgreSQL stays exact meanwhile."""
+    global _suspect
+    _suspect = True
+    logger.warning("usage.counters.unreachable", extra={"keys": len(keys)})
+    rows = [CounterRepair(key=key) for key in keys]
+    if committed:  # after the ingesting transaction: a transaction of its own
+        with transaction.atomic():
+            CounterRepair.objects.bulk_create(rows)
+    else:
+        CounterRepair.objects.bulk_create(rows)
+
+
+def counters_repair() -> int:
+    """Drop every counter recorded as having missed an update, then (re)new the trust
+    lease: the counters left are complete. Raises RedisError if Redis does not answer
+    (nothing is trusted then). Returns how many counters were dropped."""
+    global _suspect
+    client = get_redis()
+    repairs = list(CounterRepair.objects.values_list("pk", "key"))
+    keys = sorted({key for _, key in repairs})
+    pipe = client.pipeline()
+    for key in keys:
+        pipe.delete(key, f"{key}:pending")
+    pipe.set(trust_key(), "1", px=settings.COUNTER_TRUST_MS)
+    pipe.execute()
+    if repairs:
+        CounterRepair.objects.filter(pk__in=[pk for pk, _ in repairs]).delete()
+        logger.warning("usage.counters.repaired", extra={"counters": len(keys)})
+    _suspect = False
+    return len(keys)
 
 
 def period_usage(
@@ -111,20 +250,32 @@ def period_usage(
     key = counter_key(tenant_id, metric.id, period_start)
     client = get_redis()
     try:
-        if metric.aggregation == "unique_count":
-            pipe = client.pipeline(transaction=False)
-            pipe.exists(key)
-            pipe.scard(key)
-            exists, size = pipe.execute()
-            if exists:
-                return Decimal(size)
-        else:
-            raw = client.get(key)
-            if raw is not None:
-                return Decimal(int(raw)) / MICRO
+        raw = _read_trusted(client, key, metric)
+        if raw:
+            return counter_decimal(raw)
     except redis.RedisError:
         return _exact(tenant_id, metric, period_start, period_end)
     return _rebuild(client, key, tenant_id, metric, period_start, period_end)
+
+
+def _read_trusted(client: redis.Redis, key: str, metric: MeteredMetric) -> bytes | None:
+    """The counter's raw value if it may be trusted, else None (missing, dropped as
+    stale): repairs first when this process missed an update or the lease is gone."""
+    kind = "s" if metric.aggregation == "unique_count" else "n"
+    args = (trust_key(), settings.COUNTER_PENDING_GRACE_MS, kind)
+    if _suspect:
+        counters_repair()
+    raw = client.eval(READ_COUNTER, 1, key, *args)
+    if raw == b"untrusted":
+        counters_repair()
+        raw = client.eval(READ_COUNTER, 1, key, *args)
+    return None if raw in (None, b"untrusted") else bytes(raw)
+
+
+def counter_decimal(raw: bytes) -> Decimal:
+    """A counter read by a script (`n<millionths>` or `s<set size>`) as a Decimal."""
+    text = raw.decode()
+    return Decimal(text[1:]) if text[0] == "s" else Decimal(int(text[1:])) / MICRO
 
 
 def _exact(tenant_id: int, metric: MeteredMetric, start: datetime, end: datetime) -> Decimal:

@@ -30,7 +30,7 @@ from billing_project.money import CONTEXT, parse_decimal
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 
-from .counters import CounterDelta, MeteredMetric, counter_key, counters_apply, delta_for
+from .counters import CounterDelta, MeteredMetric, counter_key, counters_record, delta_for
 
 MAX_BATCH = 1000
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -323,8 +323,7 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
             )
             inserted = {(t, k): pk for pk, t, k in cursor.fetchall()}
         deltas = [r.counter for r in rows if r.counter is not None and (r.tenant_id, r.key) in inserted]
-        if deltas:
-            transaction.on_commit(lambda: counters_apply(deltas))
+        counters_record(deltas)  # marked before COMMIT, incremented after it
         missing = [r for r in rows if (r.tenant_id, r.key) not in inserted]
         existing: dict[tuple[int, str], tuple[int, str]] = {}
         if missing:
@@ -403,8 +402,7 @@ def usage_record_consumed(
         raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
     key = counter_key(tenant_id, metric.id, period_start)
     deltas = [d for d in (delta_for(metric, key, each, {}) for _ in range(uses)) if d is not None]
-    if deltas:
-        transaction.on_commit(lambda: counters_apply(deltas))
+    counters_record(deltas)
     return ids[0]
 
 

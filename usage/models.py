@@ -120,3 +120,15 @@ class AggregationWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.received_up_to.isoformat()}"
+
+
+class CounterRepair(models.Model):
+    """A Redis usage counter that missed an update (Redis did not answer the ingesting
+    transaction's mark or increment). usage.counters drops it before any counter is
+    trusted again, so that it is rebuilt from PostgreSQL; then this row goes."""
+
+    key = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} (since {self.recorded_at:%Y-%m-%d %H:%M:%S})"
