@@ -44,6 +44,7 @@ POSITIVE_LIMITS = [
     ("AXES_FAILURE_LIMIT", "ADMIN_LOGIN_FAILURE_LIMIT", "failures"),
     ("COUNTER_TRUST_MS", "COUNTER_TRUST_MS", "milliseconds"),
     ("COUNTER_PENDING_GRACE_MS", "COUNTER_PENDING_GRACE_MS", "milliseconds"),
+    ("READYZ_HEARTBEAT_MAX_AGE_SECONDS", "READYZ_HEARTBEAT_MAX_AGE_SECONDS", "seconds"),
 ]
 
 
@@ -52,6 +53,15 @@ def check_limits(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> lis
     errors: list[CheckMessage] = []
     for name, env, unit in POSITIVE_LIMITS:
         errors += whole_number(name, env=env, minimum=1, check_id="billing.E009", unit=unit)
+    deadline = getattr(settings, "READYZ_DEADLINE_SECONDS", None)
+    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= 10:
+        errors.append(
+            Error(
+                f"READYZ_DEADLINE_SECONDS must be a number of seconds above 0 and at most 10; it is {deadline!r}.",
+                hint="A readiness probe that waits longer holds a web worker as long.",
+                id="billing.E009",
+            )
+        )
     cooloff = getattr(settings, "AXES_COOLOFF_TIME", None)
     if not isinstance(cooloff, timedelta) or cooloff <= timedelta(0):
         errors.append(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
@@ -35,16 +38,31 @@ def _check(probe: Any) -> dict[str, Any]:
 
 
 def _database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    # In a probe thread: its own connection, closed after, so a broken one is never reused.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 900")
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
 
 
-def _redis() -> dict[str, Any]:
-    client = get_redis()
-    client.ping()
-    beat = client.get(rkey("worker-heartbeat"))
-    # Informational: how long since a worker last ran the beat-scheduled heartbeat.
-    return {"worker_heartbeat_age_s": round(time.time() - float(beat), 1) if beat else None}
+def _redis() -> None:
+    get_redis().ping()
+
+
+def _worker() -> dict[str, Any]:
+    """Beat's heartbeat task, run by a worker, keeps a key alive; its age is what it has
+    lost of its life, on Redis's clock. Gone: no worker has run it for too long."""
+    max_age = settings.READYZ_HEARTBEAT_MAX_AGE_SECONDS
+    ttl = get_redis().ttl(rkey("worker-heartbeat"))
+    if ttl is None or ttl < 0:
+        raise StaleHeartbeat(f"no worker has run beat's heartbeat in the last {max_age} s")
+    return {"heartbeat_age_s": max(0, max_age - ttl), "max_age_s": max_age}
+
+
+class StaleHeartbeat(Exception):
+    """Beat sends nothing or no worker consumes: the background is stopped."""
 
 
 def _broker() -> None:
@@ -54,10 +72,25 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=1)
 
 
+PROBES = {"database": _database, "redis": _redis, "broker": _broker, "worker": _worker}
+# Probes run in threads with one deadline: a dependency that accepts connections and never
+# answers makes /readyz say so within a second, instead of holding a web worker for 30 s.
+_probe_pool = ThreadPoolExecutor(max_workers=2 * len(PROBES), thread_name_prefix="readyz")
+
+
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable."""
-    checks = {"database": _check(_database), "redis": _check(_redis), "broker": _check(_broker)}
+    """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable, and the worker
+    heartbeat fresh, each answered within READYZ_DEADLINE_SECONDS; else 503, naming which."""
+    deadline = time.monotonic() + settings.READYZ_DEADLINE_SECONDS
+    pending = {name: _probe_pool.submit(_check, probe) for name, probe in PROBES.items()}
+    checks: dict[str, dict[str, Any]] = {}
+    for name, future in pending.items():
+        try:
+            checks[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            checks[name] = {"ok": False, "error": f"no answer within {settings.READYZ_DEADLINE_SECONDS} s"}
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 

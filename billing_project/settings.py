@@ -131,6 +131,9 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="billing")
 # pending mark may grow before its counter is presumed to have missed its increment.
 COUNTER_TRUST_MS = env.int("COUNTER_TRUST_MS", default=1000)
 COUNTER_PENDING_GRACE_MS = env.int("COUNTER_PENDING_GRACE_MS", default=5000)
+# /readyz: every probe answers within this, and beat's heartbeat (every 30 s) is younger than that.
+READYZ_DEADLINE_SECONDS = env.float("READYZ_DEADLINE_SECONDS", default=0.9)
+READYZ_HEARTBEAT_MAX_AGE_SECONDS = env.int("READYZ_HEARTBEAT_MAX_AGE_SECONDS", default=120)
 
 
 def _broker_url(redis_url: str) -> str:
@@ -140,12 +143,19 @@ def _broker_url(redis_url: str) -> str:
     return redis_url
 
 
+# Every Redis and broker connection has connect and socket timeouts: a Redis that accepts
+# connections and never answers must fail a call in seconds, not hang a web worker, the
+# Celery worker's consumer or beat's sender (all of them froze for minutes once).
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=3.0)
+
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": REDIS_KEY_PREFIX + "-cache",
         "TIMEOUT": 300,
+        "OPTIONS": {"socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT},
     }
 }
 
@@ -161,6 +171,20 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_CONNECT_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+    "retry_on_timeout": False,  # a hung Redis: fail, reconnect, and say so; never wait on it
+}
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_CONNECT_TIMEOUT
+CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL = 10
+# A send to a broker that does not answer gives up within seconds; what it was for is in
+# PostgreSQL, and the sweepers re-queue it (billing_project/jobs.py).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_TIMEZONE = "UTC"
 # Keep Django's LOGGING (JSON lines with request id) in worker and beat too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

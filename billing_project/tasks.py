@@ -9,13 +9,13 @@ TaskFailure that finance and operations see in the admin and in /metrics.
 from __future__ import annotations
 
 import logging
-import time
 import traceback as tb
 from typing import Any
 
 from auditlog.context import set_actor
 from celery import Task, shared_task
 from celery.signals import task_failure
+from django.conf import settings
 from django.db import transaction
 
 from .audit import system_user
@@ -85,5 +85,7 @@ def _jsonable(value: Any) -> Any:
 
 @shared_task(base=BillingTask, ignore_result=True, max_retries=0)
 def heartbeat() -> None:
-    """Scheduled by beat: proves a worker is consuming the queue (shown by /readyz)."""
-    get_redis().set(rkey("worker-heartbeat"), str(time.time()), ex=3600)
+    """Scheduled by beat every 30 s: proves that beat sends and a worker consumes. The key
+    lives READYZ_HEARTBEAT_MAX_AGE_SECONDS on Redis's clock; /readyz reads its age from
+    what is left (no process clock involved) and is 503 once it is gone."""
+    get_redis().set(rkey("worker-heartbeat"), "1", ex=settings.READYZ_HEARTBEAT_MAX_AGE_SECONDS)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from billing_project.redis_client import get_redis, rkey
+from billing_project.tasks import heartbeat
+from tests.faults.proxy import FaultProxy
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db]
 
@@ -15,15 +22,18 @@ def test_healthz_answers_without_asking_anything(client, django_assert_num_queri
 
 
 def test_readyz_reports_each_dependency(client):
+    heartbeat()  # what a worker does every 30 s, sent by beat
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "redis", "broker"}
+    assert set(body["checks"]) == {"database", "redis", "broker", "worker"}
     assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["worker"]["heartbeat_age_s"] <= 1
 
 
 def test_readyz_names_what_is_down(client, settings):
+    heartbeat()
     dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     settings.REDIS_URL = dead
     from billing_project.celery import app
@@ -40,6 +50,57 @@ def test_readyz_names_what_is_down(client, settings):
     assert checks["redis"]["ok"] is False
     assert checks["broker"]["ok"] is False
     assert "error" in checks["redis"]
+
+
+def test_readyz_is_503_when_no_worker_has_run_the_heartbeat(client, settings):
+    """Beat sending nothing, or no worker consuming, stops aggregation, period close and
+    the sweepers: the service is not ready, whatever PostgreSQL and Redis say."""
+    get_redis().delete(rkey("worker-heartbeat"))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    worker = response.json()["checks"]["worker"]
+    assert worker["ok"] is False
+    assert "heartbeat" in worker["error"]
+    heartbeat()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_once_the_heartbeat_is_older_than_allowed(client, settings):
+    settings.READYZ_HEARTBEAT_MAX_AGE_SECONDS = 120
+    get_redis().set(rkey("worker-heartbeat"), "1", ex=50)  # a heartbeat 70 s old
+    body = client.get("/readyz").json()
+    assert body["checks"]["worker"]["heartbeat_age_s"] == 70
+    get_redis().set(rkey("worker-heartbeat"), "1", px=50)  # 120 s old, less 50 ms: it lapses
+    assert wait_for(lambda: get_redis().exists(rkey("worker-heartbeat")) == 0)
+    assert client.get("/readyz").status_code == 503
+
+
+def test_readyz_answers_within_its_deadline_while_redis_hangs(client, settings):
+    """A Redis (and broker) that accepts connections and never answers: /readyz still
+    answers, 503, within its deadline (it blocked 30 s until gunicorn killed the worker)."""
+    from billing_project.celery import app
+
+    heartbeat()
+    proxy = FaultProxy(settings.REDIS_URL)
+    original = app.conf.broker_url
+    settings.REDIS_URL = proxy.url
+    app.conf["broker_url"] = proxy.url
+    try:
+        with proxy.fault("hang"):
+            started = time.monotonic()
+            response = client.get("/readyz")
+            elapsed = time.monotonic() - started
+            again = client.get("/readyz")  # a second probe is not stuck behind the first
+    finally:
+        app.conf["broker_url"] = original
+        proxy.close()
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] is True
+    assert checks["redis"]["ok"] is False
+    assert checks["broker"]["ok"] is False
+    assert elapsed < settings.READYZ_DEADLINE_SECONDS + 1.0, elapsed  # bounded, not the 30 s hang
+    assert again.status_code == 503
 
 
 def test_metrics_are_prometheus_text(client):
