@@ -7,6 +7,7 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 LOCALSTRIPE := .data/localstripe-venv
+SCHEMATHESIS := .data/schemathesis-venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 # mypy's Django plugin imports the settings, which insist on these; it connects to nothing.
@@ -27,8 +28,8 @@ typecheck: $(VENV)/.installed
 
 # Uses DATABASE_URL / REDIS_URL when set, else the embedded engines under .data/.
 # localstripe (GPL) runs as a separate process from its own venv, for the Stripe smoke test.
-pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed
-	BILLING_TEST_CLOCK= LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
+pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed $(SCHEMATHESIS)/.installed
+	BILLING_TEST_CLOCK= LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python SCHEMATHESIS_BIN=$(CURDIR)/$(SCHEMATHESIS)/bin/st \
 	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite again with the test process's clock moved forward (time-machine, from
@@ -38,6 +39,13 @@ TEST_CLOCK ?= 2028-02-29T09:30:00Z
 pytest-shifted: $(VENV)/.installed $(LOCALSTRIPE)/.installed
 	BILLING_TEST_CLOCK=$(TEST_CLOCK) LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
 	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# schemathesis fuzzes the contract against a live server (tests/fuzz); its own venv keeps its
+# dependencies apart from the service's.
+$(SCHEMATHESIS)/.installed: tests/schemathesis.lock
+	test -x $(SCHEMATHESIS)/bin/python || $(PYTHON) -m venv $(SCHEMATHESIS)
+	$(SCHEMATHESIS)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/schemathesis.lock
+	touch $@
 
 $(LOCALSTRIPE)/.installed: tests/localstripe.lock
 	test -x $(LOCALSTRIPE)/bin/python || $(PYTHON) -m venv $(LOCALSTRIPE)

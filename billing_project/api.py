@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -30,6 +30,14 @@ class BillingAPIView(APIView):
         """The tenant that a path naming a record (an invoice number) belongs to, for the
         tenant-binding rule; None when the path names no tenant's record or none exists."""
         return None
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # An error is always the API's JSON shape, even where a view also renders HTML
+        # (an invoice's printable document): it answered "401 Unauthorized" as text/html.
+        renderer = getattr(request, "accepted_renderer", None)
+        if getattr(response, "status_code", 200) >= 400 and renderer is not None and renderer.format != "json":
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def redis_prefetch(self, request: HttpRequest) -> Prefetch | None:
         """Redis reads to make in the authentication round trip (a hot path's whole
@@ -59,3 +67,23 @@ class RawField(serializers.Field):  # type: ignore[type-arg]
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+class Text(serializers.CharField):
+    """A string field that takes only JSON strings: DRF's CharField turns a number or a
+    boolean into text, so `{"reason": 0}` was accepted where the schema says string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class Flag(serializers.BooleanField):
+    """A boolean field that takes only JSON true and false: DRF's BooleanField also reads
+    0, 1, "yes", "off"…, so `{"at_period_end": 0}` canceled a subscription at once."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data

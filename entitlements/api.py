@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing_project.api import BillingAPIView, JsonOnly, RawField
+from billing_project.api import BillingAPIView, JsonOnly, RawField, Text
 from billing_project.api_keys import ApiPrincipal, Prefetch
 from billing_project.errors import InvalidRequest
 from billing_project.money import parse_decimal
@@ -52,8 +52,8 @@ Answer = inline_serializer(
 
 
 class CheckIn(serializers.Serializer):  # type: ignore[type-arg]
-    tenant = serializers.CharField()
-    feature = serializers.CharField()
+    tenant = Text()
+    feature = Text()
     quantity = RawField(required=False, default="1")
 
 
@@ -132,7 +132,7 @@ class TenantEntitlementsApi(BillingAPIView):
 
 
 class ConsumeIn(CheckIn):
-    idempotency_key = serializers.CharField(max_length=255)
+    idempotency_key = Text(max_length=255)
 
 
 class EntitlementConsumeApi(BillingAPIView):

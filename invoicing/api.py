@@ -13,7 +13,7 @@ from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing_project.api import BillingAPIView
+from billing_project.api import BillingAPIView, Text
 from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE
 from subscriptions.services import tenant_get
 
@@ -104,7 +104,7 @@ class InvoiceApi(BillingAPIView):
 
 
 class CheckoutIn(serializers.Serializer):  # type: ignore[type-arg]
-    plan = serializers.CharField()
+    plan = Text()
     success_url = serializers.URLField(max_length=2000)
     cancel_url = serializers.URLField(max_length=2000)
 
@@ -114,6 +114,11 @@ class CheckoutApi(BillingAPIView):
     it to `plan` when Stripe reports the page completed."""
 
     required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+    error_statuses = {
+        502: "`payment_provider_error`: Stripe refused the checkout session.",
+        503: "`payment_provider_unavailable`: Stripe could not be reached; try again shortly "
+        "(or `service_unavailable`).",
+    }
 
     @extend_schema(
         operation_id="tenant_checkout",

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing_project.api import BillingAPIView, RawField
+from billing_project.api import BillingAPIView, RawField, Text
 from billing_project.errors import InvalidRequest, NotFound
 from billing_project.money import exponent, format_decimal, parse_decimal
 
@@ -139,7 +139,7 @@ class PlanDetailApi(BillingAPIView):
 
 
 class EstimateIn(serializers.Serializer):  # type: ignore[type-arg]
-    plan = serializers.CharField()
+    plan = Text()
     usage = serializers.DictField(
         child=RawField(),
         required=False,

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing_project.api import BillingAPIView
+from billing_project.api import BillingAPIView, Flag, Text
 from billing_project.api_keys import ApiPrincipal
 from billing_project.audit import api_actor
 from billing_project.errors import InvalidRequest
@@ -32,14 +32,14 @@ def actor(request: Request) -> str:
 
 
 class TenantIn(serializers.Serializer):  # type: ignore[type-arg]
-    name = serializers.CharField(max_length=200)
+    name = Text(max_length=200)
     email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
-    currency = serializers.CharField(
+    currency = Text(
         max_length=3,
         required=False,
         help_text="Default USD for a new tenant; omitted on an update, the stored one stays.",
     )
-    country = serializers.CharField(max_length=2, required=False, allow_blank=True)
+    country = Text(max_length=2, required=False, allow_blank=True)
 
 
 class TenantOut(serializers.Serializer):  # type: ignore[type-arg]
@@ -115,7 +115,7 @@ SubscriptionOut = inline_serializer(
 
 
 class SubscriptionCreateIn(serializers.Serializer):  # type: ignore[type-arg]
-    plan = serializers.CharField()
+    plan = Text()
 
 
 class SubscriptionCreateApi(BillingAPIView):
@@ -137,7 +137,7 @@ class SubscriptionCreateApi(BillingAPIView):
 
 
 class SubscriptionChangeIn(serializers.Serializer):  # type: ignore[type-arg]
-    plan = serializers.CharField()
+    plan = Text()
     when = serializers.ChoiceField(
         choices=["now", "period_end"],
         required=False,
@@ -195,8 +195,8 @@ class SubscriptionChangeApi(BillingAPIView):
 
 
 class SubscriptionCancelIn(serializers.Serializer):  # type: ignore[type-arg]
-    at_period_end = serializers.BooleanField(default=True)
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    at_period_end = Flag(default=True)
+    reason = Text(required=False, allow_blank=True, default="")
 
 
 class SubscriptionCancelApi(BillingAPIView):

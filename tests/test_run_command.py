@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-import psycopg
 import pytest
-from django.db import connection
+
+from tests.livedb import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow]
@@ -82,42 +82,9 @@ def _redis_alive(path: str) -> bool:
 
 @pytest.fixture
 def run_database(django_db_blocker) -> str:
-    """A fresh database for the run check, as a new user's first `make run` gets one.
-
-    It is copied from a migrated template kept between runs (dj-stripe's migrations take
-    a minute); the copy is new every time, so demo_setup always finds no admin, tenant or
-    keys of an earlier run (whose credentials file is gone with its tmp_path)."""
-    params = connection.get_connection_params()
-    name = f"{connection.settings_dict['NAME']}_runcheck".replace("test_", "")
-    template = f"{name}_template"
-    admin = {k: v for k, v in params.items() if k not in ("cursor_factory", "context", "options")}
-    admin["dbname"] = "postgres"
-    host = params.get("host") or ""
-    user = params.get("user", "postgres")
-
-    def url(db: str) -> str:
-        if host.startswith("/"):
-            return f"postgresql://{user}@/{db}?host={host}"
-        return f"postgresql://{user}@{host}:{params.get('port', 5432)}/{db}"
-
-    with django_db_blocker.unblock(), psycopg.connect(**admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [template]).fetchone():
-            conn.execute(f'CREATE DATABASE "{template}"')
-        env = base_env()
-        env["DATABASE_URL"] = url(template)
-        env.setdefault("SECRET_KEY", "runcheck-template")
-        migrated = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert migrated.returncode == 0, migrated.stderr
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    return url(name)
+    """A fresh database, as a new user's first `make run` gets one: demo_setup always finds
+    no admin, tenant or keys of an earlier run (whose credentials file went with its tmp_path)."""
+    return fresh_database(django_db_blocker, "runcheck")
 
 
 def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_database, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,14 +41,24 @@ class UsageEventsApi(BillingAPIView):
             201: inline_serializer(
                 "UsageAccepted", {"id": serializers.IntegerField(), "status": serializers.CharField()}
             ),
-            200: inline_serializer(
-                "UsageBatchResult",
-                {
-                    "results": serializers.ListField(child=serializers.DictField()),
-                    "accepted": serializers.IntegerField(),
-                    "duplicates": serializers.IntegerField(),
-                    "rejected": serializers.IntegerField(),
-                },
+            # a batch's result, or one event sent again (a duplicate of the first)
+            200: PolymorphicProxySerializer(
+                component_name="UsageBatchResultOrDuplicate",
+                resource_type_field_name=None,
+                serializers=[
+                    inline_serializer(
+                        "UsageBatchResult",
+                        {
+                            "results": serializers.ListField(child=serializers.DictField()),
+                            "accepted": serializers.IntegerField(),
+                            "duplicates": serializers.IntegerField(),
+                            "rejected": serializers.IntegerField(),
+                        },
+                    ),
+                    inline_serializer(
+                        "UsageDuplicate", {"id": serializers.IntegerField(), "status": serializers.CharField()}
+                    ),
+                ],
             ),
         },
         examples=[
