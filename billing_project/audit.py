@@ -9,13 +9,17 @@ refuses UPDATE, DELETE and TRUNCATE; see migrations/0002).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
+from functools import partial
+from typing import Any
 
-from auditlog.context import set_actor, set_extra_data
+from auditlog.context import _set_extra_data, auditlog_value
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models.signals import pre_save
 
 from .api_keys import ApiPrincipal
 from .models import ApiKey
@@ -34,8 +38,37 @@ def system_user() -> AbstractBaseUser:
 
 @contextlib.contextmanager
 def system_actor() -> Iterator[None]:
-    with set_actor(system_user()):
+    with audit_context({"actor": system_user()}):
         yield
+
+
+@contextlib.contextmanager
+def acting_as(label: str) -> Iterator[None]:
+    """Audit entries made inside name `label` as their actor (`task:<name>[<id>]`,
+    `stripe:evt_…`), recorded as the system user with the label in `additional_data`,
+    as api_actor() does for keys. Nestable: the inner label wins inside, the outer one
+    holds again after (a task processing a webhook: the event is the actor)."""
+    with audit_context({"actor": system_user(), "additional_data": {"actor": label}}):
+        yield
+
+
+_contexts = itertools.count()
+
+
+@contextlib.contextmanager
+def audit_context(data: dict[str, Any]) -> Iterator[None]:
+    """auditlog's set_actor/set_extra_data, made nestable. Theirs name each context by
+    time.time(), which repeats (always, on a frozen test clock; now and then on a real
+    one), and never put the outer context back: after a nested context ended, the outer
+    one's entries had no actor. Here each context has its own id and restores the outer."""
+    duid = ("billing-audit", next(_contexts))
+    token = auditlog_value.set({**data, "signal_duid": duid})
+    pre_save.connect(partial(_set_extra_data, signal_duid=duid), sender=LogEntry, dispatch_uid=duid, weak=False)
+    try:
+        yield
+    finally:
+        pre_save.disconnect(sender=LogEntry, dispatch_uid=duid)
+        auditlog_value.reset(token)
 
 
 @contextlib.contextmanager
@@ -48,7 +81,7 @@ def api_actor(principal: ApiPrincipal, remote_addr: str | None = None) -> Iterat
         "additional_data": {"actor": principal.label(), "api_key_id": principal.key_id},
         "remote_addr": remote_addr,
     }
-    with set_extra_data(extra):
+    with audit_context(extra):
         yield
 
 

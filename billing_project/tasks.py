@@ -1,7 +1,7 @@
 """The base every Celery task uses, the failure record, and the worker heartbeat.
 
 Every task: acknowledged late (a killed worker's task is redelivered), retried
-with exponential backoff, run with the system user as the audit actor and the
+with exponential backoff, run with `task:<name>[<id>]` as the audit actor and the
 task id as the correlation id, and, once its retries are spent, recorded as a
 TaskFailure that finance and operations see in the admin and in /metrics.
 """
@@ -12,13 +12,12 @@ import logging
 import traceback as tb
 from typing import Any
 
-from auditlog.context import set_actor
 from celery import Task, shared_task
 from celery.signals import task_failure
 from django.conf import settings
 from django.db import transaction
 
-from .audit import system_user
+from .audit import acting_as
 from .observability import TASK_FAILURES, request_id_var
 from .redis_client import get_redis, rkey
 
@@ -37,7 +36,7 @@ class BillingTask(Task):  # type: ignore[type-arg]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = request_id_var.set(f"task:{self.request.id}")
         try:
-            with set_actor(system_user()):
+            with acting_as(f"task:{self.name}[{self.request.id}]"):
                 return super().__call__(*args, **kwargs)
         finally:
             request_id_var.reset(token)

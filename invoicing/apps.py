@@ -7,4 +7,15 @@ class InvoicingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the settings checks)
+        from auditlog.registry import auditlog
+
+        from . import (
+            checks,  # noqa: F401  (registers the settings checks)
+            models,
+        )
+
+        # Every change of money state, with its actor (a staff member, a key, `task:…`,
+        # `stripe:evt_…`): invoices as they move from draft to paid, void or uncollectible,
+        # every credit entry and credit note (lines are part of what they belong to).
+        for model in (models.Invoice, models.CreditEntry, models.CreditNote):
+            auditlog.register(model)
