@@ -70,12 +70,15 @@ import json, django
 django.setup()
 from plans.catalog import load_file
 from plans.services import catalog_import, catalog_validate
-from subscriptions.services import tenant_upsert
+from subscriptions.selectors import live_subscription
+from subscriptions.services import subscription_create, tenant_upsert
 from billing_project.api_keys import api_key_create
 from pathlib import Path
 catalog_import(spec=catalog_validate(load_file(Path('plans/fixtures/demo_catalog.yaml'))))
 for i in range(10):
-    tenant_upsert(external_id=f'bench-{i}', name=f'Bench {i}', currency='USD')
+    tenant = tenant_upsert(external_id=f'bench-{i}', name=f'Bench {i}', currency='USD')[0]
+    if live_subscription(tenant) is None:  # usage outside every billing period is refused
+        subscription_create(tenant=tenant, plan_code='team', actor='bench')
 key = api_key_create(name='bench', kind='service', scopes=['usage:write'], metrics=['ai_tokens', 'api_calls'])
 print(json.dumps({'secret': key.secret, 'key_id': key.key.pk}))
 """

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -28,7 +29,7 @@ from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest, invalid_field
 from billing_project.money import CONTEXT, parse_decimal
 from plans.models import BillableMetric
-from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
+from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Tenant
 
 from .counters import CounterDelta, MeteredMetric, counter_key, counters_record, delta_for
 
@@ -92,6 +93,12 @@ class _Tenant:
     id: int
     period_start: datetime | None = None
     period_end: datetime | None = None
+    # [start, end) of the tenant's billing periods within reach of the close; end None: a
+    # live subscription's open period, which runs on into the next one at its roll
+    covered: tuple[tuple[datetime, datetime | None], ...] = ()
+
+    def covers(self, at: datetime) -> bool:
+        return any(start <= at and (end is None or at < end) for start, end in self.covered)
 
 
 def oldest_accepted(now: datetime) -> datetime:
@@ -217,6 +224,15 @@ def _validate(
                 },
             )
     tenant = tenants[tenant_name]
+    if not tenant.covers(occurred_at or now):
+        # no period would ever bill it: refused, never accepted and dropped
+        instant = (occurred_at or now).isoformat()
+        raise InvalidRequest(
+            f"No subscription of {tenant_name!r} covers {instant}: usage outside every billing period "
+            "could never be billed. Subscribe the tenant first, or send the time it happened.",
+            code="no_billing_period",
+            details={"tenant": tenant_name, "occurred_at": instant},
+        )
     tenant_id, period_start = tenant.id, tenant.period_start
     clean_properties = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in sorted(properties.items())}
     counter = None
@@ -242,16 +258,34 @@ def _validate(
     )
 
 
-def _lookups(events: Sequence[Any]) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
+def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
     names = {e.get("tenant") for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
     tenants = {
         external_id: _Tenant(pk)
         for pk, external_id in Tenant.objects.filter(external_id__in=names).values_list("pk", "external_id")
     }
-    for external_id, start, end in Subscription.objects.filter(
-        tenant__external_id__in=names, status__in=LIVE_STATUSES
-    ).values_list("tenant__external_id", "current_period_start", "current_period_end"):
-        tenants[external_id] = _Tenant(tenants[external_id].id, start, end)
+    current: dict[str, tuple[datetime, datetime]] = {
+        external_id: (start, end)
+        for external_id, start, end in Subscription.objects.filter(
+            tenant__external_id__in=names, status__in=LIVE_STATUSES
+        ).values_list("tenant__external_id", "current_period_start", "current_period_end")
+    }
+    covered: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    for external_id, start, end, closed, status, ending in BillingPeriod.objects.filter(
+        Q(end__gt=oldest_accepted(now)) | Q(closed=False), subscription__tenant__external_id__in=names
+    ).values_list(
+        "subscription__tenant__external_id",
+        "start",
+        "end",
+        "closed",
+        "subscription__status",
+        "subscription__cancel_at_period_end",
+    ):
+        runs_on = not closed and status in LIVE_STATUSES and not ending
+        covered.setdefault(external_id, []).append((start, None if runs_on else end))
+    for external_id, tenant in tenants.items():
+        period: tuple[datetime | None, datetime | None] = current.get(external_id) or (None, None)
+        tenants[external_id] = _Tenant(tenant.id, *period, tuple(covered.get(external_id, ())))
     metrics = {
         code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique))
         for pk, code, props, aggregation, unique in BillableMetric.objects.values_list(
@@ -284,7 +318,7 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
     """Record a batch of usage events; each is decided on its own. Accepted ones are
     committed when this returns."""
     now = timezone.now()
-    tenants, metrics = _lookups(events)
+    tenants, metrics = _lookups(events, now)
     results: list[EventResult | None] = [None] * len(events)
     first: dict[tuple[int, str], _Row] = {}
     for i, event in enumerate(events):

@@ -12,7 +12,7 @@ import pytest
 from django.db import close_old_connections, connection
 
 from plans.services import catalog_import, catalog_validate
-from subscriptions.services import tenant_upsert
+from subscriptions.services import subscription_create, tenant_upsert
 from tests.plans.factories import demo
 from usage.models import UsageEvent
 
@@ -30,7 +30,8 @@ def admin_connection() -> psycopg.Connection:
 @pytest.fixture
 def key(make_key, clock):
     catalog_import(spec=catalog_validate(demo()))
-    tenant_upsert(external_id="acme", name="Acme", currency="USD")
+    tenant = tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
+    subscription_create(tenant=tenant, plan_code="team", actor="test")
     return make_key("service", metrics=["ai_tokens"])
 
 

@@ -212,16 +212,18 @@ def test_agent_keys_cannot_report_usage(api, agent_key, usage_world):
 def test_an_event_for_a_closed_period_is_stored_and_flagged_late(api, reporter):
     import time_machine
 
-    from subscriptions.models import Tenant
     from subscriptions.periods import utc
-    from subscriptions.services import subscription_create, subscriptions_roll_due
+    from subscriptions.services import subscription_create, subscriptions_roll_due, tenant_upsert
 
-    with time_machine.travel(utc(2026, 10, 1), tick=False):
-        subscription_create(tenant=Tenant.objects.get(external_id="acme"), plan_code="enterprise", actor="t")
+    initech = tenant_upsert(external_id="initech", name="Initech", currency="USD")[0]
+    with time_machine.travel(utc(2025, 10, 1), tick=False):
+        subscription_create(tenant=initech, plan_code="enterprise", actor="t")
     with time_machine.travel(utc(2026, 11, 25), tick=False):
-        subscriptions_roll_due()  # nothing due: the yearly period runs to 2027-10-01
-    late = send(api, reporter, event(occurred_at="2026-09-30T23:59:59Z", idempotency_key="old-one"))
-    on_time = send(api, reporter, event(occurred_at="2026-10-01T00:00:00Z", idempotency_key="new-one"))
+        subscriptions_roll_due()  # the first yearly period closed on 2026-10-01
+    late = send(api, reporter, event(tenant="initech", occurred_at="2026-09-30T23:59:59Z", idempotency_key="old-one"))
+    on_time = send(
+        api, reporter, event(tenant="initech", occurred_at="2026-10-01T00:00:00Z", idempotency_key="new-one")
+    )
     assert (late.status_code, late.json().get("late")) == (201, True)
     assert on_time.json().get("late") is None
     assert UsageEvent.objects.get(pk=late.json()["id"]).late is True
@@ -230,13 +232,64 @@ def test_an_event_for_a_closed_period_is_stored_and_flagged_late(api, reporter):
 
 def test_a_subscribed_tenants_batch_keeps_every_key(api, reporter):
     # (a regression: the entitlement counter's key once shadowed the idempotency key)
-    from subscriptions.models import Tenant
-    from subscriptions.services import subscription_create
+    from subscriptions.services import subscription_create, tenant_upsert
 
-    subscription_create(tenant=Tenant.objects.get(external_id="acme"), plan_code="enterprise", actor="t")
-    batch = {"events": [event(idempotency_key=f"k{i}", occurred_at=None) for i in range(4)]}
+    initech = tenant_upsert(external_id="initech", name="Initech", currency="USD")[0]
+    subscription_create(tenant=initech, plan_code="enterprise", actor="t")
+    batch = {"events": [event(tenant="initech", idempotency_key=f"k{i}", occurred_at=None) for i in range(4)]}
     assert send(api, reporter, batch).json()["accepted"] == 4
     assert UsageEvent.objects.count() == 4
+
+
+class TestOutsideEveryPeriod:
+    """Usage that no billing period holds could never be billed: it is refused with 400
+    `no_billing_period`, never accepted and dropped (it was stored, and billed by nobody)."""
+
+    @staticmethod
+    def initech(*, start=None, cancel_at=None):
+        import time_machine
+
+        from subscriptions.services import subscription_cancel, subscription_create, tenant_upsert
+
+        tenant = tenant_upsert(external_id="initech", name="Initech", currency="USD")[0]
+        if start is not None:
+            with time_machine.travel(start, tick=False):
+                subscription_create(tenant=tenant, plan_code="enterprise", actor="t")
+        if cancel_at is not None:
+            subscription_cancel(tenant=tenant, at_period_end=False, actor="t", at=cancel_at)
+        return tenant
+
+    def test_a_tenant_without_a_subscription(self, api, reporter):
+        self.initech()
+        response = send(api, reporter, event(tenant="initech", occurred_at=None))
+        assert code(response, 400) == "no_billing_period"
+        assert response.json()["error"]["details"] == {"tenant": "initech", "occurred_at": NOW.isoformat()}
+        assert not UsageEvent.objects.exists()
+
+    def test_before_the_subscription_started(self, api, reporter):
+        self.initech(start=NOW - timedelta(days=10))
+        before = (NOW - timedelta(days=10, seconds=1)).isoformat()
+        assert code(send(api, reporter, event(tenant="initech", occurred_at=before)), 400) == "no_billing_period"
+        at_start = (NOW - timedelta(days=10)).isoformat()
+        assert send(api, reporter, event(tenant="initech", occurred_at=at_start)).status_code == 201
+
+    def test_after_the_subscription_ended(self, api, reporter):
+        self.initech(start=NOW - timedelta(days=20), cancel_at=NOW - timedelta(days=5))
+        during = (NOW - timedelta(days=6)).isoformat()
+        after = (NOW - timedelta(days=5)).isoformat()
+        assert send(api, reporter, event(tenant="initech", occurred_at=during, idempotency_key="d")).status_code == 201
+        refused = send(api, reporter, event(tenant="initech", occurred_at=after, idempotency_key="a"))
+        assert code(refused, 400) == "no_billing_period"
+        assert code(send(api, reporter, event(tenant="initech", occurred_at=None, idempotency_key="n")), 400) == (
+            "no_billing_period"
+        )
+
+    def test_in_a_batch_only_that_event_is_rejected(self, api, reporter):
+        self.initech()
+        batch = {"events": [event(idempotency_key="ok"), event(tenant="initech", idempotency_key="no")]}
+        body = send(api, reporter, batch).json()
+        assert (body["accepted"], body["rejected"]) == (1, 1)
+        assert body["results"][1]["error"]["code"] == "no_billing_period"
 
 
 class TestTooOld:
