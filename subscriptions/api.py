@@ -184,7 +184,7 @@ class SubscriptionChangeApi(BillingAPIView):
                     {
                         "kind": x.kind,
                         "description": x.description,
-                        "amount": format_decimal(x.amount, exponent(change.subscription.tenant.currency)),
+                        "amount": format_decimal(x.amount, exponent(change.subscription.plan_version.currency)),
                         "period_start": x.period_start,
                         "period_end": x.period_end,
                     }

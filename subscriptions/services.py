@@ -84,9 +84,12 @@ def tenant_upsert(
     }
     defaults = {"billing_email": "", "country": "", "currency": "USD"}
     with transaction.atomic():
-        tenant, created = Tenant.objects.select_for_update().get_or_create(
+        # created if new (a concurrent create waits on the unique id, then finds it), then
+        # locked through the one helper, in its documented order
+        found, created = Tenant.objects.get_or_create(
             external_id=external_id, defaults={k: v if v is not None else defaults[k] for k, v in given.items()}
         )
+        tenant = found if created else tenant_select_for_update(tenant_id=found.pk)
         if not created:
             values = {k: v for k, v in given.items() if v is not None}
             live = Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists()
@@ -333,6 +336,13 @@ def subscription_change_plan(
         open=BillingPeriod.Kind.PAID if sub.status == Subscription.Status.ACTIVE else BillingPeriod.Kind.TRIAL,
         open_start=at,
     )
+    # proration is in the currency of the period it splits, never guessed from the tenant
+    currency = old.currency
+    if version.currency != currency:
+        raise InvalidRequest(
+            f"{version} is priced in {version.currency}; the subscription bills in {currency}.",
+            code="currency_mismatch",
+        )
     if sub.status == Subscription.Status.ACTIVE:
         same = old.interval == version.interval
         new_end = None if same else periods.shift(at, _interval(version), 1)
@@ -344,7 +354,7 @@ def subscription_change_plan(
             start=sub.current_period_start,
             end=sub.current_period_end,
             at=at,
-            currency=tenant.currency,
+            currency=currency,
             same_interval=same,
             new_period_end=new_end,
         )
@@ -376,7 +386,7 @@ def subscription_change_plan(
                 kind=x.kind,
                 description=x.description,
                 amount=x.amount,
-                currency=tenant.currency,
+                currency=currency,
                 period_start=x.period_start,
                 period_end=x.period_end,
             )
