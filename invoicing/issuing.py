@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing_project.errors import Conflict
 from billing_project.money import CurrencyMismatch, Money, round_line
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import BillingPeriod, Subscription
@@ -236,16 +237,8 @@ def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice
     return _finalize(invoice, now=now or timezone.now())
 
 
-@transaction.atomic
-def invoice_finalize_with_tax(
-    *, invoice_id: int, tax: list[tuple[str, Decimal]], now: datetime | None = None
-) -> Invoice:
-    """Finalize a draft with the tax Stripe computed for it (description, amount)."""
-    now = now or timezone.now()
-    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-    if invoice.status != Invoice.Status.DRAFT:
-        return invoice
-    lines = [
+def _tax_lines(invoice: Invoice, tax: list[tuple[str, Decimal]]) -> list[DraftLine]:
+    return [
         DraftLine(
             kind=InvoiceLine.Kind.TAX,
             description=d,
@@ -253,4 +246,33 @@ def invoice_finalize_with_tax(
         )
         for d, a in tax
     ]
-    return _finalize(invoice, now=now, tax_lines=lines)
+
+
+def invoice_total_with_tax(*, invoice_id: int, tax: list[tuple[str, Decimal]]) -> Decimal:
+    """What a draft would total once finalized with this tax (Stripe's), without finalizing
+    it: its lines (credit included) plus the tax, each rounded as finalization rounds them.
+    Compared with Stripe's total before either invoice is frozen."""
+    invoice = Invoice.objects.get(pk=invoice_id)
+    lines = sum((x.amount for x in invoice.lines.all()), Decimal(0))
+    return lines + sum((x.amount.amount for x in _tax_lines(invoice, tax)), Decimal(0))
+
+
+@transaction.atomic
+def invoice_finalize_with_tax(
+    *, invoice_id: int, tax: list[tuple[str, Decimal]], expect_total: Decimal | None = None, now: datetime | None = None
+) -> Invoice:
+    """Finalize a draft with the tax Stripe computed for it (description, amount). With
+    `expect_total` (Stripe's total), a draft that would total anything else is left a
+    draft: Conflict, and nothing is written."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status != Invoice.Status.DRAFT:
+        return invoice
+    invoice = _finalize(invoice, now=now, tax_lines=_tax_lines(invoice, tax))
+    if expect_total is not None and invoice.total != expect_total:
+        # the draft changed since it was compared: roll the finalization back whole
+        raise Conflict(
+            f"draft invoice {invoice.pk} would total {invoice.total}, Stripe's {expect_total}",
+            code="stripe_total_mismatch",
+        )
+    return invoice

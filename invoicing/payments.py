@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest, ProviderDown, ProviderRefused
-from billing_project.money import Money
+from billing_project.money import Money, exponent, format_decimal
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
 from subscriptions.selectors import live_subscription
@@ -31,6 +31,7 @@ from .services import (
     invoice_mark_uncollectible,
     invoice_payment_failed,
     invoice_retry_recorded,
+    invoice_total_with_tax,
     invoice_void,
 )
 
@@ -64,7 +65,9 @@ def invoice_collect(*, invoice_id: int) -> Invoice:
     """Push the invoice to Stripe and finalize it there, so Stripe charges the customer.
 
     Without Stripe Tax the invoice is already final here. With it, the draft goes to Stripe
-    first, Stripe's tax is recorded as our tax lines by finalizing ours, then Stripe's.
+    first; Stripe's total is compared with what ours would total with Stripe's tax, and
+    only when they agree is ours finalized with that tax, then Stripe's. On a mismatch
+    neither is finalized (Conflict `stripe_total_mismatch`, which says both totals).
     Rerunning after any failure continues where the last run stopped."""
     invoice = Invoice.objects.select_related("tenant").get(pk=invoice_id)
     if invoice.stripe_number:
@@ -79,14 +82,21 @@ def invoice_collect(*, invoice_id: int) -> Invoice:
         return invoice
     pushed = providers.invoice_push(invoice)
     invoice = _store_stripe_refs(invoice_id=invoice.pk, stripe_invoice_id=pushed.stripe_invoice_id)
-    if invoice.status == Invoice.Status.DRAFT:
-        invoice = invoice_finalize_with_tax(invoice_id=invoice.pk, tax=pushed.taxes)
-    if pushed.status == "draft" and pushed.total != invoice.total:
-        # never let Stripe charge an amount other than the one on our invoice
-        raise Conflict(
-            f"invoice {invoice.number}: Stripe's draft totals {pushed.total}, ours {invoice.total}",
-            code="stripe_total_mismatch",
-        )
+    draft = invoice.status == Invoice.Status.DRAFT
+    if pushed.status == "draft" or draft:
+        # never let Stripe charge, nor freeze ours at, an amount the other does not hold
+        ours = invoice_total_with_tax(invoice_id=invoice.pk, tax=pushed.taxes) if draft else invoice.total
+        if pushed.total != ours:
+            places = exponent(invoice.currency)
+            theirs = "Stripe's draft" if pushed.status == "draft" else f"Stripe's {pushed.status} invoice"
+            what, outcome = ("ours with Stripe's tax", "neither is") if draft else ("ours", "Stripe's is not")
+            raise Conflict(
+                f"invoice {invoice}: {theirs} totals {format_decimal(pushed.total, places)}, {what} "
+                f"{format_decimal(ours, places)} {invoice.currency}; {outcome} finalized",
+                code="stripe_total_mismatch",
+            )
+    if draft:
+        invoice = invoice_finalize_with_tax(invoice_id=invoice.pk, tax=pushed.taxes, expect_total=pushed.total)
     final = providers.invoice_finalize_remote(
         pushed.stripe_invoice_id, billing_invoice_id=invoice.pk, number=invoice.number or ""
     )
@@ -100,27 +110,41 @@ def invoice_collect(*, invoice_id: int) -> Invoice:
     return invoice
 
 
-def invoice_sync_from_stripe(*, stripe_invoice_id: str) -> Invoice | None:
-    """Apply the Stripe invoice's current state to ours. Reads state rather than trusting
-    the event, so events may arrive in any order or twice: a stale `payment_failed` after
-    `paid` reads "paid" and changes nothing."""
-    invoice = Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).first()
-    if invoice is None:
+def invoice_sync_fetch(*, stripe_invoice_id: str) -> providers.RemoteInvoice | None:
+    """The Stripe invoice as it stands now, if it is one of ours (None, and Stripe is not
+    asked, when it is not). Call it with no transaction open: it waits for Stripe."""
+    if not Invoice.objects.filter(stripe_invoice_id=stripe_invoice_id).exists():
         logger.info("payments.sync_unknown_invoice", extra={"stripe_invoice_id": stripe_invoice_id})
         return None
-    remote = providers.invoice_fetch(stripe_invoice_id)
+    return providers.invoice_fetch(stripe_invoice_id)
+
+
+def invoice_sync_apply(*, remote: providers.RemoteInvoice | None) -> Invoice | None:
+    """Apply the Stripe invoice's state, as read by invoice_sync_fetch, to ours. Each move
+    is made under our invoice's lock and only forward, so events may arrive in any order or
+    twice: a stale `payment_failed` after `paid` changes nothing."""
+    if remote is None:
+        return None
+    invoice = Invoice.objects.get(stripe_invoice_id=remote.stripe_invoice_id)
     if remote.status == "paid":
         return invoice_mark_paid(invoice_id=invoice.pk, at=remote.paid_at, actor=STRIPE)
     if remote.status == "void":
         return invoice_void(invoice_id=invoice.pk, reason="voided at Stripe", actor=STRIPE, at=remote.voided_at)
     if remote.status == "uncollectible":
         return invoice_mark_uncollectible(invoice_id=invoice.pk, actor=STRIPE, at=remote.uncollectible_at)
-    # Count each of Stripe's failed attempts once, however often its events arrive.
+    # Count each of Stripe's failed attempts once, however often its events arrive (the
+    # count is compared again under the lock).
     if remote.payment_failed and remote.attempt_count > invoice.collection_attempts:
         return invoice_payment_failed(
             invoice_id=invoice.pk, error=remote.last_payment_error, actor=STRIPE, attempts=remote.attempt_count
         )
     return invoice
+
+
+def invoice_sync_from_stripe(*, stripe_invoice_id: str) -> Invoice | None:
+    """Read the Stripe invoice's current state, then apply it to ours (reads state rather
+    than trusting an event, so events may arrive in any order or twice)."""
+    return invoice_sync_apply(remote=invoice_sync_fetch(stripe_invoice_id=stripe_invoice_id))
 
 
 def invoice_retry_payment(*, invoice_id: int, now: datetime | None = None) -> Invoice:
@@ -195,11 +219,15 @@ def checkout_start(*, tenant: Tenant, plan_code: str, success_url: str, cancel_u
         raise ProviderRefused(f"Stripe refused the checkout session: {exc}") from exc
 
 
-def checkout_session_completed(*, session_id: str) -> CheckoutResult:
+def checkout_session_fetch(*, session_id: str) -> providers.RemoteCheckoutSession:
+    """The Checkout session as Stripe has it now. Call it with no transaction open."""
+    return providers.checkout_session_fetch(session_id)
+
+
+def checkout_session_apply(*, session: providers.RemoteCheckoutSession) -> CheckoutResult:
     """A Checkout session (mode=setup) finished: the customer has a payment method, and a
-    tenant without a live subscription is subscribed to the plan it chose. Read from
-    Stripe, not from the event; a repeat finds the subscription and changes nothing."""
-    session = providers.checkout_session_fetch(session_id)
+    tenant without a live subscription is subscribed to the plan it chose. A repeat finds
+    the subscription and changes nothing."""
     tenant_id, plan_code = session.metadata.get("billing_tenant_id"), session.metadata.get("plan_code")
     tenant = Tenant.objects.filter(external_id=tenant_id or "").first()
     if session.status == "complete" and tenant is not None and plan_code:
@@ -223,3 +251,8 @@ def checkout_session_completed(*, session_id: str) -> CheckoutResult:
     )
     logger.info("payments.checkout_completed", extra={"session_id": session.session_id, "status": session.status})
     return result
+
+
+def checkout_session_completed(*, session_id: str) -> CheckoutResult:
+    """Read the session from Stripe (not from the event), then apply it."""
+    return checkout_session_apply(session=checkout_session_fetch(session_id=session_id))

@@ -28,6 +28,7 @@ from .issuing import (
     invoice_finalize,
     invoice_finalize_with_tax,
     invoice_late_usage,
+    invoice_total_with_tax,
     invoices_close_due,
     invoices_late_usage_due,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "invoice_mark_uncollectible",
     "invoice_payment_failed",
     "invoice_retry_recorded",
+    "invoice_total_with_tax",
     "invoice_void",
     "invoices_awaiting_collection",
     "invoices_close_due",

@@ -1,9 +1,19 @@
 """What each Stripe event type does to billing state.
 
-A handler runs inside the transaction that marks its event processed, so its database
-effect commits exactly once. Handlers read current state from Stripe rather than trusting
-the payload, which makes them independent of delivery order. Event types with no handler
-are stored and marked processed with no effect.
+A handler runs in two steps, so that no Stripe call is made inside a transaction or under
+a row lock (a call to Stripe can take seconds; meanwhile the lock would queue every other
+delivery of the event, and the open transaction would hold back the usage aggregation
+watermark):
+
+1. the handler itself reads the object's current state from Stripe, with no transaction
+   open and nothing locked, and returns what applies it;
+2. that apply runs under the event's row lock, inside the transaction that marks the
+   event processed, so its database effect commits exactly once.
+
+Reading current state rather than trusting the payload makes handlers independent of
+delivery order; a state read a moment before another delivery applied a newer one is
+harmless, since every apply only moves forward (a paid invoice stays paid). Event types
+with no handler are stored and marked processed with no effect.
 """
 
 from __future__ import annotations
@@ -13,7 +23,8 @@ from typing import Any
 
 from .models import StripeEvent
 
-Handler = Callable[[StripeEvent], None]
+Apply = Callable[[], object]
+Handler = Callable[[StripeEvent], Apply]
 
 HANDLERS: dict[str, Handler] = {}
 
@@ -46,21 +57,24 @@ def object_id(event: StripeEvent) -> str:
 
 
 @handles("invoice.paid", "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible")
-def invoice_changed(event: StripeEvent) -> None:
-    from invoicing.payments import invoice_sync_from_stripe
+def invoice_changed(event: StripeEvent) -> Apply:
+    from invoicing.payments import invoice_sync_apply, invoice_sync_fetch
 
-    invoice_sync_from_stripe(stripe_invoice_id=object_id(event))
+    remote = invoice_sync_fetch(stripe_invoice_id=object_id(event))
+    return lambda: invoice_sync_apply(remote=remote)
 
 
 @handles("charge.refunded")
-def charge_refunded(event: StripeEvent) -> None:
+def charge_refunded(event: StripeEvent) -> Apply:
     from invoicing.payments import charge_refund_sync
 
-    charge_refund_sync(stripe_charge_id=object_id(event))
+    synced = charge_refund_sync(stripe_charge_id=object_id(event))  # refund records: a later issue
+    return lambda: synced
 
 
 @handles("checkout.session.completed")
-def checkout_session_completed(event: StripeEvent) -> None:
-    from invoicing.payments import checkout_session_completed as complete
+def checkout_session_completed(event: StripeEvent) -> Apply:
+    from invoicing.payments import checkout_session_apply, checkout_session_fetch
 
-    complete(session_id=object_id(event))
+    session = checkout_session_fetch(session_id=object_id(event))
+    return lambda: checkout_session_apply(session=session)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from billing_project.jobs import send_after_commit
 
-from .handlers import HANDLERS
+from .handlers import HANDLERS, Apply
 from .models import StripeEvent
 
 logger = logging.getLogger(__name__)
@@ -102,30 +102,43 @@ def stripe_event_enqueue(*, stripe_id: str) -> None:
 def stripe_event_process(*, stripe_id: str) -> bool:
     """Apply the event's effect exactly once. Returns True if this call applied it.
 
-    The row lock serialises concurrent deliveries of one event; the handler's writes and
-    processed_at commit together, so a failed attempt leaves no effect behind and the next
-    attempt starts clean. A failure is counted in its own transaction, then re-raised for
-    the task's retries.
+    Stripe first, then the lock: the handler reads Stripe's current state with no
+    transaction open and nothing locked, then one short transaction locks the event's row,
+    applies what was read and marks the event processed, so concurrent deliveries of one
+    event apply it once and a failed attempt leaves no effect behind. A failure is counted
+    in its own transaction, then re-raised.
     """
-    try:
-        with transaction.atomic():
-            event = StripeEvent.objects.select_for_update().get(stripe_id=stripe_id)
-            if event.processed_at is not None:
-                return False
-            handler = HANDLERS.get(event.type)
-            if handler is None:
-                logger.info("stripe.event.unhandled", extra={"event": stripe_id, "type": event.type})
-            else:
-                handler(event)
-            StripeEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), attempts=F("attempts") + 1)
-    except StripeEvent.DoesNotExist:
+    event = StripeEvent.objects.filter(stripe_id=stripe_id).first()
+    if event is None:
         # Queued only after the row committed and rows are never deleted: a retry cannot help.
         logger.error("stripe.event.missing", extra={"event": stripe_id})
         return False
+    if event.processed_at is not None:
+        return False
+    try:
+        handler = HANDLERS.get(event.type)
+        if handler is None:
+            logger.info("stripe.event.unhandled", extra={"event": stripe_id, "type": event.type})
+        apply = handler(event) if handler is not None else None  # Stripe, outside any transaction
+        applied = _apply(event_id=event.pk, apply=apply)
     except Exception as exc:
         _record_failure(stripe_id=stripe_id, error=exc)
         raise
-    logger.info("stripe.event.processed", extra={"event": stripe_id, "type": event.type})
+    if applied:
+        logger.info("stripe.event.processed", extra={"event": stripe_id, "type": event.type})
+    return applied
+
+
+def _apply(*, event_id: int, apply: Apply | None) -> bool:
+    """Under the event's row lock: apply its effect and mark it processed, in one
+    transaction (durable: never inside a caller's, whose locks it would keep)."""
+    with transaction.atomic(durable=True):
+        event = StripeEvent.objects.select_for_update().get(pk=event_id)
+        if event.processed_at is not None:
+            return False  # a concurrent delivery applied it while we read Stripe
+        if apply is not None:
+            apply()
+        StripeEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), attempts=F("attempts") + 1)
     return True
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 from django.conf import settings
+from django.db import transaction
 from prometheus_client import Counter
 
 from billing_project.money import Money, from_minor_units, to_minor_units
@@ -63,6 +64,10 @@ MAX_NETWORK_RETRIES = 2
 NOT_PUSHED = ("tax",)
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 MIRROR_FAILURES = Counter("billing_stripe_mirror_failures_total", "dj-stripe mirror syncs that failed")
+
+
+def _live() -> bool:
+    return bool(settings.STRIPE_LIVE_MODE)
 
 
 def _key() -> str:
@@ -116,6 +121,26 @@ def _money(units: int | None, currency: str) -> Decimal:
 
 
 # ---------------------------------------------------------------- customers
+def _mirror_account() -> None:
+    """Link our key to its Stripe account in dj-stripe's tables, asking Stripe outside any
+    transaction. dj-stripe ties every mirrored object to the key's account and, when it does
+    not know it yet, asks Stripe from inside a transaction of its own
+    (`Account.get_or_retrieve_for_api_key`): no Stripe call may run inside a transaction, so
+    the account is known before dj-stripe is asked to mirror anything."""
+    from djstripe.models import Account, APIKey
+
+    key = _key()
+    if APIKey.objects.filter(secret=key, djstripe_owner_account__isnull=False).exists():
+        return
+    with _errors("account_fetch"):
+        account = _call(_client().v1.accounts.retrieve_current)
+    with transaction.atomic():
+        owner, _ = Account.objects.get_or_create(id=str(account["id"]), defaults={"livemode": _live()})
+        api_key, _ = APIKey.objects.get_or_create_by_api_key(key)
+        api_key.djstripe_owner_account = owner
+        api_key.save(update_fields=["djstripe_owner_account"])
+
+
 def _mirror_customer(obj: dict[str, Any]) -> None:
     """Keep dj-stripe's copy of a customer. A failed mirror costs only a Stripe lookup
     next time, so it is logged and counted, and the Stripe call it follows stands."""
@@ -126,6 +151,7 @@ def _mirror_customer(obj: dict[str, Any]) -> None:
     stripe.api_base = settings.STRIPE_API_BASE or "https://api.stripe.com"
     stripe.api_version = settings.STRIPE_API_VERSION
     try:
+        _mirror_account()
         Customer.sync_from_stripe_data(obj, api_key=_key())
     except Exception:
         MIRROR_FAILURES.inc()

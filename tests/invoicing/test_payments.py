@@ -149,6 +149,31 @@ def test_with_stripe_tax_the_draft_is_finalized_with_stripes_tax(acme, stripe_ap
 
 
 @pytest.mark.django_db
+def test_with_stripe_tax_a_total_mismatch_finalizes_neither_invoice(acme, stripe_api, settings):
+    """Stripe's draft holds a stray item: its total (63.31) is not what ours would be with
+    Stripe's tax (49.00 + 9.31). Compared before anything is frozen: ours stays a draft (no
+    number taken, no tax line), Stripe's is not finalized, and the error says why."""
+    settings.STRIPE_TAX_ENABLED = True
+    invoice = draft(acme, amounts=("49.00",))
+    register_push(stripe_api, invoice, after_items="invoice_draft_with_tax")
+    stripe_api.replace(
+        "GET", f"{API}/v1/invoices/{STRIPE_INVOICE}", json=ours(invoice, "invoice_draft_with_tax", total=6331)
+    )
+
+    why = "Stripe's draft totals 63.31, ours with Stripe's tax 58.31 USD; neither is finalized"
+    with pytest.raises(Conflict, match=why) as refused:
+        invoice_collect(invoice_id=invoice.pk)
+
+    assert refused.value.code == "stripe_total_mismatch"
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.number, invoice.finalized_at) == ("draft", None, None)
+    assert not invoice.lines.filter(kind="tax").exists()
+    assert invoice.stripe_invoice_id == STRIPE_INVOICE  # where it is, for whoever looks into it
+    assert posts(stripe_api, f"/v1/invoices/{STRIPE_INVOICE}/finalize") == []
+    assert posts(stripe_api, f"/v1/invoices/{STRIPE_INVOICE}") == []  # nor numbered
+
+
+@pytest.mark.django_db
 def test_a_draft_is_not_collected_without_stripe_tax(acme, stripe_api):
     with pytest.raises(Conflict):
         invoice_collect(invoice_id=draft(acme).pk)

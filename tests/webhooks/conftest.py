@@ -8,7 +8,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -86,5 +86,5 @@ def registry() -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def counted(registry: dict[str, Any]) -> None:
     @handles("test.counted")
-    def count(event: StripeEvent) -> None:
-        get_redis().incr(rkey("test-counted", event.stripe_id))
+    def count(event: StripeEvent) -> Callable[[], int]:
+        return lambda: get_redis().incr(rkey("test-counted", event.stripe_id))

@@ -81,18 +81,21 @@ def _closing(action: Callable[[], Any]) -> Any:
 
 
 def test_concurrent_processing_of_one_event_runs_its_handler_once(registry):
-    """The first processor's handler holds the event until the nine others wait for its row
+    """The first processor's apply step holds the event until the nine others wait for its row
     lock (or, were there no lock, until a second one enters the handler too)."""
     event = make_event("test.held")
     entered: list[int] = []
 
     @handles("test.held")
-    def hold(row: StripeEvent) -> None:
-        entered.append(backend_pid())
-        me = entered[0] if len(entered) == 1 else None
-        if me is not None:
-            wait_for(lambda: len(entered) > 1 or waiting_behind(me) == PARALLEL - 1)
-        get_redis().incr(rkey("test-held", row.stripe_id))
+    def read(row: StripeEvent) -> Callable[[], None]:
+        def hold() -> None:  # the apply step, which runs under the event's lock
+            entered.append(backend_pid())
+            me = entered[0] if len(entered) == 1 else None
+            if me is not None:
+                wait_for(lambda: len(entered) > 1 or waiting_behind(me) == PARALLEL - 1)
+            get_redis().incr(rkey("test-held", row.stripe_id))
+
+        return hold
 
     # Stored directly (nothing queued): ten processors race instead of one worker.
     StripeEvent.objects.create(

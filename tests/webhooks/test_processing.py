@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -30,10 +31,13 @@ def flaky(registry):
     """Writes its effect (a row), then fails on its first call only."""
 
     @handles("test.flaky")
-    def apply(event: StripeEvent) -> None:
-        Group.objects.create(name=f"effect {event.stripe_id} {timezone.now().isoformat()}")
-        if get_redis().incr(rkey("test-flaky-calls", event.stripe_id)) == 1:
-            raise CardNetworkDown("stripe unreachable")
+    def read(event: StripeEvent) -> Callable[[], None]:
+        def apply() -> None:
+            Group.objects.create(name=f"effect {event.stripe_id} {timezone.now().isoformat()}")
+            if get_redis().incr(rkey("test-flaky-calls", event.stripe_id)) == 1:
+                raise CardNetworkDown("stripe unreachable")
+
+        return apply
 
 
 def effects(stripe_id: str) -> int:
@@ -70,7 +74,7 @@ def test_processing_an_unknown_event_id_is_a_logged_no_op(caplog):
 
 def test_the_registry_refuses_a_second_handler_for_a_type(registry):
     with pytest.raises(ValueError, match="already has a handler"):
-        handles("invoice.paid")(lambda event: None)
+        handles("invoice.paid")(lambda event: lambda: None)
 
 
 def test_invoicing_events_are_routed_to_invoicing():
