@@ -21,6 +21,9 @@ class BillingAPIView(APIView):
 
     #: Scopes needed per HTTP method ("*" for every method). Empty: any valid key.
     required_scopes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Per method, scopes any one of which stands in for all of required_scopes (`portal`
+    #: for checkout and plan changes made on a tenant user's behalf).
+    alternative_scopes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: Unsafe methods that only read (a query with a body, e.g. entitlements/check).
     query_methods: ClassVar[frozenset[str]] = frozenset()
     #: Unsafe methods an agent key may call (only creating a proposal).

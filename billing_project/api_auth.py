@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import redis
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -30,7 +32,9 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from .api_keys import ApiPrincipal, AuthenticationError, api_key_authenticate
+from .net import client_address
 from .observability import principal_var
+from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
 #: WSGI environ key: this request's rate count, already taken (entitlements.fastpath)
@@ -53,12 +57,32 @@ class ApiKeyAuthentication(BaseAuthentication):
         try:
             principal = api_key_authenticate(raw_key=token, prefetch=prefetch, counted=counted)
         except AuthenticationError as exc:
+            _count_failure(request)
             raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
         principal_var.set(principal.label())
         return principal, principal
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="billing"'
+
+
+def _count_failure(request: Request) -> None:
+    """Failed authentications are limited per client address (as the trusted proxy reports
+    it): past API_AUTH_FAILURES_PER_MINUTE, a further failure is 429 with Retry-After, not
+    another 401 to learn from. Keys that work are never held back by someone else's guesses."""
+    address = client_address(request._request)
+    key = rkey("auth-failures", address)
+    try:
+        pipe = get_redis().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 60, nx=True)
+        pipe.ttl(key)
+        failures, _, ttl = pipe.execute()
+    except redis.RedisError:
+        return  # fails open, as the rate limit does
+    if int(failures) > settings.API_AUTH_FAILURES_PER_MINUTE:
+        logger.warning("api.auth_failures_limited", extra={"failures": int(failures)})
+        raise exceptions.Throttled(wait=max(1, int(ttl)))
 
 
 def method_is_write(view: Any, method: str) -> bool:
@@ -120,7 +144,8 @@ def authorize(principal: ApiPrincipal, view: Any, method: str, named: Callable[[
             code="agent_write_forbidden",
         )
     missing = sorted(set(scopes_for(view, method)) - principal.scopes)
-    if missing:
+    standing_in = set(getattr(view, "alternative_scopes", {}).get(method, ())) & principal.scopes
+    if missing and not standing_in:
         raise MissingScope(missing)
     if principal.tenant is not None:
         others = named() - {principal.tenant}

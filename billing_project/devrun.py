@@ -51,11 +51,23 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+LOCAL_HTTP = {
+    "DEBUG": "1",  # a developer's machine: demo_setup runs only with DEBUG on
+    "SECURE_SSL_REDIRECT": "0",
+    "SECURE_HSTS_SECONDS": "0",
+    "SESSION_COOKIE_SECURE": "0",
+    "CSRF_COOKIE_SECURE": "0",
+}
+
+
 def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     python = sys.executable
     with local_environment() as local:
         env = {
+            # a developer's server, reached over plain http on purpose: DEBUG, no redirect to
+            # https, no HSTS, cookies without Secure (anything set in the environment wins)
+            **LOCAL_HTTP,
             **os.environ,
             **local,
             "DJANGO_SETTINGS_MODULE": "billing_project.settings",

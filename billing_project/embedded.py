@@ -145,11 +145,19 @@ def _short_socket_path(path: Path) -> Path:
 
 
 # ----------------------------------------------------------------- environment
+def write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only, from the first byte (created 0600, never
+    world-readable for an instant as write-then-chmod is)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        file.write(text)
+
+
 def _secret_key() -> str:
     path = data_dir() / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 

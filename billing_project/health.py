@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -18,6 +21,8 @@ from prometheus_client.registry import Collector
 from .observability import scrape_registry
 from .redis_client import get_redis, rkey
 
+logger = logging.getLogger(__name__)
+
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -25,12 +30,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _check(probe: Any) -> dict[str, Any]:
+def _check(name: str, probe: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         detail = probe()
+    except StaleHeartbeat as exc:
+        return {"ok": False, "error": str(exc)}
     except Exception as exc:  # a readiness probe reports every failure, whatever it is
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        # which dependency, and how: the exception's text (hosts, ports, users) goes to the log only
+        logger.warning("readyz.unavailable", exc_info=exc, extra={"dependency": name})
+        return {
+            "ok": False,
+            "error": "timeout" if isinstance(exc, TimeoutError | redis.TimeoutError) else "unavailable",
+        }
     result: dict[str, Any] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
     if isinstance(detail, dict):
         result.update(detail)
@@ -83,14 +95,14 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable, and the worker
     heartbeat fresh, each answered within READYZ_DEADLINE_SECONDS; else 503, naming which."""
     deadline = time.monotonic() + settings.READYZ_DEADLINE_SECONDS
-    pending = {name: _probe_pool.submit(_check, probe) for name, probe in PROBES.items()}
+    pending = {name: _probe_pool.submit(_check, name, probe) for name, probe in PROBES.items()}
     checks: dict[str, dict[str, Any]] = {}
     for name, future in pending.items():
         try:
             checks[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             future.cancel()
-            checks[name] = {"ok": False, "error": f"no answer within {settings.READYZ_DEADLINE_SECONDS} s"}
+            checks[name] = {"ok": False, "error": "timeout"}
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
@@ -111,6 +123,17 @@ class _TaskFailureCollector(Collector):
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus, for the bearer of METRICS_TOKEN only (what runs, how much, what fails is
+    nobody else's to read). Without a token configured, only with DEBUG on."""
+    token = settings.METRICS_TOKEN
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    bearer = (
+        scheme.lower() == "bearer" and bool(token) and hmac.compare_digest(presented.strip().encode(), token.encode())
+    )
+    if not bearer and not (settings.DEBUG and not token):
+        response = JsonResponse({"error": "a bearer token (METRICS_TOKEN) is required"}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = scrape_registry()
     output = generate_latest(registry)
     from prometheus_client import CollectorRegistry

@@ -132,6 +132,25 @@ class ApiUnavailableMiddleware:
         return response
 
 
+class ContentSecurityPolicyMiddleware:
+    """A Content-Security-Policy on the staff admin and on invoice documents (HTML): a script
+    injected through data (a tenant's name, an invoice line) has nowhere to run from, and
+    neither page can be framed. The API's JSON needs none; Swagger UI keeps its inline script."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" in response:
+            return response
+        if request.path.startswith("/admin/"):
+            response["Content-Security-Policy"] = settings.CSP_ADMIN
+        elif request.path.startswith("/api/v1/") and response.get("Content-Type", "").startswith("text/html"):
+            response["Content-Security-Policy"] = settings.CSP_DOCUMENT
+        return response
+
+
 class StaffPagesOnly:
     """Mixin for a middleware that serves staff pages only: key-authenticated API requests
     pass straight through it."""

@@ -53,6 +53,9 @@ def _required(name: str) -> str:
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _required("SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# The proxies in front (addresses or networks) whose X-Forwarded-For is believed
+# (billing_project/net.py). Empty: the client is REMOTE_ADDR.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -82,6 +85,7 @@ MIDDLEWARE = [
     "billing_project.middleware.RequestContextMiddleware",
     "billing_project.middleware.ApiBodyLimitMiddleware",
     "billing_project.middleware.ApiUnavailableMiddleware",
+    "billing_project.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "billing_project.middleware.StaffSessionMiddleware",
@@ -131,6 +135,10 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="billing")
 # pending mark may grow before its counter is presumed to have missed its increment.
 COUNTER_TRUST_MS = env.int("COUNTER_TRUST_MS", default=1000)
 COUNTER_PENDING_GRACE_MS = env.int("COUNTER_PENDING_GRACE_MS", default=5000)
+# Hosts a Stripe Checkout may send the tenant's user back to (success_url, cancel_url; https only).
+CHECKOUT_ALLOWED_HOSTS = [host.lower() for host in env.list("CHECKOUT_ALLOWED_HOSTS", default=[])]
+# /metrics answers only the bearer of this token (with DEBUG on and none set: anyone).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # /readyz: every probe answers within this, and beat's heartbeat (every 30 s) is younger than that.
 READYZ_DEADLINE_SECONDS = env.float("READYZ_DEADLINE_SECONDS", default=0.9)
 READYZ_HEARTBEAT_MAX_AGE_SECONDS = env.int("READYZ_HEARTBEAT_MAX_AGE_SECONDS", default=120)
@@ -210,6 +218,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # ---------------------------------------------------------------- Auth, staff
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "billing_project.login_throttle.UsernameThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -224,15 +233,76 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", def
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# The client's address as the trusted proxy reports it, never a header a client sends.
+AXES_CLIENT_IP_CALLABLE = "billing_project.net.client_address"
+# Across addresses, a username guessed at too often is slowed down, not locked out
+# (billing_project/login_throttle.py): past this many failures in the window, one attempt
+# per delay, the delay doubling up to its maximum.
+LOGIN_USERNAME_FAILURES_BEFORE_SLOWDOWN = env.int("LOGIN_USERNAME_FAILURES_BEFORE_SLOWDOWN", default=10)
+LOGIN_USERNAME_WINDOW_SECONDS = env.int("LOGIN_USERNAME_WINDOW_SECONDS", default=900)
+LOGIN_USERNAME_MAX_DELAY_SECONDS = env.int("LOGIN_USERNAME_MAX_DELAY_SECONDS", default=60)
 # axes looks for its own middleware by name; ours subclasses it (staff pages only).
 SILENCED_SYSTEM_CHECKS = ["axes.W002"]
 
+# ---------------------------------------------------------------- transport and sessions
+# Production-safe whenever DEBUG is off: HTTPS only (redirect, HSTS, Secure cookies). Each
+# can be turned off by its variable for a server reached over plain HTTP on purpose (`make
+# run` on localhost does; README, Security).
+_TLS = not DEBUG
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_TLS)
+# A load balancer's health checks come over plain HTTP: the probes are not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if _TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_TLS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_TLS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_TLS)
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto: https` → Django's ("HTTP_X_FORWARDED_PROTO", "https"); empty: none.
+    Set it only behind a proxy that sets (and strips from clients) that header."""
+    if not value.strip():
+        return None
+    name, sep, expected = value.partition(":")
+    if not sep or not name.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"PROXY_SSL_HEADER is 'Header-Name: value' (e.g. 'X-Forwarded-Proto: https'), not {value!r}."
+        )
+    return "HTTP_" + name.strip().upper().replace("-", "_"), expected.strip()
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("PROXY_SSL_HEADER", default=""))
+# Staff sessions last a working day at most, and end when the browser closes.
+SESSION_COOKIE_AGE = env.int("STAFF_SESSION_SECONDS", default=8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG and env.bool("HTTPS", default=False))
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Content-Security-Policy of the admin and of invoice documents (billing_project/middleware.py).
+CSP_ADMIN = "; ".join(
+    [
+        "default-src 'self'",
+        "img-src 'self' data:",
+        "style-src 'self' 'unsafe-inline'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ]
+)
+CSP_DOCUMENT = "; ".join(
+    [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'none'",
+    ]
+)
 
 # ---------------------------------------------------------------- i18n, time
 LANGUAGE_CODE = "en-us"
@@ -253,6 +323,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_DEFAULT_RATE_PER_MINUTE = env.int("API_DEFAULT_RATE_PER_MINUTE", default=60_000)
 # How long an authenticated key is remembered in Redis before PostgreSQL is asked again.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# Failed API authentications per client address and minute, before they answer 429.
+API_AUTH_FAILURES_PER_MINUTE = env.int("API_AUTH_FAILURES_PER_MINUTE", default=30)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["billing_project.api_auth.ApiKeyAuthentication"],

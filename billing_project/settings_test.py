@@ -28,3 +28,10 @@ CELERY_TASK_DEFAULT_QUEUE = REDIS_KEY_PREFIX
 # A trust lease of a minute: a check warmed a moment ago stays in the fast lane however
 # loaded the machine is. The tests of the lease itself set a short one.
 COUNTER_TRUST_MS = 60_000
+# The test client speaks plain http: no redirect to https. What production gets with DEBUG
+# off is tested in a process of its own (tests/security/test_deploy.py).
+SECURE_SSL_REDIRECT = False
+SECURE_HSTS_SECONDS = 0
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+CHECKOUT_ALLOWED_HOSTS = ["app.test", "app.example.test"]

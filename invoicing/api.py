@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView, Text
-from billing_project.scopes import BILLING_READ, SUBSCRIPTIONS_WRITE
+from billing_project.scopes import BILLING_READ, PORTAL, SUBSCRIPTIONS_WRITE
 from subscriptions.services import tenant_get
 
 from .documents import invoice_document, invoice_html, invoice_summary
@@ -114,6 +114,7 @@ class CheckoutApi(BillingAPIView):
     it to `plan` when Stripe reports the page completed."""
 
     required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+    alternative_scopes = {"POST": (PORTAL,)}  # a tenant user leaving a payment method
     error_statuses = {
         502: "`payment_provider_error`: Stripe refused the checkout session.",
         503: "`payment_provider_unavailable`: Stripe could not be reached; try again shortly "

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing_project.errors import Conflict, InvalidRequest, ProviderDown, ProviderRefused
+from billing_project.errors import Conflict, ProviderDown, ProviderRefused, invalid_field
 from billing_project.money import Money, exponent, format_decimal
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
@@ -209,8 +209,13 @@ def checkout_start(*, tenant: Tenant, plan_code: str, success_url: str, cancel_u
             code="subscription_exists",
         )
     for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
-        if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc:
-            raise InvalidRequest(f"`{name}` must be an absolute http(s) URL.", code="validation_error")
+        # Stripe sends the tenant's user there: only https, only to the platform's own hosts
+        # (else a checkout link could forward a paying customer anywhere)
+        parts = urlsplit(url)
+        allowed = settings.CHECKOUT_ALLOWED_HOSTS
+        if parts.scheme != "https" or not parts.hostname or parts.hostname.lower() not in allowed:
+            hosts = ", ".join(allowed) or "none: set CHECKOUT_ALLOWED_HOSTS"
+            raise invalid_field(name, f"`{name}` must be an https URL on an allowed host ({hosts}).")
     try:
         return providers.checkout_session_create(tenant, plan_code, success_url, cancel_url)
     except providers.ProviderUnavailable as exc:

@@ -14,7 +14,7 @@ from billing_project.api_keys import ApiPrincipal
 from billing_project.audit import api_actor
 from billing_project.errors import InvalidRequest
 from billing_project.money import exponent, format_decimal
-from billing_project.scopes import SUBSCRIPTIONS_WRITE, TENANTS_WRITE
+from billing_project.scopes import PORTAL, SUBSCRIPTIONS_WRITE, TENANTS_WRITE
 
 from .selectors import subscription_document
 from .services import (
@@ -149,6 +149,7 @@ class SubscriptionChangeIn(serializers.Serializer):  # type: ignore[type-arg]
 
 class SubscriptionChangeApi(BillingAPIView):
     required_scopes = {"POST": (SUBSCRIPTIONS_WRITE,)}
+    alternative_scopes = {"POST": (PORTAL,)}  # a tenant user changing their own plan
 
     @extend_schema(
         operation_id="subscription_change",

@@ -155,8 +155,10 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
 # ------------------------------------------------------------------ demo data: loaded once
 def demo_setup(credentials: Path) -> dict[str, str]:
     from django.core.management import call_command
+    from django.test import override_settings
 
-    call_command("demo_setup", "--credentials", str(credentials), stdout=open(os.devnull, "w"))  # noqa: SIM115
+    with override_settings(DEBUG=True):  # demo_setup runs only on a developer's machine
+        call_command("demo_setup", "--credentials", str(credentials), stdout=open(os.devnull, "w"))  # noqa: SIM115
     return dict(json.loads(credentials.read_text()))
 
 

@@ -304,12 +304,13 @@ def battery(django_db_blocker, settings, tmp_path) -> Iterator[dict[str, Any]]:
         REDIS_KEY_PREFIX="billing-faults",
         CELERY_QUEUE="billing-faults",
         DEBUG="0",
+        SECURE_SSL_REDIRECT="0",  # served over plain http on loopback
         DJANGO_SETTINGS_MODULE="billing_project.settings",
     )
     seeded = subprocess.run(  # noqa: S603
         [sys.executable, str(ROOT / "manage.py"), "demo_setup", "--credentials", str(tmp_path / "c.json")],
         cwd=ROOT,
-        env=env,
+        env={**env, "DEBUG": "1"},  # demo_setup runs only with DEBUG on; the server runs without
         capture_output=True,
         text=True,
         check=False,

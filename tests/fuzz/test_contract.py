@@ -58,12 +58,13 @@ def gunicorn_server(django_db_blocker, tmp_path, schemathesis) -> Iterator[tuple
         REDIS_KEY_PREFIX="billing-fuzz",
         CELERY_QUEUE="billing-fuzz",
         DEBUG="0",
+        SECURE_SSL_REDIRECT="0",  # served over plain http on loopback
     )
     credentials = tmp_path / "credentials.json"
     subprocess.run(  # noqa: S603
         [sys.executable, str(ROOT / "manage.py"), "demo_setup", "--credentials", str(credentials)],
         cwd=ROOT,
-        env=env,
+        env={**env, "DEBUG": "1"},  # demo_setup runs only with DEBUG on; the server runs without
         check=True,
         capture_output=True,
         timeout=120,

@@ -25,7 +25,7 @@ def test_beat_heartbeat_runs_on_a_worker(worker):
     assert wait_for(lambda: get_redis().get(rkey("worker-heartbeat")) is not None)
 
 
-def test_a_task_that_keeps_failing_is_retried_then_recorded(worker, client):
+def test_a_task_that_keeps_failing_is_retried_then_recorded(worker, client, settings):
     result = declined_card.delay("INV-7")
     assert wait_for(lambda: TaskFailure.objects.filter(task_id=result.id).exists())
     failure = TaskFailure.objects.get(task_id=result.id)
@@ -34,6 +34,7 @@ def test_a_task_that_keeps_failing_is_retried_then_recorded(worker, client):
     assert "card declined for INV-7" in failure.message
     assert failure.args == ["INV-7"]
     assert failure.resolved_at is None
-    metrics = client.get("/metrics").content.decode()
+    settings.METRICS_TOKEN = "scrape-me"
+    metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me").content.decode()
     assert "billing_task_failures_open 1.0" in metrics
     assert 'billing_task_failures_total{task="tests.declined_card"} 1.0' in metrics

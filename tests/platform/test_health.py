@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -103,10 +104,11 @@ def test_readyz_answers_within_its_deadline_while_redis_hangs(client, settings):
     assert again.status_code == 503
 
 
-def test_metrics_are_prometheus_text(client):
+def test_metrics_are_prometheus_text(client, settings):
+    settings.METRICS_TOKEN = "scrape-me"
     client.get("/healthz")
     client.get("/api/v1/nothing-here")
-    response = client.get("/metrics")
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
@@ -156,3 +158,33 @@ def test_the_openapi_schema_describes_every_api_route():
     described = set(SchemaGenerator().get_schema(request=None, public=True)["paths"])
     assert routes
     assert routes <= described, sorted(routes - described)
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "scrape-me", "Basic c2NyYXBlLW1l"])
+def test_metrics_need_the_bearer_token(client, settings, header):
+    settings.METRICS_TOKEN = "scrape-me"
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    response = client.get("/metrics", **extra)
+    assert response.status_code == 401
+    assert b"billing_" not in response.content
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+
+
+def test_metrics_without_a_token_configured_are_closed_unless_debug(client, settings):
+    settings.METRICS_TOKEN = ""
+    settings.DEBUG = False
+    assert client.get("/metrics").status_code == 401
+    settings.DEBUG = True
+    assert client.get("/metrics").status_code == 200
+
+
+def test_readyz_names_the_dependency_never_its_hosts_or_users(client, settings, caplog):
+    """It returned raw exception text (hosts, ports, users) to anyone who asked."""
+    heartbeat()
+    settings.REDIS_URL = "redis://secret-user:hunter2@127.0.0.1:1/0"
+    body = client.get("/readyz").json()
+    assert body["checks"]["redis"] == {"ok": False, "error": "unavailable"}
+    text = json.dumps(body)
+    for leak in ("127.0.0.1", "secret-user", "hunter2", "Error", "port"):
+        assert leak not in text, leak
+    assert any(r.getMessage() == "readyz.unavailable" and r.dependency == "redis" for r in caplog.records)

@@ -19,13 +19,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from billing_project.api_keys import api_key_create, hash_secret
 from billing_project.audit import system_actor
-from billing_project.embedded import data_dir
+from billing_project.embedded import data_dir, write_private
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
 from plans.catalog import load_file
@@ -49,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument("--credentials", default=None, help="where to keep the demo secrets")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # a known admin password and keys printed in a banner belong on a developer's machine only
+            raise CommandError(
+                "demo_setup creates an admin user and API keys whose secrets it prints: it runs only with "
+                "DEBUG=1 (make run sets it). Create real staff and keys with createsuperuser and create_api_key."
+            )
         path = Path(options["credentials"] or data_dir() / "demo-credentials.json")
         creds: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         done: list[str] = []
@@ -78,8 +85,7 @@ class Command(BaseCommand):
                 "agent_key",
                 self._key(creds.get("agent_key"), done, name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)),
             )
-        path.write_text(json.dumps(creds, indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(creds, indent=2))
         # The secrets stay in the file (git-ignored, owner-only); make run prints them once.
         self.stdout.write(f"Demo data ready ({'; '.join(done) or 'nothing changed'}): credentials in {path}.")
 
