@@ -1,4 +1,5 @@
-"""Admin for platform records: API keys (secret shown once, revoke) and task failures."""
+"""Admin for platform records: API keys (secret shown once, revoke), task failures, and
+background work items (blocked ones retried by staff)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from .admin_base import ReadOnlyAdmin
 from .api_keys import CreatedKey, api_key_create, api_key_revoke, api_key_update_limits
 from .audit import api_actor_of
-from .models import ApiKey, TaskFailure
+from .models import ApiKey, TaskFailure, WorkItem
 from .scopes import ALL_SCOPES
 from .services import task_failure_resolve
+from .work import work_retry
 
 
 class ApiKeyCreateForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -178,6 +181,53 @@ class TaskFailureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def mark_resolved(self, request: HttpRequest, queryset: QuerySet[TaskFailure]) -> None:
         for failure in queryset:
             task_failure_resolve(failure=failure, note=failure.resolution_note)
+
+
+class RetryForm(forms.Form):
+    note = forms.CharField(widget=forms.Textarea, help_text="What was fixed, so that it can succeed now (audited).")
+
+
+@admin.register(WorkItem)
+class WorkItemAdmin(ReadOnlyAdmin):
+    """Background work that failed: what, how often, when next, and why it is blocked.
+    Read-only but for the retry action, which calls work_retry."""
+
+    list_display = ["subject", "job", "state", "attempts", "next_attempt_at", "blocked_reason", "last_failed_at"]
+    list_filter = ["state", "job"]
+    search_fields = ["subject", "job", "blocked_reason", "last_error"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry (after fixing the cause)", permissions=["retry"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = RetryForm(request.POST)
+            if form.is_valid():
+                retried = [work_retry(item_id=item.pk, note=form.cleaned_data["note"]) for item in queryset]
+                done = sum(item.state == WorkItem.State.DONE for item in retried)
+                self.message_user(request, f"Retrying {len(retried) - done} item(s).", messages.SUCCESS)
+                if done:
+                    self.message_user(request, f"Skipped {done} item(s) that succeeded since.", messages.WARNING)
+                return None
+        else:
+            form = RetryForm()
+        return TemplateResponse(
+            request,
+            "admin/action_with_reason.html",
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "objects": queryset,
+                "opts": self.model._meta,
+                "title": "Retry background work",
+                "warning": "Each item is tried again at once, with a fresh count of attempts.",
+                "action": "retry",
+                "submit": "Retry",
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing_project.retry_workitem")
 
 
 # The audit log: django-auditlog's own page, with the API key as the actor of changes

@@ -22,7 +22,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models.signals import pre_save
 
 from .api_keys import ApiPrincipal
-from .models import ApiKey
+from .models import ApiKey, WorkItem
 
 SYSTEM_USERNAME = "billing-system"
 
@@ -92,3 +92,5 @@ def api_actor_of(entry: LogEntry) -> str | None:
 
 
 auditlog.register(ApiKey, exclude_fields=["last_used_at", "secret_hash"])
+# Background work: each failure, block and staff retry, with who retried it and why.
+auditlog.register(WorkItem)

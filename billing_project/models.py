@@ -1,4 +1,5 @@
-"""Platform-level records: API keys of services and agents, and failed background tasks."""
+"""Platform-level records: API keys of services and agents, failed background tasks, and
+background work that failed (counted, backed off, blocked)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,54 @@ class TaskFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id}"
+
+
+class WorkItem(models.Model):
+    """Background work on one item that has failed: collecting an invoice at Stripe, a
+    dunning retry, a subscription's period close, a Stripe event. It says how many attempts
+    failed in a row, when the next one is due (each failure doubles the wait), and, once
+    blocked, why. A blocked item is never tried again by its beat job; staff retry it once
+    the cause is fixed (an audited admin action). See billing_project/work.py."""
+
+    class State(models.TextChoices):
+        RETRYING = "retrying", "Failed; tried again after a back-off"
+        BLOCKED = "blocked", "Blocked until staff retry it"
+        DONE = "done", "Succeeded since it failed"
+
+    job = models.CharField(max_length=64, help_text="What the work is, e.g. invoicing.collect.")
+    object_id = models.BigIntegerField(help_text="The id of the invoice, subscription or event the work is on.")
+    subject = models.CharField(max_length=300, help_text="What the work is on, as staff know it (a number, an id).")
+    task = models.CharField(
+        max_length=200, blank=True, help_text="The task a retry queues at once (empty: its beat job takes it up)."
+    )
+    task_args = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RETRYING)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Failed attempts in a row, since it last succeeded or staff retried it."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not tried again before this.")
+    last_error = models.TextField(blank=True)
+    first_failed_at = models.DateTimeField(help_text="The first failure of this run of failures.")
+    last_failed_at = models.DateTimeField()
+    blocked_at = models.DateTimeField(null=True, blank=True)
+    blocked_reason = models.TextField(blank=True, help_text="Why it stopped: what to fix before retrying it.")
+    retry_note = models.TextField(blank=True, help_text="What staff fixed when they last retried it.")
+
+    class Meta:
+        ordering = ["-last_failed_at", "-id"]
+        verbose_name = "background work item"
+        constraints = [
+            models.UniqueConstraint(fields=["job", "object_id"], name="workitem_one_per_item"),
+            models.CheckConstraint(
+                name="workitem_blocked_says_why",
+                condition=~Q(state="blocked") | (Q(blocked_at__isnull=False) & ~Q(blocked_reason="")),
+            ),
+            models.CheckConstraint(
+                name="workitem_retrying_has_a_time", condition=~Q(state="retrying") | Q(next_attempt_at__isnull=False)
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "job"], name="workitem_state_job")]
+        permissions = [("retry_workitem", "Can retry blocked background work")]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.subject}"

@@ -39,6 +39,8 @@ _FINANCE = [
     ("webhooks", "reprocess_*"),
     ("billing_project", "view_taskfailure"),
     ("billing_project", "change_taskfailure"),
+    ("billing_project", "view_workitem"),
+    ("billing_project", "retry_workitem"),
     ("auditlog", "view_logentry"),
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {

@@ -10,11 +10,13 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from billing_project.admin_base import ReadOnlyAdmin
+from billing_project.models import WorkItem
 from billing_project.money import exponent, format_decimal
 
+from . import jobs
 from .documents import invoice_html
 from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
@@ -58,7 +60,7 @@ def money(value: Decimal, currency: str) -> str:
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "tenant", "status", "amount", "period_start", "finalized_at", "document"]
-    readonly_fields = ["document", "amount"]
+    readonly_fields = ["document", "amount", "background_work"]
     list_filter = ["status", "currency", "tax_status"]
     search_fields = ["number", "tenant__external_id", "stripe_invoice_id"]
     list_select_related = ["tenant"]
@@ -73,6 +75,24 @@ class InvoiceAdmin(ReadOnlyAdmin):
         if obj.number is None:
             return "—"
         return format_html('<a href="{}">view</a>', reverse("admin:invoicing_invoice_document", args=[obj.pk]))
+
+    @admin.display(description="collection and dunning")
+    def background_work(self, obj: Invoice) -> str:
+        """Whether pushing it to Stripe or a dunning retry failed: blocked (and why) or
+        backing off, with a link to the item staff retry once the cause is fixed."""
+        items = WorkItem.objects.filter(object_id=obj.pk, job__in=[jobs.COLLECT, jobs.PAYMENT_RETRY]).exclude(
+            state=WorkItem.State.DONE
+        )
+        rows = [
+            (
+                reverse("admin:billing_project_workitem_change", args=[item.pk]),
+                item.job,
+                item.get_state_display(),
+                item.blocked_reason or f"(next attempt {item.next_attempt_at:%Y-%m-%d %H:%M} UTC)",
+            )
+            for item in items
+        ]
+        return format_html_join("; ", '<a href="{}">{}: {}</a> {}', rows) or "—"
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.document_view)

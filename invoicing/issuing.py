@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from billing_project.errors import Conflict
 from billing_project.money import CurrencyMismatch, Money, round_line
+from billing_project.work import Item, work_attempt
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import BillingPeriod, Subscription
 
@@ -169,19 +171,30 @@ def invoice_close_periods(*, subscription_id: int, now: datetime | None = None) 
     ]
 
 
+def _subscription(job: str, subscription_id: int) -> Item:
+    def subject() -> str:
+        tenant = Subscription.objects.filter(pk=subscription_id).values_list("tenant__external_id", flat=True).first()
+        return f"subscription {subscription_id} of {tenant}"
+
+    return Item(job=job, object_id=subscription_id, subject=subject)
+
+
 def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
-    """The beat job: one transaction per subscription, so one failure does not hold back the rest."""
+    """The beat job: one transaction per subscription, so one failure does not hold back
+    the rest. A subscription whose close fails is counted and backed off, or blocked when
+    a retry cannot help (a currency mismatch), and left out until it is due again or staff
+    retry it (billing_project.work): not retried on every run for ever."""
     now = now or timezone.now()
     cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
-    made, failed = 0, []
-    for sub_id in selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit):
-        try:
-            made += len(invoice_close_periods(subscription_id=sub_id, now=now))
-        except Exception:
-            logger.exception("invoicing.close_failed", extra={"subscription_id": sub_id})
-            failed.append(sub_id)
-    if failed:  # the task retries, and records a failure once its retries are spent
-        raise RuntimeError(f"period close failed for subscriptions {failed}")
+    made = 0
+    for sub_id in selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit, now=now):
+        invoices = work_attempt(
+            _subscription(jobs.CLOSE, sub_id),
+            partial(invoice_close_periods, subscription_id=sub_id, now=now),
+            permanent=jobs.PERMANENT,
+            now=now,
+        )
+        made += len(invoices or [])
     return made
 
 
@@ -219,9 +232,19 @@ def invoice_late_usage(*, subscription_id: int, now: datetime | None = None) -> 
 
 
 def invoices_late_usage_due(*, now: datetime | None = None) -> int:
-    """The beat job: late usage of ended subscriptions, one transaction each."""
+    """The beat job: late usage of ended subscriptions, one transaction each, each failure
+    counted as the close counts its own."""
     now = now or timezone.now()
-    return sum(invoice_late_usage(subscription_id=pk, now=now) is not None for pk in selectors.late_usage_due(now=now))
+    made = 0
+    for sub_id in selectors.late_usage_due(now=now):
+        invoice = work_attempt(
+            _subscription(jobs.LATE_USAGE, sub_id),
+            partial(invoice_late_usage, subscription_id=sub_id, now=now),
+            permanent=jobs.PERMANENT,
+            now=now,
+        )
+        made += invoice is not None
+    return made
 
 
 # ------------------------------------------------------------------ drafts made by hand, and tax

@@ -1,10 +1,29 @@
-"""Work invoicing's services queue, by task name (billing_project.jobs)."""
+"""Work invoicing's services queue, by task name (billing_project.jobs), and the names of
+its swept work (billing_project.work): each item a beat job takes up again has a WorkItem
+under one of these once it fails."""
 
 from __future__ import annotations
 
 from django.conf import settings
 
+from billing_project.errors import BillingError
 from billing_project.jobs import send_after_commit
+from billing_project.money import CurrencyMismatch
+
+from .providers.base import ProviderRejected
+
+COLLECT = "invoicing.collect"  # an invoice pushed to Stripe for collection (object: the invoice)
+PAYMENT_RETRY = "invoicing.payment_retry"  # a dunning retry of an open invoice (object: the invoice)
+CLOSE = "invoicing.close"  # a subscription's period close (object: the subscription)
+LATE_USAGE = "invoicing.late_usage"  # late usage of an ended subscription (object: the subscription)
+
+# Failures no retry can cure: Stripe refusing the request (not a declined card, which
+# dunning handles), a domain refusal (Stripe's totals disagree with ours, a status that
+# forbids it), a currency mismatch. They block the item at once; others back off first.
+PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, CurrencyMismatch)
+
+COLLECT_TASK = "invoicing.tasks.collect_invoice"
+PAYMENT_RETRY_TASK = "invoicing.tasks.retry_payment"
 
 
 def collect_after_commit(invoice_id: int) -> None:
@@ -12,7 +31,7 @@ def collect_after_commit(invoice_id: int) -> None:
     up by the sweeper (selectors.invoices_awaiting_collection)."""
     if settings.STRIPE_COLLECTION_ENABLED:
         send_after_commit(
-            "invoicing.tasks.collect_invoice",
+            COLLECT_TASK,
             invoice_id,
             failure_event="invoicing.collect_enqueue_failed",
             invoice_id=invoice_id,

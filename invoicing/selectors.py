@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing_project.errors import NotFound
 from billing_project.money import exponent, format_decimal, round_line
+from billing_project.work import work_held
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
 from plans.selectors import plan_spec_from_version, versions_with_terms
@@ -22,6 +23,7 @@ from subscriptions.selectors import billing_state, latest_subscription
 from usage.models import UsageEvent
 from usage.selectors import usage_over
 
+from . import jobs
 from .documents import invoice_summary
 from .ledger import credit_balance
 from .models import Invoice, InvoiceLine
@@ -190,8 +192,9 @@ def periods_to_invoice(sub: Subscription, *, cutoff: datetime) -> list[BillingPe
     )
 
 
-def subscriptions_to_invoice(*, cutoff: datetime, limit: int) -> list[int]:
-    """Subscriptions with a closed paid period to invoice, or a base fee due, by `cutoff`."""
+def subscriptions_to_invoice(*, cutoff: datetime, limit: int, now: datetime) -> list[int]:
+    """Subscriptions with a closed paid period to invoice, or a base fee due, by `cutoff`;
+    not those whose close is blocked or backing off at `now` (billing_project.work)."""
     unbilled = BillingPeriod.objects.filter(
         kind=BillingPeriod.Kind.PAID, closed=True, end__lte=cutoff, end__gt=F("start"), invoice__isnull=True
     )
@@ -199,7 +202,7 @@ def subscriptions_to_invoice(*, cutoff: datetime, limit: int) -> list[int]:
     fee_due = BillingPeriod.objects.filter(fee_in_advance=True, start__lte=cutoff).exclude(Exists(fee_billed))
     due = Subscription.objects.filter(
         Exists(unbilled.filter(subscription=OuterRef("pk"))) | Exists(fee_due.filter(subscription=OuterRef("pk")))
-    )
+    ).exclude(work_held(job=jobs.CLOSE, now=now))
     return list(due.order_by("pk").values_list("pk", flat=True)[:limit])
 
 
@@ -209,8 +212,10 @@ def late_usage_due(*, now: datetime) -> list[int]:
     (A pre-filter only; the invoice compares prices. The hour of margin covers ingest
     transactions that started before the draft and committed after it.)"""
     since = now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
-    ended = Subscription.objects.filter(status__in=("canceled", "ended"), ended_at__gte=since).annotate(
-        last_drafted=Max("invoices__created_at")
+    ended = (
+        Subscription.objects.filter(status__in=("canceled", "ended"), ended_at__gte=since)
+        .exclude(work_held(job=jobs.LATE_USAGE, now=now))
+        .annotate(last_drafted=Max("invoices__created_at"))
     )
     due = []
     # every subscription ended within the window is looked at (one EXISTS each): a limit
@@ -225,10 +230,11 @@ def late_usage_due(*, now: datetime) -> list[int]:
 
 
 def payment_retries_due(*, now: datetime, limit: int = 500) -> list[int]:
-    """Open invoices at Stripe whose next dunning retry is due."""
+    """Open invoices at Stripe whose next dunning retry is due (and not blocked or backing off)."""
     return list(
         Invoice.objects.filter(status=Invoice.Status.OPEN, next_payment_retry_at__lte=now)
         .exclude(stripe_invoice_id=None)
+        .exclude(work_held(job=jobs.PAYMENT_RETRY, now=now))
         .order_by("next_payment_retry_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -236,10 +242,15 @@ def payment_retries_due(*, now: datetime, limit: int = 500) -> list[int]:
 
 def invoices_awaiting_collection(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Invoices Stripe should hold but does not yet, left for at least 10 minutes: their
-    collection task was lost or has given up. The beat sweeper queues them again."""
+    collection task was lost or failed. The beat sweeper queues them again, except those
+    blocked (Stripe refused them, or totals disagree) or backing off after a failure."""
     now = now or timezone.now()
-    pending = Invoice.objects.filter(stripe_number="", created_at__lte=now - timedelta(minutes=10)).filter(
-        # every draft the services made (all have a subscription) waits for Stripe's tax
-        Q(status=Invoice.Status.OPEN, total__gt=0) | Q(status=Invoice.Status.DRAFT, subscription__isnull=False)
+    pending = (
+        Invoice.objects.filter(stripe_number="", created_at__lte=now - timedelta(minutes=10))
+        .filter(
+            # every draft the services made (all have a subscription) waits for Stripe's tax
+            Q(status=Invoice.Status.OPEN, total__gt=0) | Q(status=Invoice.Status.DRAFT, subscription__isnull=False)
+        )
+        .exclude(work_held(job=jobs.COLLECT, now=now))
     )
     return list(pending.order_by("created_at").values_list("pk", flat=True)[:limit])

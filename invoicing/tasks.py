@@ -1,3 +1,7 @@
+"""Invoicing's Celery tasks: thin. An item's failure is counted on its WorkItem, backed off
+and, when a retry cannot help, blocked for staff (invoicing.attempts, billing_project.work);
+only an error in recording it (the database down) reaches the task's own retries."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -5,15 +9,8 @@ from django.utils import timezone
 
 from billing_project.tasks import BillingTask
 
-from .payments import invoice_collect, invoice_retry_payment
-from .providers import ProviderRejected
-from .services import (
-    collect_after_commit,
-    invoices_awaiting_collection,
-    invoices_close_due,
-    invoices_late_usage_due,
-    payment_retries_due,
-)
+from .attempts import invoice_collect_attempt, invoice_retry_payment_attempt, invoices_collect_pending
+from .services import invoices_close_due, invoices_late_usage_due, payment_retries_due
 
 
 @shared_task(base=BillingTask, ignore_result=True)
@@ -22,21 +19,19 @@ def close_periods() -> int:
     return invoices_close_due()
 
 
-@shared_task(base=BillingTask, ignore_result=True, dont_autoretry_for=(ProviderRejected,))
+@shared_task(base=BillingTask, ignore_result=True)
 def collect_invoice(invoice_id: int) -> None:
-    """Push one invoice to Stripe for collection. Stripe unreachable (ProviderUnavailable)
-    → retried with backoff, then a TaskFailure; Stripe refusing it (ProviderRejected) is
-    recorded at once, since a retry would be refused too. Idempotent: reruns continue."""
-    invoice_collect(invoice_id=invoice_id)
+    """Push one invoice to Stripe for collection. Idempotent: reruns continue where the last
+    stopped. Stripe unreachable: tried again by the sweeper after a back-off; refused, or
+    totals that disagree: blocked at once."""
+    invoice_collect_attempt(invoice_id=invoice_id)
 
 
 @shared_task(base=BillingTask, ignore_result=True)
 def collect_pending_invoices() -> int:
-    """Every 15 minutes (beat): queue collection again for invoices Stripe does not hold yet."""
-    pending = invoices_awaiting_collection()
-    for invoice_id in pending:
-        collect_after_commit(invoice_id)  # outside a transaction: sent at once
-    return len(pending)
+    """Every 15 minutes (beat): queue collection again for invoices Stripe does not hold yet
+    (not those blocked or backing off)."""
+    return invoices_collect_pending()
 
 
 @shared_task(base=BillingTask, ignore_result=True)
@@ -54,7 +49,7 @@ def retry_due_payments() -> int:
     return len(due)
 
 
-@shared_task(base=BillingTask, ignore_result=True, dont_autoretry_for=(ProviderRejected,))
+@shared_task(base=BillingTask, ignore_result=True)
 def retry_payment(invoice_id: int) -> None:
-    """One dunning retry; Stripe unreachable → retried with backoff (the same key)."""
-    invoice_retry_payment(invoice_id=invoice_id)
+    """One dunning retry, with its own idempotency key (a redelivery never charges twice)."""
+    invoice_retry_payment_attempt(invoice_id=invoice_id)

@@ -1,5 +1,5 @@
 """Stripe events for staff: read-only (they are what Stripe sent); unprocessed ones can be
-queued for processing again."""
+processed again, which lifts a block (audited on the event's background work item)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from billing_project.admin_base import ReadOnlyAdmin
 
 from .models import StripeEvent
-from .services import stripe_event_enqueue
+from .services import stripe_event_reprocess
 
 
 @admin.register(StripeEvent)
@@ -25,7 +25,9 @@ class StripeEventAdmin(ReadOnlyAdmin):
     def reprocess(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
         pending = list(queryset.filter(processed_at=None).values_list("stripe_id", flat=True))
         for stripe_id in pending:
-            stripe_event_enqueue(stripe_id=stripe_id)
+            stripe_event_reprocess(
+                stripe_id=stripe_id, note=f"reprocessed by {request.user} from the Stripe events page"
+            )
         skipped = queryset.count() - len(pending)
         self.message_user(request, f"Queued {len(pending)} event(s) for processing.", messages.SUCCESS)
         if skipped:

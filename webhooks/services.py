@@ -6,20 +6,30 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from billing_project.errors import BillingError
 from billing_project.jobs import send_after_commit
+from billing_project.work import Item, work_attempt, work_due_again, work_held, work_retry_item
+from invoicing.providers import ProviderRejected
 
 from .handlers import HANDLERS, Apply
 from .models import StripeEvent
 
 logger = logging.getLogger(__name__)
+
+JOB = "webhooks.event"  # the WorkItem job of processing a stored event (object: its row)
+TASK = "webhooks.tasks.process_stripe_event"
+# Failures no retry can cure: Stripe refusing to show the object (it is not ours, or gone),
+# an event without an object id (ValueError), a domain refusal. Others back off first.
+PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, ValueError)
 
 
 class InvalidEvent(Exception):
@@ -94,9 +104,7 @@ def stripe_event_enqueue(*, stripe_id: str) -> None:
     """Queue the event's processing once the current transaction commits (the task must
     find the row). If the send fails, the row is committed all the same: Stripe must not
     be told to retry, and the sweeper (process_pending_stripe_events) queues it again."""
-    send_after_commit(
-        "webhooks.tasks.process_stripe_event", stripe_id, failure_event="stripe.event.enqueue_failed", event=stripe_id
-    )
+    send_after_commit(TASK, stripe_id, failure_event="stripe.event.enqueue_failed", event=stripe_id)
 
 
 def stripe_event_process(*, stripe_id: str) -> bool:
@@ -153,11 +161,38 @@ def _record_failure(*, stripe_id: str, error: BaseException) -> None:
         logger.exception("stripe.event.failure_not_recorded", extra={"event": stripe_id})
 
 
-def stripe_events_pending(*, older_than: timedelta, limit: int = 500) -> list[str]:
-    """Events never attempted although received a while ago: their enqueue was lost.
-    received_at is the database's clock (intake's now()), so its age is measured on it too."""
+def stripe_event_attempt(*, stripe_id: str) -> bool | None:
+    """One attempt to process the event, counted (billing_project.work): a failure backs
+    off, and the sweeper queues it again once due; one no retry can cure (Stripe refuses
+    to show the object, a malformed event, a domain refusal) blocks it at once, and so do
+    MAX_ATTEMPTS failures in a row. A blocked event waits for staff to reprocess it."""
+    pk = StripeEvent.objects.filter(stripe_id=stripe_id).values_list("pk", flat=True).first()
+    if pk is None:
+        return stripe_event_process(stripe_id=stripe_id)  # logs it: a retry cannot help
+    item = Item(job=JOB, object_id=pk, subject=stripe_id, task=TASK, task_args=(stripe_id,))
+    return work_attempt(item, partial(stripe_event_process, stripe_id=stripe_id), permanent=PERMANENT)
+
+
+def stripe_event_reprocess(*, stripe_id: str, note: str) -> None:
+    """Staff: process an unprocessed event again now, lifting its block if it has one
+    (audited on its WorkItem), else simply queueing it."""
+    pk = StripeEvent.objects.filter(stripe_id=stripe_id, processed_at=None).values_list("pk", flat=True).first()
+    if pk is None:
+        return
+    if work_retry_item(job=JOB, object_id=pk, note=note) is None:  # never failed: only queue it
+        stripe_event_enqueue(stripe_id=stripe_id)
+
+
+def stripe_events_pending(*, older_than: timedelta, limit: int = 500, now: datetime | None = None) -> list[str]:
+    """Events to queue: never attempted although received a while ago (their enqueue was
+    lost), or failed and past their back-off. Never a blocked one. received_at is the
+    database's clock (intake's now()), so its age is measured on it too; a back-off is on
+    the application's clock, as work_failed set it."""
+    now = now or timezone.now()
     return list(
-        StripeEvent.objects.filter(processed_at=None, attempts=0, received_at__lt=Now() - older_than)
+        StripeEvent.objects.filter(processed_at=None, received_at__lt=Now() - older_than)
+        .filter(Q(attempts=0) | work_due_again(job=JOB, now=now))
+        .exclude(work_held(job=JOB, now=now))
         .order_by("received_at")
         .values_list("stripe_id", flat=True)[:limit]
     )

@@ -44,20 +44,23 @@ def effects(stripe_id: str) -> int:
     return Group.objects.filter(name__startswith=f"effect {stripe_id} ").count()
 
 
-def test_a_handler_that_fails_once_applies_its_effect_exactly_once(flaky, django_capture_on_commit_callbacks):
+def test_a_handler_that_fails_once_applies_its_effect_exactly_once(flaky, django_capture_on_commit_callbacks, clock):
     event = make_event("test.flaky")
     with django_capture_on_commit_callbacks():
         assert post_event(event).status_code == 200
 
-    with pytest.raises(CardNetworkDown):
-        process_stripe_event(event["id"])
+    process_stripe_event(event["id"])  # fails: counted and backed off, not raised into Celery
     row = StripeEvent.objects.get()
     assert row.processed_at is None
     assert row.attempts == 1
     assert row.last_error == "CardNetworkDown: stripe unreachable"
     assert effects(event["id"]) == 0  # the failed attempt's write rolled back with it
+    process_stripe_event(event["id"])  # a stray delivery during the back-off: not attempted
+    row.refresh_from_db()
+    assert row.attempts == 1
 
-    process_stripe_event(event["id"])  # Celery's retry
+    clock.shift(timedelta(minutes=15))
+    process_stripe_event(event["id"])  # the sweeper's re-queue, once the back-off has passed
     process_stripe_event(event["id"])  # and a late duplicate delivery of the task
     assert post_event(event).json()["status"] == "duplicate"  # and Stripe's own retry
 
@@ -65,6 +68,16 @@ def test_a_handler_that_fails_once_applies_its_effect_exactly_once(flaky, django
     assert row.processed_at is not None
     assert row.attempts == 2
     assert effects(event["id"]) == 1
+
+
+def test_a_failing_handler_raises_to_its_caller(flaky):
+    event = make_event("test.flaky")
+    StripeEvent.objects.create(
+        stripe_id=event["id"], type=event["type"], livemode=False, created=timezone.now(), payload=event
+    )
+    with pytest.raises(CardNetworkDown):
+        stripe_event_process(stripe_id=event["id"])
+    assert stripe_event_process(stripe_id=event["id"]) is True
 
 
 def test_processing_an_unknown_event_id_is_a_logged_no_op(caplog):
