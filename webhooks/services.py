@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from billing_project.audit import acting_as
 from billing_project.errors import BillingError
 from billing_project.jobs import send_after_commit
 from billing_project.work import Item, work_attempt, work_due_again, work_held, work_retry_item
@@ -128,7 +129,8 @@ def stripe_event_process(*, stripe_id: str) -> bool:
         if handler is None:
             logger.info("stripe.event.unhandled", extra={"event": stripe_id, "type": event.type})
         apply = handler(event) if handler is not None else None  # Stripe, outside any transaction
-        applied = _apply(event_id=event.pk, apply=apply)
+        with acting_as(f"stripe:{stripe_id}"):  # the audit log names the event as the actor
+            applied = _apply(event_id=event.pk, apply=apply)
     except Exception as exc:
         _record_failure(stripe_id=stripe_id, error=exc)
         raise

@@ -80,3 +80,26 @@ def test_charge_refunded_reads_the_charge_with_nothing_locked(acme, watched_stri
 
     assert watch.calls == ["GET /v1/charges/ch_3SxZ00Qa7bC3dE4f"]
     assert watch.problems == []
+
+
+def test_what_a_webhook_changes_is_audited_with_the_event_as_its_actor(acme, watched_stripe):
+    """Item 9 of the fail-safe review: `invoice.paid` moved an invoice to paid with no audit
+    record at all. Now the invoice's change is logged, and its actor is the Stripe event."""
+    from auditlog.models import LogEntry
+
+    from billing_project.audit import api_actor_of
+
+    rsps, _ = watched_stripe
+    invoice = finalized(acme)
+    Invoice.objects.filter(pk=invoice.pk).update(stripe_invoice_id=STRIPE_INVOICE)
+    rsps.get(f"{API}/v1/invoices/{STRIPE_INVOICE}", json=ours(invoice, "invoice_paid"))
+    event = stored("invoice.paid", STRIPE_INVOICE)
+    assert stripe_event_process(stripe_id=event.stripe_id) is True
+    paid = [
+        e
+        for e in LogEntry.objects.get_for_object(invoice).filter(action=LogEntry.Action.UPDATE)
+        if "paid" in str((e.changes_dict or {}).get("status", ""))
+    ]
+    assert len(paid) == 1, [e.changes_dict for e in LogEntry.objects.get_for_object(invoice)]
+    assert api_actor_of(paid[0]) == f"stripe:{event.stripe_id}"
+    assert paid[0].actor is not None and paid[0].actor.username == "billing-system"
