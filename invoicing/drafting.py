@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Exists, Max, Min, OuterRef, Sum
+from django.db.models import Count, Max, Min, Sum
 
 from billing_project.money import CurrencyMismatch, Money, exponent, format_decimal, round_line
 from plans.models import BillableMetric, PlanVersion
@@ -242,16 +242,6 @@ def late_usage_lines(sub: Subscription, now: datetime) -> list[DraftLine]:
                 )
             )
     return lines
-
-
-def fees_due(sub: Subscription, *, upto: datetime) -> list[BillingPeriod]:
-    """Paid periods started by `upto` whose base fee is billed in advance and not yet."""
-    fee_billed = InvoiceLine.objects.filter(billing_period=OuterRef("pk"), kind=InvoiceLine.Kind.BASE_FEE)
-    return list(
-        BillingPeriod.objects.filter(subscription=sub, fee_in_advance=True, start__lte=upto)
-        .exclude(Exists(fee_billed))
-        .order_by("start", "id")
-    )
 
 
 def write_lines(invoice: Invoice, lines: list[DraftLine], first_position: int = 1) -> None:

@@ -32,7 +32,6 @@ from .drafting import (
     base_fee_line,
     charges_of,
     draft_create,
-    fees_due,
     late_usage_lines,
     proration_lines,
     usage_lines,
@@ -161,7 +160,7 @@ def invoice_close_periods(*, subscription_id: int, now: datetime | None = None) 
     cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
     closing = {p.end: p for p in selectors.periods_to_invoice(sub, cutoff=cutoff)}
     opening: dict[datetime, list[BillingPeriod]] = {}
-    for period in fees_due(sub, upto=cutoff):
+    for period in selectors.fees_due(sub, upto=cutoff):
         opening.setdefault(period.start, []).append(period)
     # one invoice per instant, in order, as if the close had run at each (a late run
     # makes the same invoices as punctual ones would have)

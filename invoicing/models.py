@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 # Amounts rounded to a minor unit: at most 4 digits after the point (CLF).
 AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
@@ -69,6 +70,12 @@ class Invoice(models.Model):
     seller = models.JSONField(default=dict, blank=True, help_text="Seller details as printed, frozen at finalization.")
     buyer = models.JSONField(default=dict, blank=True, help_text="Buyer details as printed, frozen at finalization.")
     created_at = models.DateTimeField(auto_now_add=True)
+    drafted_at = models.DateTimeField(
+        null=True,
+        editable=False,
+        db_default=Now(),
+        help_text="When the draft was written, on the database's clock (the one usage's received_at is on).",
+    )
     finalized_at = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)
     # collection: may change after finalization

@@ -10,10 +10,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, F, Max, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing_project.errors import NotFound
-from billing_project.money import exponent, format_decimal, round_line
+from billing_project.money import CurrencyMismatch, exponent, format_decimal, round_line
 from billing_project.work import work_held
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
@@ -25,7 +26,7 @@ from usage.selectors import usage_over
 
 from . import jobs
 from .documents import invoice_summary
-from .ledger import credit_balance
+from .ledger import credit_balance, credit_balances
 from .models import Invoice, InvoiceLine
 
 FINALIZED = ("open", "paid", "void", "uncollectible")
@@ -50,11 +51,14 @@ def invoice_owner(number: str) -> str | None:
 
 def billing_view(tenant: Tenant, *, now: datetime) -> dict[str, Any]:
     view = billing_state(tenant)
-    view["credit_balance"] = format_decimal(
-        credit_balance(tenant=tenant, currency=tenant.currency), exponent(tenant.currency)
-    )
-    view["invoices"] = [invoice_summary(i) for i in invoices_of(tenant, limit=5)]
+    # in the currency the subscription bills in (a credit in another currency applies to nothing of it)
     sub = latest_subscription(tenant)
+    currency = sub.plan_version.currency if sub is not None else tenant.currency
+    view["credit_balance"] = format_decimal(credit_balance(tenant=tenant, currency=currency), exponent(currency))
+    view["credit_balances"] = {
+        code: format_decimal(amount, exponent(code)) for code, amount in sorted(credit_balances(tenant=tenant).items())
+    }
+    view["invoices"] = [invoice_summary(i) for i in invoices_of(tenant, limit=5)]
     if sub is None or sub.status not in LIVE_STATUSES:
         view["cost_to_date"] = None
         return view
@@ -79,6 +83,8 @@ def _cost_to_date(sub: Subscription, *, now: datetime) -> tuple[list[dict[str, A
     usage_cost = {True: Decimal(0), False: Decimal(0)}  # invoiced or not
     usage_invoices: list[str] = []
     for period in periods:
+        if period.currency != currency:  # a cycle's periods share one currency; never add two
+            raise CurrencyMismatch(f"period {period.pk} bills in {period.currency}, the cycle in {currency}")
         version = versions_with_terms(PlanVersion.objects.filter(pk=period.plan_version_id)).get()
         charges = plan_spec_from_version(version).charges
         metrics = {m.code: m for m in BillableMetric.objects.filter(code__in=[c.metric for c in charges])}
@@ -89,7 +95,9 @@ def _cost_to_date(sub: Subscription, *, now: datetime) -> tuple[list[dict[str, A
             used = usage_over(
                 tenant_id=sub.tenant_id, metric=metrics[charge.metric], start=period.start, end=min(period.end, end)
             ) or Decimal(0)
-            cost = Decimal(0) if period.kind == BillingPeriod.Kind.TRIAL else price(charge, used, currency).amount
+            cost = (
+                Decimal(0) if period.kind == BillingPeriod.Kind.TRIAL else price(charge, used, period.currency).amount
+            )
             usage_cost[invoice is not None] += cost
             entry = usage.setdefault(
                 charge.metric, {"metric": charge.metric, "model": charge.model, "cost": Decimal(0)}
@@ -124,7 +132,7 @@ def _cost_to_date(sub: Subscription, *, now: datetime) -> tuple[list[dict[str, A
         if billed:
             fee_lines += billed
         else:
-            fee_due += round_line(PlanVersion.objects.get(pk=period.plan_version_id).base_fee, currency)
+            fee_due += round_line(PlanVersion.objects.get(pk=period.plan_version_id).base_fee, period.currency)
     fee_invoiced = sum((line.amount for line in fee_lines), Decimal(0))
     prorations = list(ProrationItem.objects.filter(subscription=sub, event__at__gte=sub.current_period_start))
     proration = {
@@ -206,16 +214,28 @@ def subscriptions_to_invoice(*, cutoff: datetime, limit: int, now: datetime) -> 
     return list(due.order_by("pk").values_list("pk", flat=True)[:limit])
 
 
+def fees_due(sub: Subscription, *, upto: datetime) -> list[BillingPeriod]:
+    """Paid periods started by `upto` whose base fee is billed in advance and not yet."""
+    fee_billed = InvoiceLine.objects.filter(billing_period=OuterRef("pk"), kind=InvoiceLine.Kind.BASE_FEE)
+    return list(
+        BillingPeriod.objects.filter(subscription=sub, fee_in_advance=True, start__lte=upto)
+        .exclude(Exists(fee_billed))
+        .order_by("start", "id")
+    )
+
+
 def late_usage_due(*, now: datetime) -> list[int]:
     """Subscriptions that ended within LATE_USAGE_WINDOW_DAYS and received usage after their
     last invoice was drafted: no period is left to carry it, so it gets its own invoice.
     (A pre-filter only; the invoice compares prices. The hour of margin covers ingest
-    transactions that started before the draft and committed after it.)"""
+    transactions that started before the draft and committed after it.) Both instants are
+    on the database's clock: usage's received_at, and the draft's drafted_at (invoices
+    drafted before it was kept fall back to created_at, the service's clock)."""
     since = now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
     ended = (
         Subscription.objects.filter(status__in=("canceled", "ended"), ended_at__gte=since)
         .exclude(work_held(job=jobs.LATE_USAGE, now=now))
-        .annotate(last_drafted=Max("invoices__created_at"))
+        .annotate(last_drafted=Max(Coalesce("invoices__drafted_at", "invoices__created_at")))
     )
     due = []
     # every subscription ended within the window is looked at (one EXISTS each): a limit

@@ -264,3 +264,28 @@ def test_usage_a_moment_before_cancelling_now_is_billed(api, acme, reporter):
     invoices_close_due(now=LATER)
     closing = Invoice.objects.get(period_end=cancel_at)
     assert ("usage", "active_users", Decimal("6.00")) in amounts(closing)
+
+
+def test_late_usage_is_found_whatever_the_services_clock_says(api, acme, reporter, settings):
+    """The look-back compared usage's received_at (the database's clock) with the last draft's
+    created_at (the service's): with the service's clock ahead of the database's by more than
+    the hour of margin, late usage was never found. The draft's drafted_at is on the
+    database's clock, as received_at is."""
+    from invoicing.services import invoices_late_usage_due
+    from subscriptions.services import subscription_cancel
+
+    settings.LATE_USAGE_WINDOW_DAYS = 40_000  # the service's clock below is a century ahead
+    ahead = datetime(2126, 1, 1, tzinfo=UTC)
+    subscription_create(tenant=acme, plan_code="enterprise", actor="t", at=T0)
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 3, tzinfo=UTC), n=2, user_ref="u")
+    subscription_cancel(tenant=acme, at_period_end=False, actor="t", reason="", at=datetime(2026, 1, 10, tzinfo=UTC))
+    with time_machine.travel(ahead, tick=False):
+        invoices_close_due(now=ahead)
+    drafted = Invoice.objects.order_by("-created_at").first()
+    assert drafted is not None
+    assert drafted.created_at == ahead  # the service's clock
+    assert drafted.drafted_at is not None
+    assert drafted.drafted_at < ahead
+    report(api, reporter, "active_users", 1, datetime(2026, 1, 5, tzinfo=UTC), n=1, user_ref="late")
+    with time_machine.travel(ahead, tick=False):
+        assert invoices_late_usage_due(now=ahead) == 1

@@ -50,3 +50,19 @@ def test_proration_items_carry_the_periods_currency(catalog):
     assert items
     assert {i.currency for i in items} == {"USD"}
     assert sum((i.amount for i in items), Decimal(0)) != 0
+
+
+def test_the_billing_view_shows_credit_in_the_subscriptions_currency_and_every_balance(catalog, api, make_key):
+    """The view's credit balance took the tenant's currency, not the one the subscription bills in."""
+    from billing_project.money import Money
+    from invoicing.ledger import credit_grant
+
+    tenant = tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]
+    subscription_create(tenant=tenant, plan_code="enterprise", actor="t", at=NOW - timedelta(days=3))
+    credit_grant(tenant=tenant, amount=Money(Decimal("25.00"), "USD"), reason="goodwill", actor="t")
+    credit_grant(tenant=tenant, amount=Money(Decimal("7.50"), "EUR"), reason="old balance", actor="t")
+    Tenant.objects.filter(pk=tenant.pk).update(currency="EUR")  # below the services' guard
+    key = make_key("service", scopes=["billing:read"])
+    view = api.get("/api/v1/tenants/acme/billing", **key.header).json()
+    assert view["credit_balance"] == "25.00"
+    assert view["credit_balances"] == {"EUR": "7.50", "USD": "25.00"}

@@ -102,4 +102,5 @@ def test_what_a_webhook_changes_is_audited_with_the_event_as_its_actor(acme, wat
     ]
     assert len(paid) == 1, [e.changes_dict for e in LogEntry.objects.get_for_object(invoice)]
     assert api_actor_of(paid[0]) == f"stripe:{event.stripe_id}"
-    assert paid[0].actor is not None and paid[0].actor.username == "billing-system"
+    assert paid[0].actor is not None
+    assert paid[0].actor.username == "billing-system"
