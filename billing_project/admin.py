@@ -124,7 +124,7 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])  # superusers: keys are theirs
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
         if "apply" in request.POST:
             form = RevokeForm(request.POST)

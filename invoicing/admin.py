@@ -6,7 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -99,10 +101,15 @@ class InvoiceAdmin(ReadOnlyAdmin):
         return [path("<int:pk>/document/", view, name="invoicing_invoice_document"), *super().get_urls()]
 
     def document_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        # the permission before the lookup: whether an invoice exists is not for everyone to learn
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         invoice = get_object_or_404(Invoice, pk=pk)
         if not self.has_view_permission(request, invoice):
-            return HttpResponse(status=403)
-        return HttpResponse(invoice_html(invoice))
+            raise PermissionDenied
+        response = HttpResponse(invoice_html(invoice))
+        response["Content-Security-Policy"] = settings.CSP_DOCUMENT  # the document, not the admin around it
+        return response
 
 
 @admin.register(CreditEntry)
