@@ -67,7 +67,8 @@ def test_every_admin_action_declares_its_permission_and_is_in_the_matrix(admin_u
     request.user = admin_user
     found = set()
     for model, model_admin in MODELS:
-        for name, (function, _, _) in model_admin.get_actions(request).items():
+        actions: dict[str, Any] = model_admin.get_actions(request)
+        for name, (function, _, _) in actions.items():
             if name == "delete_selected":
                 continue
             assert getattr(function, "allowed_permissions", None), f"{model._meta.label}.{name} declares no permission"
