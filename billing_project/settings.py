@@ -71,6 +71,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "auditlog",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "djstripe",
     "billing_project.apps.BillingProjectConfig",
     "plans.apps.PlansConfig",
@@ -79,6 +81,8 @@ INSTALLED_APPS = [
     "entitlements.apps.EntitlementsConfig",
     "invoicing.apps.InvoicingConfig",
     "webhooks.apps.WebhooksConfig",
+    "approvals.apps.ApprovalsConfig",
+    "console.apps.ConsoleConfig",
 ]
 
 MIDDLEWARE = [
@@ -355,6 +359,12 @@ SPECTACULAR_SETTINGS = {
         "billing_project.api_schema.document_errors",
     ],
 }
+
+# ---------------------------------------------------------------- Four eyes
+# Above these amounts (per currency) a credit, refund or credit note waits for a second
+# person's approval; a currency not listed always does. "USD:500,EUR:500,JPY:75000".
+APPROVAL_THRESHOLDS = env.str("APPROVAL_THRESHOLDS", default="USD:500,EUR:500,GBP:500,JPY:75000")
+APPROVAL_EXPIRY_DAYS = env.int("APPROVAL_EXPIRY_DAYS", default=7)
 
 # ---------------------------------------------------------------- Entitlements
 # A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
