@@ -35,6 +35,7 @@ _FINANCE = [
     ("invoicing", "add_*"),
     ("invoicing", "grant_*"),
     ("invoicing", "issue_*"),
+    ("invoicing", "refund_*"),
     ("invoicing", "propose_*"),
     ("webhooks", "reprocess_*"),
     ("billing_project", "view_taskfailure"),

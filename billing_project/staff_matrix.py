@@ -52,6 +52,7 @@ PAGES: dict[str, dict[str, str]] = {
     "invoicing.Invoice": _finance("v", support="v"),
     "invoicing.CreditEntry": _finance("v"),
     "invoicing.CreditNote": _finance("v"),
+    "invoicing.Refund": _finance("v"),  # requested and followed through the services (admin actions)
     "webhooks.StripeEvent": _finance("v"),
     # operations
     "billing_project.TaskFailure": _finance("vc"),

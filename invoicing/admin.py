@@ -20,7 +20,7 @@ from billing_project.money import exponent, format_decimal
 
 from . import jobs
 from .documents import invoice_html
-from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .models import CreditEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLine, Refund
 
 
 class InvoiceLineInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -138,7 +138,23 @@ class CreditNoteLineInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdmin):
-    list_display = ["number", "invoice", "tenant", "total", "currency", "reason", "actor", "created_at"]
+    list_display = ["number", "invoice", "tenant", "total", "currency", "settlement", "reason", "actor", "created_at"]
     search_fields = ["number", "invoice__number", "tenant__external_id"]
     list_select_related = ["invoice", "tenant"]
     inlines = [CreditNoteLineInline]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    """Refunds as they go: requested, awaiting approval, submitted to Stripe, succeeded (with
+    the credit note that corrected the books) or failed (with the reason)."""
+
+    list_display = ["pk", "invoice", "tenant", "refund_amount", "status", "requested_by", "created_at"]
+    list_filter = ["status", "currency"]
+    search_fields = ["invoice__number", "tenant__external_id", "stripe_refund_id", "requested_by"]
+    list_select_related = ["invoice", "tenant"]
+    exclude = ["submit_lease_until"]
+
+    @admin.display(description="amount")
+    def refund_amount(self, obj: Refund) -> str:
+        return money(obj.amount, obj.currency)

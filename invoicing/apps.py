@@ -16,6 +16,8 @@ class InvoicingConfig(AppConfig):
 
         # Every change of money state, with its actor (a staff member, a key, `task:…`,
         # `stripe:evt_…`): invoices as they move from draft to paid, void or uncollectible,
-        # every credit entry and credit note (lines are part of what they belong to).
+        # every credit entry, credit note and refund (lines are part of what they belong to).
         for model in (models.Invoice, models.CreditEntry, models.CreditNote):
             auditlog.register(model)
+        # a refund's every move (the submission lease is bookkeeping, not a decision)
+        auditlog.register(models.Refund, exclude_fields=["submit_lease_until"])

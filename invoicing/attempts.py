@@ -1,5 +1,5 @@
 """Invoicing's swept work, one attempt at a time (billing_project.work): collecting an
-invoice at Stripe and a dunning retry. A failure is counted on the item and backed off; a
+invoice at Stripe, a dunning retry and sending a refund to Stripe. A failure is counted on the item and backed off; a
 refusal (Stripe refused it, totals disagree) blocks it at once, where staff see it with the
 reason; the sweepers leave blocked and backing-off items alone. The period close and late
 usage count theirs in issuing.py, per subscription."""
@@ -11,8 +11,9 @@ from datetime import datetime
 from billing_project.work import Item, work_attempt
 
 from . import jobs
-from .models import Invoice
+from .models import Invoice, Refund
 from .payments import invoice_collect, invoice_retry_payment
+from .refunds import refund_submit, refunds_awaiting_submission
 from .selectors import invoices_awaiting_collection
 
 
@@ -48,4 +49,33 @@ def invoices_collect_pending(*, now: datetime | None = None) -> int:
     pending = invoices_awaiting_collection(now=now)
     for invoice_id in pending:
         jobs.collect_after_commit(invoice_id)
+    return len(pending)
+
+
+def refund_submit_attempt(*, refund_id: int, now: datetime | None = None) -> Refund | None:
+    """One attempt to send a refund to Stripe (refunds.refund_submit), counted: Stripe
+    unreachable backs off (the refund stays requested; the sweeper sends it again once due)
+    and blocks after MAX_ATTEMPTS; Stripe refusing is no failure of the work (the refund is
+    failed, with Stripe's reason)."""
+
+    def subject() -> str:
+        refund = Refund.objects.select_related("invoice").get(pk=refund_id)
+        return f"refund {refund.pk} of {refund.invoice}: {refund.amount} {refund.currency}"
+
+    item = Item(
+        job=jobs.REFUND_SUBMIT,
+        object_id=refund_id,
+        subject=subject,
+        task=jobs.REFUND_SUBMIT_TASK,
+        task_args=(refund_id,),
+    )
+    return work_attempt(item, lambda: refund_submit(refund_id=refund_id, now=now), permanent=jobs.PERMANENT, now=now)
+
+
+def refunds_submit_pending(*, now: datetime | None = None) -> int:
+    """The refund sweeper: queue again the requested refunds never submitted, except what is
+    blocked or backing off."""
+    pending = refunds_awaiting_submission(now=now)
+    for refund_id in pending:
+        jobs.refund_submit_after_commit(refund_id)
     return len(pending)

@@ -6,6 +6,7 @@ the credited amount to the tenant's credit balance, in the invoice's currency.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from billing_project.money import Money, round_line
 from subscriptions.locks import tenant_select_for_update
 
 from .ledger import credit_from_invoice, next_invoice_number
-from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, Refund
 
 CREDITABLE = (
     InvoiceLine.Kind.BASE_FEE,
@@ -30,6 +31,38 @@ CREDITABLE = (
 )
 
 
+@dataclass(frozen=True)
+class CreditRoom:
+    """What is left to credit on a paid invoice: in all (its subtotal and tax, negative lines
+    counted, less every credit note so far) and per charge line, by position."""
+
+    total: Decimal
+    lines: dict[int, tuple[InvoiceLine, Decimal]]
+
+
+def credit_room(*, invoice: Invoice) -> CreditRoom:
+    """Read under the invoice's lock (the caller's): credit notes of the invoice serialise on it."""
+    credited = dict(
+        CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
+        .values("invoice_line_id")
+        .annotate(s=Sum("amount"))
+        .values_list("invoice_line_id", "s")
+    )
+    lines = {
+        x.position: (x, x.amount - credited.get(x.pk, Decimal(0)))
+        for x in invoice.lines.filter(kind__in=CREDITABLE, amount__gt=0).order_by("position")
+    }
+    return CreditRoom(total=invoice.subtotal + invoice.tax - sum(credited.values(), Decimal(0)), lines=lines)
+
+
+def refunds_in_flight(*, invoice: Invoice) -> Decimal:
+    """Refunds of the invoice not settled yet (requested, awaiting approval, submitted): each
+    will need a credit note of its amount once Stripe confirms it."""
+    pending = (Refund.Status.REQUESTED, Refund.Status.AWAITING_APPROVAL, Refund.Status.SUBMITTED)
+    total = invoice.refunds.filter(status__in=pending).aggregate(s=Sum("amount"))["s"]
+    return total or Decimal(0)
+
+
 @transaction.atomic
 def credit_note_issue(
     *,
@@ -37,17 +70,23 @@ def credit_note_issue(
     reason: str,
     actor: str,
     lines: dict[int, Decimal] | None = None,
+    settlement: str = CreditNote.Settlement.CREDIT,
     now: datetime | None = None,
 ) -> CreditNote:
     """Correct a paid invoice with a credit note: `lines` maps a line's position to the
-    amount credited on it (all that is left when omitted). The amount goes to the tenant's
-    credit balance. Neither a line nor the invoice is ever credited beyond what it charged
-    (its subtotal and tax: negative lines such as proration count), however many notes and
-    however concurrent (the invoice row lock serialises them). An unpaid invoice is voided
-    instead, so a note never gives credit for money that was not paid."""
+    amount credited on it (all that is left when omitted). Settled as credit (the default),
+    the amount goes to the tenant's credit balance; settled by refund (invoicing.refunds,
+    once Stripe returned the money), no credit is granted. Neither a line nor the invoice is
+    ever credited beyond what it charged (its subtotal and tax: negative lines such as
+    proration count), however many notes and however concurrent (the invoice row lock
+    serialises them); a credit note also leaves room for the refunds still in flight, whose
+    own notes come when Stripe confirms them. An unpaid invoice is voided instead, so a note
+    never gives credit for money that was not paid."""
     now = now or timezone.now()
     if not reason.strip():
         raise InvalidRequest("Say why the invoice is corrected.", code="validation_error")
+    if settlement not in CreditNote.Settlement.values:
+        raise InvalidRequest(f"Unknown settlement {settlement!r}.", code="validation_error")
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)  # then the tenant: the order of voiding
     if invoice.status != Invoice.Status.PAID:
         raise Conflict(
@@ -55,15 +94,14 @@ def credit_note_issue(
             code="invoice_not_creditable",
         )
     tenant_select_for_update(tenant_id=invoice.tenant_id)
-    credited = dict(
-        CreditNoteLine.objects.filter(invoice_line__invoice=invoice)
-        .values("invoice_line_id")
-        .annotate(s=Sum("amount"))
-        .values_list("invoice_line_id", "s")
-    )
-    charge_lines = {x.position: x for x in invoice.lines.filter(kind__in=CREDITABLE, amount__gt=0)}
-    # what the invoice charged in all (negative lines included) less what notes gave back
-    invoice_left = invoice.subtotal + invoice.tax - sum(credited.values(), Decimal(0))
+    room = credit_room(invoice=invoice)
+    charge_lines = {pos: line for pos, (line, _) in room.lines.items()}
+    credited = {line.pk: line.amount - left for line, left in room.lines.values()}
+    # what the invoice charged in all (negative lines included) less what notes gave back,
+    # less what refunds in flight will take (a refund's own note is that reservation)
+    invoice_left = room.total
+    if settlement == CreditNote.Settlement.CREDIT:
+        invoice_left -= refunds_in_flight(invoice=invoice)
     if lines is not None:
         wanted = lines
     else:  # everything left, line by line, until the invoice's own limit
@@ -101,6 +139,7 @@ def credit_note_issue(
         number=next_invoice_number(series=settings.CREDIT_NOTE_SERIES, year=now.year),
         currency=invoice.currency,
         total=total,
+        settlement=settlement,
         reason=reason.strip(),
         actor=actor,
     )
@@ -110,10 +149,11 @@ def credit_note_issue(
             for line, amount in note_lines
         ]
     )
-    credit_from_invoice(
-        invoice=invoice,
-        amount=Money(total, invoice.currency),
-        reason=f"credit note {note.number}: {note.reason}",
-        actor=actor,
-    )
+    if settlement == CreditNote.Settlement.CREDIT:  # a refund's note: the money went back in cash
+        credit_from_invoice(
+            invoice=invoice,
+            amount=Money(total, invoice.currency),
+            reason=f"credit note {note.number}: {note.reason}",
+            actor=actor,
+        )
     return note

@@ -16,6 +16,7 @@ COLLECT = "invoicing.collect"  # an invoice pushed to Stripe for collection (obj
 PAYMENT_RETRY = "invoicing.payment_retry"  # a dunning retry of an open invoice (object: the invoice)
 CLOSE = "invoicing.close"  # a subscription's period close (object: the subscription)
 LATE_USAGE = "invoicing.late_usage"  # late usage of an ended subscription (object: the subscription)
+REFUND_SUBMIT = "invoicing.refund_submit"  # a refund sent to Stripe (object: the refund)
 
 # Failures no retry can cure: Stripe refusing the request (not a declined card, which
 # dunning handles), a domain refusal (Stripe's totals disagree with ours, a status that
@@ -24,6 +25,7 @@ PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, Cu
 
 COLLECT_TASK = "invoicing.tasks.collect_invoice"
 PAYMENT_RETRY_TASK = "invoicing.tasks.retry_payment"
+REFUND_SUBMIT_TASK = "invoicing.tasks.submit_refund"
 
 
 def collect_after_commit(invoice_id: int) -> None:
@@ -36,3 +38,12 @@ def collect_after_commit(invoice_id: int) -> None:
             failure_event="invoicing.collect_enqueue_failed",
             invoice_id=invoice_id,
         )
+
+
+def refund_submit_after_commit(refund_id: int) -> None:
+    """Send the refund to Stripe once it is committed as requested. A lost send is picked up
+    by the sweeper (refunds.refunds_submit_pending). Not gated on STRIPE_COLLECTION_ENABLED:
+    a refund of an invoice Stripe collected goes back through Stripe, or not at all."""
+    send_after_commit(
+        REFUND_SUBMIT_TASK, refund_id, failure_event="invoicing.refund_enqueue_failed", refund_id=refund_id
+    )

@@ -188,14 +188,26 @@ class CreditEntry(models.Model):
 
 class CreditNote(models.Model):
     """A correction of a finalized invoice: never an edit of it. Numbered gaplessly in its
-    own series (CN-2026-000001) and append-only. The credited amount goes to the tenant's
-    credit balance (a ledger grant), where the next invoices use it."""
+    own series (CN-2026-000001) and append-only. How it is settled: as credit (the amount
+    goes to the tenant's credit balance, a ledger grant, where the next invoices use it) or
+    by a refund (the money went back in cash through Stripe: no ledger grant)."""
+
+    class Settlement(models.TextChoices):
+        CREDIT = "credit", "Credit to the tenant's balance"
+        REFUND = "refund", "Refunded in cash (no credit granted)"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
     tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="credit_notes")
     number = models.CharField(max_length=32, unique=True)
     currency = models.CharField(max_length=3)
     total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    settlement = models.CharField(
+        max_length=6,
+        choices=Settlement.choices,
+        default=Settlement.CREDIT,
+        db_default=Settlement.CREDIT,
+        help_text="Credit: the amount went to the tenant's credit balance. Refund: it went back in cash.",
+    )
     reason = models.TextField()
     actor = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -220,3 +232,71 @@ class CreditNoteLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.description}: {self.amount}"
+
+
+class Refund(models.Model):
+    """Money paid on an invoice going back to the customer through Stripe, in full or in
+    part. Its life: requested (or awaiting approval first, above the four-eyes threshold)
+    → submitted to Stripe → succeeded | failed. A succeeded refund corrects the books with
+    a credit note of the same amount settled by refund (no ledger credit), so an invoice's
+    total paid, its refunds and its credit notes always reconcile. Every refund not failed
+    reserves its amount: the refunds of an invoice never exceed what was paid."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested (to be sent to Stripe)"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting a second person's approval"
+        SUBMITTED = "submitted", "Submitted to Stripe (awaiting its confirmation)"
+        SUCCEEDED = "succeeded", "Succeeded (money returned, credit note issued)"
+        FAILED = "failed", "Failed (nothing refunded, books unchanged)"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="refunds")
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="refunds")
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    currency = models.CharField(max_length=3, help_text="Always the invoice's.")
+    reason = models.TextField(help_text="Why the money goes back, as the staff member gave it.")
+    status = models.CharField(max_length=17, choices=Status.choices, default=Status.REQUESTED)
+    request_key = models.CharField(
+        max_length=255, help_text="The request's idempotency token: the same request sent again is this refund."
+    )
+    requested_by = models.CharField(max_length=200, help_text="Who asked: staff:<name>, agent:<key>, …")
+    stripe_refund_id = models.CharField(max_length=255, blank=True, default="")
+    failure_reason = models.TextField(blank=True, help_text="Why nothing was refunded (Stripe's reason, a rejection).")
+    credit_note = models.OneToOneField(
+        CreditNote, on_delete=models.PROTECT, null=True, blank=True, related_name="refund"
+    )
+    # While a submission to Stripe runs: a concurrent one leaves the refund alone until then.
+    # Past it (the process died mid-call), the sweeper submits again with the same key.
+    submit_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("refund_invoice", "Can refund paid invoices")]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "request_key"], name="refund_request_key_per_invoice"),
+            models.UniqueConstraint(
+                fields=["stripe_refund_id"], condition=~Q(stripe_refund_id=""), name="refund_stripe_id_unique"
+            ),
+            models.CheckConstraint(name="refund_amount_positive", condition=Q(amount__gt=0)),
+            # succeeded exactly when the books were corrected; at Stripe once submitted
+            models.CheckConstraint(
+                name="refund_succeeded_iff_credit_note",
+                condition=(Q(status="succeeded") & Q(credit_note__isnull=False) & Q(succeeded_at__isnull=False))
+                | (~Q(status="succeeded") & Q(credit_note__isnull=True)),
+            ),
+            models.CheckConstraint(
+                name="refund_at_stripe_once_submitted",
+                condition=~Q(status__in=["submitted", "succeeded"]) | ~Q(stripe_refund_id=""),
+            ),
+            models.CheckConstraint(
+                name="refund_failed_has_reason",
+                condition=~Q(status="failed") | (Q(failed_at__isnull=False) & ~Q(failure_reason="")),
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="refund_status_created")]
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} of {self.invoice_id}: {self.amount} {self.currency} ({self.status})"

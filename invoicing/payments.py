@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_project.errors import Conflict, ProviderDown, ProviderRefused, invalid_field
-from billing_project.money import Money, exponent, format_decimal
+from billing_project.money import exponent, format_decimal
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
 from subscriptions.selectors import live_subscription
@@ -163,28 +163,6 @@ def invoice_retry_payment(*, invoice_id: int, now: datetime | None = None) -> In
         logger.info("payments.retry_declined", extra={"invoice_id": invoice.pk, "retry": retry, "error": str(exc)})
     invoice_sync_from_stripe(stripe_invoice_id=invoice.stripe_invoice_id)
     return invoice_retry_recorded(invoice_id=invoice.pk, retry=retry, now=now)
-
-
-@dataclass(frozen=True)
-class RefundSync:
-    stripe_charge_id: str
-    refunded: Money
-    fully_refunded: bool
-
-
-def charge_refund_sync(*, stripe_charge_id: str) -> RefundSync:
-    """What Stripe has refunded of a charge, as it stands now (refund records: a later issue)."""
-    charge = providers.charge_fetch(stripe_charge_id)
-    result = RefundSync(
-        stripe_charge_id=charge.charge_id,
-        refunded=Money(charge.amount_refunded, charge.currency),
-        fully_refunded=charge.refunded,
-    )
-    logger.info(
-        "payments.charge_refunded",
-        extra={"stripe_charge_id": charge.charge_id, "refunded": str(result.refunded), "full": charge.refunded},
-    )
-    return result
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 - issuing.py: the period close, credit on drafts, finalization with the next number;
 - collection.py: paid, payment failed, dunning retries, void, uncollectible, through
   one status transition table that mirrors the database guard;
-- corrections.py: credit notes;
+- corrections.py: credit notes (settled as credit, or by a refund);
+- refunds.py: refunds through Stripe, from request to Stripe's confirmation;
 - selectors.py: what each beat job has due.
 
 Callers import from here; the modules behind may move.
@@ -33,11 +34,22 @@ from .issuing import (
     invoices_late_usage_due,
 )
 from .jobs import collect_after_commit
+from .refunds import (
+    RefundTotals,
+    refund_approve_ready,
+    refund_cancel,
+    refund_request,
+    refund_submit,
+    refund_sync_apply,
+    refund_totals,
+    refundable,
+)
 from .selectors import invoices_awaiting_collection, late_usage_due, payment_retries_due
 
 __all__ = [
     "CREDITABLE",
     "TRANSITIONS",
+    "RefundTotals",
     "collect_after_commit",
     "credit_note_issue",
     "events_behind",
@@ -56,4 +68,11 @@ __all__ = [
     "invoices_late_usage_due",
     "late_usage_due",
     "payment_retries_due",
+    "refund_approve_ready",
+    "refund_cancel",
+    "refund_request",
+    "refund_submit",
+    "refund_sync_apply",
+    "refund_totals",
+    "refundable",
 ]

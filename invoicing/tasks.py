@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from billing_project.tasks import BillingTask
 
-from .attempts import invoice_collect_attempt, invoice_retry_payment_attempt, invoices_collect_pending
+from .attempts import (
+    invoice_collect_attempt,
+    invoice_retry_payment_attempt,
+    invoices_collect_pending,
+    refund_submit_attempt,
+    refunds_submit_pending,
+)
 from .services import invoices_close_due, invoices_late_usage_due, payment_retries_due
 
 
@@ -53,3 +59,17 @@ def retry_due_payments() -> int:
 def retry_payment(invoice_id: int) -> None:
     """One dunning retry, with its own idempotency key (a redelivery never charges twice)."""
     invoice_retry_payment_attempt(invoice_id=invoice_id)
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def submit_refund(refund_id: int) -> None:
+    """Send one requested refund to Stripe (key refund-<id>: a redelivery never refunds
+    twice). Stripe unreachable: tried again by the sweeper after a back-off."""
+    refund_submit_attempt(refund_id=refund_id)
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def submit_pending_refunds() -> int:
+    """Every 5 minutes (beat): queue again requested refunds never submitted (not those
+    blocked or backing off)."""
+    return refunds_submit_pending()

@@ -66,10 +66,18 @@ def invoice_changed(event: StripeEvent) -> Apply:
 
 @handles("charge.refunded")
 def charge_refunded(event: StripeEvent) -> Apply:
-    from invoicing.payments import charge_refund_sync
+    from invoicing.refunds import refund_charge_fetch, refunds_sync_apply
 
-    synced = charge_refund_sync(stripe_charge_id=object_id(event))  # refund records: a later issue
-    return lambda: synced
+    remotes = refund_charge_fetch(stripe_charge_id=object_id(event))  # the charge's refunds, as Stripe has them
+    return lambda: refunds_sync_apply(remotes=remotes)
+
+
+@handles("refund.created", "refund.updated", "refund.failed")
+def refund_changed(event: StripeEvent) -> Apply:
+    from invoicing.refunds import refund_sync_apply, refund_sync_fetch
+
+    remote = refund_sync_fetch(stripe_refund_id=object_id(event))
+    return lambda: refund_sync_apply(remote=remote)
 
 
 @handles("checkout.session.completed")

@@ -13,6 +13,7 @@ from .base import (
     RemoteCharge,
     RemoteCheckoutSession,
     RemoteInvoice,
+    RemoteInvoicePayment,
     RemoteRefund,
 )
 from .stripe_adapter import (
@@ -24,8 +25,12 @@ from .stripe_adapter import (
     invoice_fetch,
     invoice_finalize_remote,
     invoice_pay,
+    invoice_payments,
     invoice_push,
     refund_create,
+    refund_fetch,
+    refund_find,
+    refunds_of_charge,
 )
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "RemoteCharge",
     "RemoteCheckoutSession",
     "RemoteInvoice",
+    "RemoteInvoicePayment",
     "RemoteRefund",
     "charge_fetch",
     "checkout_session_create",
@@ -46,6 +52,10 @@ __all__ = [
     "invoice_fetch",
     "invoice_finalize_remote",
     "invoice_pay",
+    "invoice_payments",
     "invoice_push",
     "refund_create",
+    "refund_fetch",
+    "refund_find",
+    "refunds_of_charge",
 ]

@@ -69,9 +69,24 @@ class RemoteCharge:
 @dataclass(frozen=True)
 class RemoteRefund:
     refund_id: str
-    status: str
+    status: str  # pending | requires_action | succeeded | failed | canceled
     currency: str
     amount: Decimal
+    charge_id: str
+    payment_intent: str = ""
+    failure_reason: str = ""  # Stripe's code when failed (lost_or_stolen_card, …), else ""
+    billing_refund_id: int | None = None  # ours, from the metadata we stamp on it
+
+
+@dataclass(frozen=True)
+class RemoteInvoicePayment:
+    """A payment Stripe allocated to an invoice: what a refund of the invoice goes back through."""
+
+    payment_id: str
+    status: str  # open | paid | canceled
+    currency: str
+    amount_paid: Decimal
+    payment_intent: str  # the payment intent, or "" when the payment is a bare charge
     charge_id: str
 
 

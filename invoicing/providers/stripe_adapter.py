@@ -4,7 +4,7 @@ Every call goes through stripe-python's `StripeClient` with the pinned API versi
 (`STRIPE_API_VERSION`), the test or live key, and `STRIPE_API_BASE` when set (a local
 fake Stripe). Every write carries an idempotency key derived from our own record
 (`customer-{tenant.pk}-{digest of its details}`, `inv-{invoice.pk}-create`, `inv-{invoice.pk}-item-{position}`,
-`inv-{invoice.pk}-finalize`), so a retry within Stripe's 24 h key window returns the
+`inv-{invoice.pk}-finalize`, `refund-{refund.pk}`), so a retry within Stripe's 24 h key window returns the
 first result. Because Stripe forgets keys after that, a write that may be a retry first
 looks for what an earlier attempt made (by the metadata we stamp on every object).
 
@@ -48,6 +48,7 @@ from .base import (
     RemoteCharge,
     RemoteCheckoutSession,
     RemoteInvoice,
+    RemoteInvoicePayment,
     RemoteRefund,
 )
 
@@ -397,6 +398,26 @@ def charge_fetch(charge_id: str) -> RemoteCharge:
     )
 
 
+def _ref(value: Any) -> str:
+    """An expandable field's id, whether Stripe sent the id or the object."""
+    return value if isinstance(value, str) else str((value or {}).get("id") or "")
+
+
+def _refund(obj: dict[str, Any]) -> RemoteRefund:
+    currency = str(obj["currency"])
+    ours = (obj.get("metadata") or {}).get("billing_refund_id")
+    return RemoteRefund(
+        refund_id=str(obj["id"]),
+        status=str(obj.get("status") or ""),
+        currency=currency.upper(),
+        amount=_money(obj.get("amount"), currency),
+        charge_id=_ref(obj.get("charge")),
+        payment_intent=_ref(obj.get("payment_intent")),
+        failure_reason=str(obj.get("failure_reason") or ""),
+        billing_refund_id=int(ours) if isinstance(ours, str) and ours.isdigit() else None,
+    )
+
+
 def refund_create(
     *,
     amount: Money,
@@ -404,29 +425,71 @@ def refund_create(
     idempotency_key: str,
     charge_id: str | None = None,
     payment_intent: str | None = None,
+    billing_refund_id: int | None = None,
 ) -> RemoteRefund:
     """Refund (part of) a charge or payment intent. `reason` is Stripe's enum when it is one,
-    else it travels as metadata only."""
+    else it travels as metadata only; `billing_refund_id` (our Refund) is stamped in the
+    metadata, so refund_find finds it after Stripe forgot the key."""
     if bool(charge_id) == bool(payment_intent):
         raise ValueError("give exactly one of charge_id and payment_intent")
-    params: dict[str, Any] = {
-        "amount": to_minor_units(amount.amount, amount.currency),
-        "metadata": {"billing_reason": reason[:500]},
-    }
+    metadata = {"billing_reason": reason[:500]}
+    if billing_refund_id is not None:
+        metadata["billing_refund_id"] = str(billing_refund_id)
+    params: dict[str, Any] = {"amount": to_minor_units(amount.amount, amount.currency), "metadata": metadata}
     if reason in REFUND_REASONS:
         params["reason"] = reason
     params["charge" if charge_id else "payment_intent"] = charge_id or payment_intent
     with _errors("refund_create"):
-        obj = _call(_client().v1.refunds.create, key=idempotency_key, **params)
-    currency = str(obj["currency"])
-    charge = obj.get("charge")
-    return RemoteRefund(
-        refund_id=str(obj["id"]),
-        status=str(obj.get("status") or ""),
-        currency=currency.upper(),
-        amount=_money(obj.get("amount"), currency),
-        charge_id=charge if isinstance(charge, str) else "",
-    )
+        return _refund(_call(_client().v1.refunds.create, key=idempotency_key, **params))
+
+
+def refund_fetch(refund_id: str) -> RemoteRefund:
+    """The refund as Stripe has it now."""
+    with _errors("refund_fetch"):
+        return _refund(_call(_client().v1.refunds.retrieve, refund_id))
+
+
+def refund_find(
+    *, billing_refund_id: int, charge_id: str | None = None, payment_intent: str | None = None
+) -> RemoteRefund | None:
+    """What an earlier refund_create made for our Refund, by the metadata stamped on it:
+    Stripe forgets idempotency keys after 24 hours, a retry after that must not refund twice."""
+    if bool(charge_id) == bool(payment_intent):
+        raise ValueError("give exactly one of charge_id and payment_intent")
+    params: dict[str, Any] = {"charge": charge_id} if charge_id else {"payment_intent": payment_intent}
+    with _errors("refund_find"):
+        for found in _list(_client().v1.refunds.list, limit=100, **params):
+            remote = _refund(found)
+            if remote.billing_refund_id == billing_refund_id:
+                return remote
+    return None
+
+
+def refunds_of_charge(charge_id: str) -> list[RemoteRefund]:
+    """Every refund of a charge, as Stripe has them now (charge.refunded names only the charge)."""
+    with _errors("refunds_of_charge"):
+        return [_refund(found) for found in _list(_client().v1.refunds.list, charge=charge_id, limit=100)]
+
+
+def invoice_payments(stripe_invoice_id: str) -> list[RemoteInvoicePayment]:
+    """The payments Stripe allocated to the invoice (since API 2025-03-31 an invoice names its
+    payment intent only through these), paid ones first."""
+    found = []
+    with _errors("invoice_payments"):
+        for obj in _list(_client().v1.invoice_payments.list, invoice=stripe_invoice_id, limit=100):
+            payment = obj.get("payment") or {}
+            currency = str(obj["currency"])
+            found.append(
+                RemoteInvoicePayment(
+                    payment_id=str(obj["id"]),
+                    status=str(obj.get("status") or ""),
+                    currency=currency.upper(),
+                    amount_paid=_money(obj.get("amount_paid"), currency),
+                    payment_intent=_ref(payment.get("payment_intent")),
+                    charge_id=_ref(payment.get("charge")),
+                )
+            )
+    return sorted(found, key=lambda p: p.status != "paid")
 
 
 # ---------------------------------------------------------------- checkout (payment method setup)

@@ -17,7 +17,6 @@ from billing_project.models import TaskFailure, WorkItem
 from invoicing import payments
 from invoicing.models import Invoice, InvoiceLine
 from invoicing.payments import (
-    charge_refund_sync,
     checkout_session_completed,
     invoice_collect,
     invoice_sync_from_stripe,
@@ -255,14 +254,7 @@ def test_an_unknown_stripe_invoice_is_not_ours(stripe_api):
     assert len(stripe_api.calls) == 0
 
 
-# ---------------------------------------------------------------- refunds, checkout
-def test_charge_refund_sync_reports_what_stripe_refunded(stripe_api):
-    stripe_api.get(f"{API}/v1/charges/ch_3SxZ00Qa7bC3dE4f", json=recorded("charge_partially_refunded"))
-    first = charge_refund_sync(stripe_charge_id="ch_3SxZ00Qa7bC3dE4f")
-    assert (str(first.refunded), first.fully_refunded) == ("15.00 USD", False)
-    assert charge_refund_sync(stripe_charge_id="ch_3SxZ00Qa7bC3dE4f") == first
-
-
+# ---------------------------------------------------------------- checkout (refunds: test_refunds.py)
 @pytest.mark.django_db
 def test_checkout_session_completed(stripe_api):
     stripe_api.get(f"{API}/v1/checkout/sessions/cs_test_c1SxZ03Qa7bC3dE4f", json=recorded("checkout_session_setup"))

@@ -94,6 +94,8 @@ def test_invoicing_events_are_routed_to_invoicing():
     for event_type in ("invoice.paid", "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible"):
         assert HANDLERS[event_type] is handlers.invoice_changed
     assert HANDLERS["charge.refunded"] is handlers.charge_refunded
+    for event_type in ("refund.created", "refund.updated", "refund.failed"):
+        assert HANDLERS[event_type] is handlers.refund_changed
     assert HANDLERS["checkout.session.completed"] is handlers.checkout_session_completed
 
 

@@ -5,9 +5,12 @@ transaction locks the event and applies what was read, once."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.utils import timezone
 
+from billing_project.money import Money
 from invoicing.models import Invoice
 from subscriptions.selectors import live_subscription
 from tests.invoicing import stripe_watch
@@ -70,16 +73,33 @@ def test_checkout_completed_reads_the_session_with_nothing_locked(acme, watched_
     assert live.plan_version.plan.code == "pro"
 
 
-def test_charge_refunded_reads_the_charge_with_nothing_locked(acme, watched_stripe):
+def test_charge_refunded_reads_the_charges_refunds_with_nothing_locked_then_settles_ours(acme, watched_stripe):
+    from invoicing.models import Refund
+    from invoicing.services import refund_request
+    from tests.invoicing.stripe_refunds import CHARGE, StripeRefunds, paid_at_stripe
+
     rsps, watch = watched_stripe
-    rsps.get(f"{API}/v1/charges/ch_3SxZ00Qa7bC3dE4f", json=recorded("charge_partially_refunded"))
-    event = stored("charge.refunded", "ch_3SxZ00Qa7bC3dE4f")
-    watch.lock("webhooks_stripeevent", event.pk)
+    stripe = StripeRefunds(rsps)
+    invoice = paid_at_stripe(acme)
+    refund = refund_request(
+        invoice_id=invoice.pk, amount=Money(Decimal("15.00"), "USD"), reason="x", actor="staff:ana", request_key="k"
+    )
+    made = stripe.stripe_made(amount=refund.amount, billing_refund_id=refund.pk, status="succeeded")
+    event = stored("charge.refunded", CHARGE)
+    for table, pk in (
+        ("webhooks_stripeevent", event.pk),
+        ("invoicing_invoice", invoice.pk),
+        ("invoicing_refund", refund.pk),
+    ):
+        watch.lock(table, pk)
+    watch.lock("subscriptions_tenant", acme.pk)
 
     assert stripe_event_process(stripe_id=event.stripe_id) is True
 
-    assert watch.calls == ["GET /v1/charges/ch_3SxZ00Qa7bC3dE4f"]
+    assert watch.calls == ["GET /v1/refunds"]
     assert watch.problems == []
+    refund = Refund.objects.get(pk=refund.pk)
+    assert (refund.status, refund.stripe_refund_id) == ("succeeded", made["id"])
 
 
 def test_what_a_webhook_changes_is_audited_with_the_event_as_its_actor(acme, watched_stripe):
