@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing_project.cache import tenant_changed
-from billing_project.errors import Conflict, InvalidRequest, NotFound
+from billing_project.errors import Conflict, InvalidRequest, NotFound, invalid_field
 from billing_project.money import format_decimal, normalize_currency
 from plans.models import PlanVersion
 from plans.selectors import live_version
@@ -476,6 +476,50 @@ def subscription_suspend(*, subscription: Subscription, actor: str, reason: str)
 
 def subscription_resume(*, subscription: Subscription, actor: str, reason: str) -> Subscription:
     return subscription_apply(subscription=subscription, action="resume", actor=actor, reason=reason)
+
+
+TRIAL_EXTENSION_MAX_DAYS = 90
+
+
+@transaction.atomic
+def subscription_extend_trial(
+    *, tenant: Tenant, days: int, actor: str, reason: str, at: datetime | None = None
+) -> Subscription:
+    """Give a tenant in its trial `days` more of it: the trial, the current period and the
+    open trial billing period all end that much later (nothing is billed for a trial). Only
+    a trialing subscription, whose trial has not ended by `at`, is extended."""
+    at = _now(at)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= TRIAL_EXTENSION_MAX_DAYS:
+        raise invalid_field("days", f"A trial is extended by 1 to {TRIAL_EXTENSION_MAX_DAYS} whole days.")
+    if not reason.strip():
+        raise invalid_field("reason", "Say why the trial is extended.")
+    sub = _live_locked(tenant)
+    _roll_locked(sub, at)  # a trial that ended before `at` has become a paid period: not extended
+    if sub.status != Subscription.Status.TRIALING or sub.trial_end is None:
+        raise Conflict(
+            f"{tenant.external_id}'s subscription is {sub.status}, not in its trial.",
+            code="subscription_not_trialing",
+            details={"status": sub.status},
+        )
+    old_end = sub.trial_end
+    sub.trial_end = old_end + timedelta(days=days)
+    sub.current_period_end = sub.trial_end
+    sub.save()
+    # the open trial period mirrors current_period_* (the subscription's row lock covers it);
+    # only its end moves: planned_end keeps where it was due to end when it opened
+    BillingPeriod.objects.filter(subscription=sub, closed=False, kind=BillingPeriod.Kind.TRIAL).update(
+        end=sub.trial_end
+    )
+    _record(
+        sub,
+        "extend_trial",
+        sub.status,
+        actor=actor,
+        reason=reason.strip(),
+        at=at,
+        data={"days": days, "from": old_end.isoformat(), "to": sub.trial_end.isoformat()},
+    )
+    return sub
 
 
 # ------------------------------------------------------------------ renewal
