@@ -269,3 +269,21 @@ def test_submissions_are_queued_by_task_name():
     from invoicing import tasks
 
     assert tasks.submit_refund.name == jobs.REFUND_SUBMIT_TASK
+
+
+def test_a_refund_is_audited_with_who_asked(acme):
+    from auditlog.models import LogEntry
+
+    from billing_project.audit import acting_as, api_actor_of
+
+    invoice = paid_at_stripe(acme)
+    with acting_as("staff:ana"):
+        refund = ask(invoice, "15.00", awaiting_approval=True)
+    with acting_as("staff:bo"):
+        refund_cancel(refund_id=refund.pk, reason="rejected")
+    entries = list(LogEntry.objects.get_for_object(refund).order_by("pk"))
+    assert [(e.action, api_actor_of(e)) for e in entries] == [
+        (LogEntry.Action.CREATE, "staff:ana"),
+        (LogEntry.Action.UPDATE, "staff:bo"),
+    ]
+    assert "failed" in str(entries[1].changes_dict["status"])
