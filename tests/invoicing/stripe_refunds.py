@@ -58,7 +58,7 @@ class StripeRefunds:
 
     # what a test looks at
     def creates(self) -> list[Any]:
-        return [c for c in self.rsps.calls if c.request.method == "POST" and c.request.url.endswith("/v1/refunds")]
+        return [c for c in self.rsps.calls if c.request.method == "POST" and str(c.request.url).endswith("/v1/refunds")]
 
     def one(self) -> dict[str, Any]:
         (obj,) = self.made.values()

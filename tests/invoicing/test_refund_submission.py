@@ -43,7 +43,7 @@ def stripe(watched_stripe: Any) -> StripeRefunds:
 
 
 @pytest.fixture
-def watch(watched_stripe: Any) -> stripe_watch.Watch:
+def watch(watched_stripe: tuple[Any, stripe_watch.Watch]) -> stripe_watch.Watch:
     return watched_stripe[1]
 
 
@@ -287,7 +287,7 @@ def test_a_partial_then_a_full_refund(acme, stripe):
         Decimal("49.00"),
         Decimal("49.00"),
         Decimal("49.00"),
-        0,
+        Decimal(0),
     )
     assert credit_balance(tenant=acme, currency="USD") == 0
     from billing_project.errors import Conflict
