@@ -82,11 +82,32 @@ def _with_declared_actions(model_admin: admin.ModelAdmin) -> type[admin.ModelAdm
     return type(type(model_admin).__name__, (type(model_admin),), {"actions": actions, "__module__": __name__})
 
 
+class SecondFactorDeviceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Staff's authenticators (django-otp): who has one, confirmed or not. No page shows a
+    device's key (django-otp's own admin had two, and answered 500 for a missing one);
+    a superuser deletes a lost device, and its owner enrols a new one at /admin/otp/enroll/."""
+
+    list_display = ["user", "name", "confirmed", "last_used_at"]
+    list_filter = ["confirmed"]
+    search_fields = ["user__username", "name"]
+    fields = ["user", "name", "confirmed", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
 def secure_admin(site: admin.AdminSite) -> None:
     """Run once every app's admin is registered (billing_project's AppConfig.ready)."""
     for model, model_admin in list(site._registry.items()):
         label = model._meta.app_label
-        if label == "djstripe":
+        if model._meta.label == "otp_totp.TOTPDevice":
+            site.unregister(model)
+            site.register(model, SecondFactorDeviceAdmin)
+        elif label == "djstripe":
             site.unregister(model)
             site.register(model, _mirror_admin(model, model_admin))
         elif label not in OURS:

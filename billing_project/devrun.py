@@ -173,6 +173,7 @@ def _banner(base: str, creds: dict[str, str], logs: Path) -> str:
     # What staff changed since the demo was set up stays changed: say so rather than reset it.
     creds = {
         "admin_password": "(changed since the demo was set up)",
+        "admin_totp_key": "(replaced in the admin)",
         "service_key": "(revoked in the admin)",
         "agent_key": "(revoked in the admin)",
         **creds,
@@ -183,6 +184,8 @@ Billing service is up.
   API docs       {base}/api/docs/
   OpenAPI schema {base}/api/schema/
   Admin          {base}/admin/      login: {creds["admin_username"]} / {creds["admin_password"]}
+                 + the authenticator code: add key {creds["admin_totp_key"]} to an app,
+                   or run `DEBUG=1 .venv/bin/python manage.py demo_totp` for the current one
   Health         {base}/healthz   {base}/readyz   {base}/metrics
 
   Demo tenant    {creds["tenant"]}

@@ -16,6 +16,7 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django_otp.middleware import OTPMiddleware
 
 from .api_errors import API_PREFIX, error_response
 from .observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
@@ -181,6 +182,10 @@ class StaffSessionMiddleware(StaffPagesOnly, SessionMiddleware):  # type: ignore
 
 class StaffAuthenticationMiddleware(StaffPagesOnly, AuthenticationMiddleware):  # type: ignore[misc]
     """`request.user` for staff pages."""
+
+
+class StaffOTPMiddleware(StaffPagesOnly, OTPMiddleware):  # type: ignore[misc]
+    """`request.user.is_verified()` for staff pages: whether this session showed a second factor."""
 
 
 class StaffMessageMiddleware(StaffPagesOnly, MessageMiddleware):  # type: ignore[misc]

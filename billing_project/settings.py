@@ -96,6 +96,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "billing_project.middleware.StaffAuthenticationMiddleware",
+    "billing_project.middleware.StaffOTPMiddleware",
+    "billing_project.staff_otp.StaffSecondFactorMiddleware",
     "billing_project.middleware.StaffAuditlogMiddleware",
     "billing_project.middleware.StaffMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -369,6 +371,8 @@ APPROVAL_THRESHOLDS = env.str("APPROVAL_THRESHOLDS", default="USD:500,EUR:500,GB
 APPROVAL_EXPIRY_DAYS = env.int("APPROVAL_EXPIRY_DAYS", default=7)
 
 # ---------------------------------------------------------------- Entitlements
+# Staff second factor (billing_project/staff_otp.py): the name authenticator apps show.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Billing")
 # A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
 DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 # Our retries of a failed payment, in days after the first failure (within the grace).

@@ -70,9 +70,10 @@ def sync_staff_groups(sender: Any = None, using: str = "default", **kwargs: Any)
     from django.apps import apps
     from django.contrib.auth.models import Group, Permission
 
-    # post_migrate fires once per app; act after the last one, when every
-    # app's permissions have been created.
-    if sender is not None and sender is not list(apps.get_app_configs())[-1]:
+    # post_migrate fires once per app that has models; act after the last of those, when
+    # every app's permissions have been created (an app without models gets no signal).
+    with_models = [config for config in apps.get_app_configs() if config.models_module is not None]
+    if sender is not None and sender is not with_models[-1]:
         return
 
     perms = list(

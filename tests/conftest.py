@@ -128,3 +128,28 @@ def worker() -> Iterator[Any]:
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10) as w:
         yield w
     app.control.purge()
+
+
+def verified_login(client: Any, user: Any) -> None:
+    """Log `user` in as the admin's login does for staff with a second factor: a confirmed
+    TOTP device, and a session verified by it (billing_project/staff_otp.py). Without it,
+    finance staff and superusers are sent to enrol. The login itself, code and all, is
+    tested in tests/security/test_staff_otp.py and in the browser."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.force_login(user)
+    device, _ = TOTPDevice.objects.get_or_create(user=user, name="test", defaults={"confirmed": True})
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
+@pytest.fixture
+def admin_client(db: None, admin_user: Any) -> Any:
+    """pytest-django's admin_client, logged in with a second factor."""
+    from django.test import Client
+
+    client = Client()
+    verified_login(client, admin_user)
+    return client

@@ -134,6 +134,7 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
         assert http(f"{base}/admin/login/")[0] == 200
         creds = json.loads((tmp_path / "demo-credentials.json").read_text())
         assert creds["admin_password"] in banner
+        assert creds["admin_totp_key"] in banner
         assert creds["service_key"] in banner
         assert creds["agent_key"] in banner
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -183,7 +184,7 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
     assert pro is not None
     assert (pro.version, pro.base_fee) == (1, Decimal("49.00"))
     assert Subscription.objects.filter(tenant__external_id="demo", status="trialing").count() == 1
-    assert set(first) == {"admin_username", "admin_password", "tenant", "service_key", "agent_key"}
+    assert set(first) == {"admin_username", "admin_password", "admin_totp_key", "tenant", "service_key", "agent_key"}
 
     # What finance and staff did in the admin since:
     draft = plan_version_copy_to_draft(version=pro)

@@ -27,6 +27,7 @@ from invoicing.tasks import close_periods, collect_invoice, collect_pending_invo
 from plans.services import catalog_import, catalog_validate
 from subscriptions.models import ProrationItem, SubscriptionEvent
 from subscriptions.services import subscription_change_plan, subscription_create, tenant_upsert
+from tests.conftest import verified_login
 from tests.invoicing import test_stripe_adapter as recorded_stripe
 from tests.invoicing.test_billing_periods import CATALOG
 from tests.invoicing.test_payments import pushed
@@ -171,7 +172,7 @@ def staff(group: str) -> tuple[Any, Client]:
     user = get_user_model().objects.create_user(group, password="correct horse battery", is_staff=True)
     user.groups.add(Group.objects.get(name=group))
     client = Client()
-    client.force_login(user)
+    verified_login(client, user)
     return user, client
 
 

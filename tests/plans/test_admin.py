@@ -11,6 +11,7 @@ from django.test import Client
 
 from plans.models import Plan, PlanEntitlement, PlanVersion
 from plans.services import catalog_import, catalog_validate
+from tests.conftest import verified_login
 from tests.plans.factories import small
 
 pytestmark = [pytest.mark.django_db]
@@ -32,7 +33,7 @@ def finance_user():
 @pytest.fixture
 def finance(finance_user) -> Client:
     client = Client()
-    client.force_login(finance_user)
+    verified_login(client, finance_user)
     return client
 
 
@@ -124,7 +125,7 @@ def test_only_finance_can_publish(published, group):
     user = get_user_model().objects.create_user(group, f"{group}@example.com", "pw-long-enough-1", is_staff=True)
     user.groups.add(Group.objects.get(name=group))
     client = Client()
-    client.force_login(user)
+    verified_login(client, user)
     act(client, "publish", draft)
     act(client, "copy_to_draft", published)
     draft.refresh_from_db()

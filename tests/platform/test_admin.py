@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from billing_project.models import ApiKey
+from tests.conftest import verified_login
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
 
@@ -22,7 +23,7 @@ def superuser():
 @pytest.fixture
 def staff_client(superuser) -> Client:
     client = Client()
-    client.force_login(superuser)
+    verified_login(client, superuser)
     return client
 
 
@@ -117,4 +118,6 @@ def test_admin_login_works_with_the_right_password(superuser):
     client = Client()
     response = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "correct horse battery"})
     assert response.status_code == 302
-    assert client.get("/admin/").status_code == 200
+    # a superuser moves money: before anything else, an authenticator (tests/security/test_staff_otp.py)
+    assert client.get("/admin/")["Location"] == "/admin/otp/enroll/"
+    assert client.get("/admin/otp/enroll/").status_code == 200

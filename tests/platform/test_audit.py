@@ -15,6 +15,7 @@ from django.test import Client
 
 from billing_project.audit import SYSTEM_USERNAME
 from billing_project.models import ApiKey
+from tests.conftest import verified_login
 
 pytestmark = [pytest.mark.django_db]
 
@@ -36,7 +37,7 @@ def test_command_changes_are_attributed_to_the_system_user():
 def test_admin_changes_carry_the_staff_member_and_request_id():
     admin = get_user_model().objects.create_superuser("ana", "ana@example.com", "pw-long-enough-1")
     client = Client()
-    client.force_login(admin)
+    verified_login(client, admin)
     client.post(
         "/admin/billing_project/apikey/add/",
         {

@@ -19,6 +19,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from billing_project.staff_matrix import ACTIONS, EXTRA_PAGES, NO_GROUP, ROLES, page_rights
+from tests.conftest import verified_login
 
 pytestmark = [pytest.mark.django_db]
 STANDARD = ("_changelist", "_add", "_history", "_delete", "_change")
@@ -43,7 +44,7 @@ def staff(db) -> dict[str, User]:
 
 def client_for(user: User) -> Client:
     client = Client()
-    client.force_login(user)
+    verified_login(client, user)
     return client
 
 

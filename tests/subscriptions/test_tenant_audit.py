@@ -11,6 +11,7 @@ from django.test import Client
 
 from subscriptions.models import Tenant
 from subscriptions.services import subscription_create
+from tests.conftest import verified_login
 
 pytestmark = [pytest.mark.django_db]
 
@@ -34,7 +35,7 @@ def staff(group: str | None) -> tuple[Client, object]:
         user = user_model.objects.create_user(group, f"{group}@example.com", "pw-long-enough-1", is_staff=True)
         user.groups.add(Group.objects.get(name=group))
     client = Client()
-    client.force_login(user)
+    verified_login(client, user)
     return client, user
 
 

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
+from tests.conftest import verified_login
 from webhooks.models import StripeEvent
 
 from .conftest import make_event
@@ -22,7 +23,7 @@ def staff(group: str) -> Client:
     user = get_user_model().objects.create_user(group, password="correct horse battery", is_staff=True)
     user.groups.add(Group.objects.get(name=group))
     client = Client()
-    client.force_login(user)
+    verified_login(client, user)
     return client
 
 

@@ -14,6 +14,7 @@ key revoked since is left so and dropped from the file.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from pathlib import Path
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from billing_project.api_keys import api_key_create, hash_secret
 from billing_project.audit import system_actor
@@ -41,6 +43,10 @@ DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "dem
 
 DEMO_TENANT = "demo"
 DEMO_ADMIN = "admin"
+
+
+def _base32(key: bytes) -> str:
+    return base64.b32encode(key).decode().rstrip("=")
 
 
 class Command(BaseCommand):
@@ -65,6 +71,7 @@ class Command(BaseCommand):
                 done.append("demo catalog imported")
             creds["admin_username"] = DEMO_ADMIN
             self._keep(creds, "admin_password", self._admin(creds.get("admin_password"), done))
+            self._keep(creds, "admin_totp_key", self._authenticator(creds.get("admin_totp_key"), done))
             creds["tenant"] = DEMO_TENANT
             if not Tenant.objects.filter(external_id=DEMO_TENANT).exists():
                 self._tenant(done)
@@ -106,6 +113,20 @@ class Command(BaseCommand):
             done.append("admin user created")
             return password
         return password if password is not None and user.check_password(password) else None
+
+    def _authenticator(self, key: str | None, done: list[str]) -> str | None:
+        """The demo admin's second factor (superusers need one): a TOTP device made with the
+        admin, its key kept in the credentials file (base32, for an authenticator app or
+        `manage.py demo_totp`); None when staff replaced or removed it since."""
+        user = get_user_model().objects.get(username=DEMO_ADMIN)
+        devices = TOTPDevice.objects.filter(user=user, confirmed=True)
+        if key is not None:
+            return key if any(_base32(d.bin_key) == key for d in devices) else None
+        if devices.exists():
+            return None  # enrolled by hand: not ours to print
+        device = TOTPDevice.objects.create(user=user, name="demo authenticator", confirmed=True)
+        done.append("admin authenticator enrolled")
+        return _base32(device.bin_key)
 
     def _tenant(self, done: list[str]) -> None:
         tenant, _ = tenant_upsert(
