@@ -56,13 +56,17 @@ class UnacceptableText(ValueError):
 
 
 def loads(raw: bytes) -> Any:
-    """An API body as every endpoint reads it: numbers as Decimal, NaN and Infinity refused,
-    and UnacceptableText for what no endpoint can take (all ValueError)."""
-    data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    """An API body as every endpoint reads it: UTF-8 only, numbers as Decimal, NaN and
+    Infinity refused, and UnacceptableText for what no endpoint can take (all ValueError).
+
+    UTF-8, and nothing else: json.loads(bytes) also reads UTF-16 and UTF-32, in which the
+    escapes the screens below look for are spelled otherwise, and a NUL slipped past them."""
+    text = raw.decode("utf-8")  # UnicodeDecodeError (a ValueError): malformed_json
+    data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     # Cheap screens first: without more brackets than MAX_DEPTH nothing can nest past it,
     # and without a \u escape no string can hold a NUL or a surrogate (raw, both are invalid).
-    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
-    if deep or b"\\u" in raw:
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    if deep or "\\u" in text:
         check_text(data)
     return data
 

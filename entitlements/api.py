@@ -132,7 +132,9 @@ class TenantEntitlementsApi(BillingAPIView):
 
 
 class ConsumeIn(CheckIn):
-    idempotency_key = Text(max_length=255)
+    # the key as sent, to the byte: " job-7" and "job-7" are two consumes (DRF trims by default,
+    # and four keys differing in white space admitted four times what one record held)
+    idempotency_key = Text(max_length=255, trim_whitespace=False)
 
 
 class EntitlementConsumeApi(BillingAPIView):

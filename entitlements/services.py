@@ -19,7 +19,7 @@ from billing_project.money import CONTEXT, format_decimal
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Subscription, Tenant
 from usage.counters import MeteredMetric, counter_reconcile, counters_suspect, period_usage
-from usage.ingestion import usage_record_consumed
+from usage.ingestion import MAX_QUANTITY, usage_record_consumed
 
 from .context import NOT_PREFETCHED, Context, build_context, dunning_grace, load_context, queue_context_read
 from .evaluation import Decision, FeatureTerms, evaluate
@@ -157,6 +157,12 @@ def entitlement_consume(
     repeated key answers as the first time did; reused for another feature or quantity it
     is an idempotency_conflict."""
     exponent = quantity.normalize(CONTEXT).as_tuple().exponent
+    if quantity >= MAX_QUANTITY:  # recorded as usage: usage's own bound
+        raise InvalidRequest(
+            f"`quantity` is at most {MAX_QUANTITY:f} (exclusive), as a usage event's is.",
+            code="invalid_quantity",
+            details={"quantity": str(quantity)},
+        )
     if isinstance(exponent, int) and exponent < -6:
         raise InvalidRequest(
             "`quantity` has at most 6 decimals, as usage does.",

@@ -5,6 +5,7 @@ under one of these once it fails."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import DataError
 
 from billing_project.errors import BillingError
 from billing_project.jobs import send_after_commit
@@ -21,7 +22,8 @@ REFUND_SUBMIT = "invoicing.refund_submit"  # a refund sent to Stripe (object: th
 # Failures no retry can cure: Stripe refusing the request (not a declined card, which
 # dunning handles), a domain refusal (Stripe's totals disagree with ours, a status that
 # forbids it), a currency mismatch. They block the item at once; others back off first.
-PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, CurrencyMismatch)
+# DataError: a value past a column (a numeric overflow) fails the same way at every retry
+PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, CurrencyMismatch, DataError)
 
 COLLECT_TASK = "invoicing.tasks.collect_invoice"
 PAYMENT_RETRY_TASK = "invoicing.tasks.retry_payment"

@@ -46,6 +46,7 @@ from .selectors import unique_values_over, usage_over
 
 logger = logging.getLogger(__name__)
 MICRO = Decimal(1_000_000)
+MAX_COUNTER = 2**63 - 1  # Redis's integers: a counter past it (9.2e12 units) is not kept
 GRACE_SECONDS = 86_400  # keep a counter a day past its period (late reads, reconciliation)
 
 # Redis's clock in milliseconds: every mark is scored, and every age measured, by it.
@@ -86,7 +87,8 @@ for i, key in ipairs(KEYS) do
   local kind, value = ARGV[2 * i], ARGV[2 * i + 1]
   if mine[key] and redis.call('EXISTS', key) == 1 then
     if kind == 'add' then
-      redis.call('INCRBY', key, value)
+      -- past 64 bits Redis refuses: the counter goes, and reads answer from PostgreSQL
+      if not pcall(redis.call, 'INCRBY', key, value) then redis.call('DEL', key) end
     elseif kind == 'max' then
       if tonumber(value) > tonumber(redis.call('GET', key)) then redis.call('SET', key, value, 'KEEPTTL') end
     else
@@ -309,25 +311,56 @@ def _rebuild(
                 pipe.execute()
             return Decimal(len(values))
         exact = _exact(tenant_id, metric, start, end)
-        client.set(key, int(exact * MICRO), nx=True, ex=_ttl(end))
+        if int(exact * MICRO) <= MAX_COUNTER:  # else not cached: Redis counts in 64 bits
+            client.set(key, int(exact * MICRO), nx=True, ex=_ttl(end))
         return exact
     except redis.RedisError:
         return _exact(tenant_id, metric, start, end)
 
 
+# Correct a counter only if nothing touched it since it was read, and no writer is between
+# its COMMIT and its increment (a pending mark): KEYS[1] the counter, ARGV[1] the value read
+# before PostgreSQL was asked ('s<n>' for a set's size), ARGV[2] the exact value, ARGV[3]
+# its TTL. A set is corrected by the caller (its members are many); this says if it may be.
+RECONCILE = (
+    NOW_MS
+    + """
+-- a mark past the grace is a writer that died: it holds nothing back (ARGV[4] the grace in ms)
+if redis.call('ZCOUNT', KEYS[1] .. ':pending', now_ms() - tonumber(ARGV[4]), '+inf') > 0 then return 0 end
+local now
+if string.sub(ARGV[1], 1, 1) == 's' then
+  now = 's' .. redis.call('SCARD', KEYS[1])
+else
+  now = redis.call('GET', KEYS[1]) or ''
+end
+if now ~= ARGV[1] then return 0 end
+if string.sub(ARGV[1], 1, 1) ~= 's' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+"""
+)
+
+
 def counter_reconcile(*, tenant_id: int, metric: MeteredMetric, period_start: datetime, period_end: datetime) -> bool:
-    """Compare a live counter with PostgreSQL; correct it if it drifted. True if corrected."""
+    """Compare a live counter with PostgreSQL; correct it if it drifted. True if corrected.
+
+    Race-free: the counter is read before PostgreSQL, and corrected only if it is still
+    that value and no writer is between its COMMIT and its increment. An increment applied
+    meanwhile (which a plain SET overwrote: a low counter trusted until the next run) or
+    one still pending (which the exact count already holds: counted twice) leaves the
+    counter to the next run."""
     if metric.aggregation == "latest":
         return False
     key = counter_key(tenant_id, metric.id, period_start)
     client = get_redis()
-    if not client.exists(key):
-        return False  # nothing cached: the next read rebuilds it from PostgreSQL
     if metric.aggregation == "unique_count":
+        if not client.exists(key):
+            return False  # nothing cached: the next read rebuilds it from PostgreSQL
+        before = f"s{client.scard(key)}"
         exact_values = _exact_values(tenant_id, metric, period_start, period_end)
-        if client.scard(key) == len(exact_values):
+        grace = settings.COUNTER_PENDING_GRACE_MS
+        if before == f"s{len(exact_values)}" or not client.eval(RECONCILE, 1, key, before, "", 0, grace):
             return False
-        pipe = client.pipeline()
+        pipe = client.pipeline()  # MULTI: the set is swapped whole
         pipe.delete(key)
         if exact_values:
             pipe.sadd(key, *exact_values)
@@ -340,5 +373,8 @@ def counter_reconcile(*, tenant_id: int, metric: MeteredMetric, period_start: da
     exact = int(_exact(tenant_id, metric, period_start, period_end) * MICRO)
     if int(raw) == exact:
         return False
-    client.set(key, exact, ex=_ttl(period_end))
-    return True
+    if exact > MAX_COUNTER:
+        client.delete(key)  # past what Redis counts: answered from PostgreSQL from now on
+        return True
+    grace = settings.COUNTER_PENDING_GRACE_MS
+    return bool(client.eval(RECONCILE, 1, key, raw.decode(), exact, _ttl(period_end), grace))

@@ -35,7 +35,9 @@ from .counters import CounterDelta, MeteredMetric, counter_key, counters_record,
 
 MAX_BATCH = 1000
 FUTURE_TOLERANCE = timedelta(minutes=5)
-MAX_QUANTITY = Decimal("1e24")
+# One event's quantity, at most: far past any real use, and small enough that a period's sum
+# stays within Redis's 64-bit counters for a long while and within the invoice's columns.
+MAX_QUANTITY = Decimal("1e15")
 MAX_KEY = 255
 
 

@@ -57,7 +57,7 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         logger.warning("stripe.webhook.invalid_signature", extra={"reason": str(exc)})
         return error_response(400, "invalid_signature", f"The Stripe-Signature does not verify: {exc}")
     try:
-        event = json.loads(body, parse_constant=_reject_constant)
+        event = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)  # UTF-8 only, as Stripe sends
         check_text(event)  # a NUL or a lone surrogate could not be stored (jsonb, text): refused, not a 500
     except UnacceptableText as exc:
         logger.error("stripe.webhook.unacceptable_text", extra={"reason": str(exc)})

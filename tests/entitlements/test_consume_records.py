@@ -172,3 +172,14 @@ def test_what_consumes_admit_is_what_is_recorded_under_any_keys(api, reader, wor
     )
     if reported == 0:
         assert admitted <= 5  # the plan's hard limit on api
+
+
+def test_keys_that_differ_only_in_white_space_are_different_consumes(api, reader, subscribed):
+    """DRF trimmed the consume key: "job-7", "job-7 ", " job-7" and "job-7\\t" were one
+    record, so each admitted again what the first had recorded once."""
+    answers = [consume(api, reader, key, quantity="2") for key in ("job-7", "job-7 ", " job-7", "job-7\t")]
+    assert [a.json()["allowed"] for a in answers] == [True, True, False, False]  # 2 + 2 of 5; then over
+    assert recorded() == 4
+    assert sorted(ConsumeRecord.objects.values_list("idempotency_key", flat=True)) == sorted(
+        ["job-7", "job-7 ", " job-7", "job-7\t"]
+    )

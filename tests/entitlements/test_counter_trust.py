@@ -153,3 +153,46 @@ def test_a_writer_that_finishes_clears_its_mark_and_counts(api, reader, subscrib
     assert get_redis().zcard(pending) == 0
     assert cached_counter(subscribed) == 2  # incremented, not dropped
     assert served({"tenant": "acme", "feature": "api"}, key=reader)[2]["used"] == "2"
+
+
+def test_the_reconciliation_never_overwrites_an_increment_made_since_it_read(subscribed):
+    """It read PostgreSQL, then SET the counter: an increment applied in between was lost
+    (a low counter, trusted until the next run). It now corrects only a counter still at
+    the value it read, with no writer between COMMIT and increment."""
+    from usage.counters import RECONCILE
+
+    metric = BillableMetric.objects.get(code="api_calls")
+    key = counter_key(subscribed.tenant_id, metric.pk, subscribed.current_period_start)
+    client = get_redis()
+    client.set(key, 5 * int(MICRO))
+    read_before = str(5 * int(MICRO))
+    client.incrby(key, int(MICRO))  # a writer's increment after the reconciliation read
+    assert client.eval(RECONCILE, 1, key, read_before, 0, 60, 5000) == 0
+    assert int(client.get(key)) == 6 * int(MICRO)  # kept
+    client.zadd(f"{key}:pending", {"writer": redis_ms()})  # a writer between COMMIT and increment
+    assert client.eval(RECONCILE, 1, key, str(6 * int(MICRO)), 0, 60, 5000) == 0
+    client.zadd(f"{key}:pending", {"writer": redis_ms() - 10_000})  # …that died long ago
+    assert client.eval(RECONCILE, 1, key, str(6 * int(MICRO)), 0, 60, 5000) == 1
+    assert int(client.get(key)) == 0
+
+
+def test_a_counter_past_64_bits_is_dropped_and_answered_from_postgresql(
+    api, reader, subscribed, django_capture_on_commit_callbacks
+):
+    """One event of 10^13 tokens made every later increment fail: each wrote a repair and
+    marked the process suspect, although Redis answered."""
+    body = {"tenant": "acme", "feature": "tokens"}
+    assert api.post("/api/v1/entitlements/check", body, format="json", **reader.header).json()["used"] == "0"
+    events = [{"tenant": "acme", "metric": "tokens", "quantity": "10000000000000", "idempotency_key": "huge"}]
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post("/api/v1/usage/events", {"events": events}, format="json", **reader.header)
+        api.post(
+            "/api/v1/usage/events",
+            {"events": [{**events[0], "quantity": "1", "idempotency_key": "small"}]},
+            format="json",
+            **reader.header,
+        )
+    assert not CounterRepair.objects.exists()
+    assert usage.counters.counters_suspect() is False
+    answer = api.post("/api/v1/entitlements/check", body, format="json", **reader.header).json()
+    assert answer["used"] == "10000000000001"

@@ -141,3 +141,18 @@ def test_fine_unicode_still_passes(client):
     response = send(client, "PUT", "/api/v1/tenants/acme", '{"name": "Acme \\ud83d\\ude80 Ünïcode", "currency": "USD"}')
     assert response.status_code == 200, response.content
     assert response.json()["name"] == "Acme \U0001f680 Ünïcode"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=_id)
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+def test_a_body_in_another_encoding_than_utf8_is_malformed_json(client, route, encoding):
+    """json.loads(bytes) reads UTF-16 and UTF-32 too, where the screens for a NUL or a
+    surrogate did not look: a NUL reached PostgreSQL (500) through entitlements/check."""
+    text = body_with('"acme\\u0000"')
+    for method in methods(route):
+        if method == "GET":
+            continue
+        response = client.generic(
+            method, route.url(tenant="acme"), text.encode(encoding), content_type="application/json"
+        )
+        assert refused(response, 400) == "malformed_json", (method, route.route)

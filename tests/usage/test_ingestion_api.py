@@ -134,9 +134,11 @@ def test_offsets_are_stored_in_utc(api, reporter):
 
 
 def test_the_largest_quantities_are_stored_exactly(api, reporter):
-    # 23 digits and 6 decimals: past Python's default 28-digit context, within the column
-    pk = send(api, reporter, event(quantity="99999999999999999999999.123456")).json()["id"]
-    assert UsageEvent.objects.get(pk=pk).quantity == Decimal("99999999999999999999999.123456")
+    # 15 digits and 6 decimals, the most an event may carry
+    pk = send(api, reporter, event(quantity="999999999999999.123456")).json()["id"]
+    assert UsageEvent.objects.get(pk=pk).quantity == Decimal("999999999999999.123456")
+    refused = send(api, reporter, event(quantity="1000000000000000", idempotency_key="too-big"))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_quantity")
 
 
 def test_trailing_zeros_do_not_count_as_decimals(api, reporter):
