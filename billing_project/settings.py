@@ -219,6 +219,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Requested refunds whose submission to Stripe was lost, or is due again after a back-off.
     "submit-pending-refunds": {"task": "invoicing.tasks.submit_pending_refunds", "schedule": 300.0},
     "suspend-overdue-subscriptions": {"task": "subscriptions.tasks.suspend_overdue_subscriptions", "schedule": 3600.0},
+    # Pending approval requests past APPROVAL_EXPIRY_DAYS expire (a refund awaiting approval is canceled).
+    "expire-approval-requests": {"task": "approvals.tasks.expire_approval_requests", "schedule": 3600.0},
     # Stripe events whose processing was never queued (the broker was down right after they were stored).
     "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},
 }

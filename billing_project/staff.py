@@ -43,13 +43,21 @@ _FINANCE = [
     ("billing_project", "view_workitem"),
     ("billing_project", "retry_workitem"),
     ("auditlog", "view_logentry"),
+    ("approvals", "view_*"),
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     FINANCE: _FINANCE,
     # Approves what finance proposes above the configured amount (four eyes).
-    FINANCE_APPROVER: [*_FINANCE, ("invoicing", "approve_*"), ("entitlements", "approve_*")],
+    # Approvals: finance sees the queue (it asks); only finance-approver decides (four eyes).
+    FINANCE_APPROVER: [
+        *_FINANCE,
+        ("invoicing", "approve_*"),
+        ("entitlements", "approve_*"),
+        ("approvals", "approve_*"),
+    ],
     AUDITOR: [
         *_READ_BILLING,
+        ("approvals", "view_*"),
         ("auditlog", "view_logentry"),
         ("billing_project", "view_*"),
         ("axes", "view_*"),

@@ -54,6 +54,8 @@ PAGES: dict[str, dict[str, str]] = {
     "invoicing.CreditNote": _finance("v"),
     "invoicing.Refund": _finance("v"),  # requested and followed through the services (admin actions)
     "webhooks.StripeEvent": _finance("v"),
+    # four eyes: the queue is read by finance and auditors, decided through the actions only
+    "approvals.ApprovalRequest": _finance("v"),
     # operations
     "billing_project.TaskFailure": _finance("vc"),
     "billing_project.WorkItem": _finance("v"),
@@ -81,6 +83,8 @@ ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("subscriptions.Subscription", "cancel_now"): _FINANCE_TEAM,
     ("entitlements.Grant", "revoke"): _FINANCE_TEAM,
     ("webhooks.StripeEvent", "reprocess"): _FINANCE_TEAM,
+    ("approvals.ApprovalRequest", "approve"): (FINANCE_APPROVER,),
+    ("approvals.ApprovalRequest", "reject"): (FINANCE_APPROVER,),
     ("billing_project.TaskFailure", "mark_resolved"): _FINANCE_TEAM,
     ("billing_project.WorkItem", "retry"): _FINANCE_TEAM,
     ("billing_project.ApiKey", "revoke_keys"): (),
