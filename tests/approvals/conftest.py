@@ -3,7 +3,6 @@ paid invoice to correct or refund, and an agent's key."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -77,7 +76,3 @@ def credit_request(tenant: Tenant, user: User, amount: str = "600.00", **kw: Any
         requested_by=user,
         **kw,
     )
-
-
-def usd(amount: str) -> Decimal:
-    return Decimal(amount)
