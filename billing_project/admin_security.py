@@ -22,6 +22,9 @@ from django.db import models
 
 from .admin_base import ReadOnlyAdmin
 
+# Fields no admin URL may filter on: `?secret__startswith=sk_live_a` answered whether the
+# row matched, so an auditor could read a Stripe key a character at a time.
+SECRET_FIELDS = frozenset({"secret", "secret_hash", "password", "key", "bin_key", "token", "secret_key"})
 OURS = ("billing_project", "plans", "subscriptions", "usage", "entitlements", "invoicing", "webhooks")
 DELETING = ("delete", "cleanup", "clean_up", "purge", "reset")
 
@@ -90,7 +93,7 @@ class SecondFactorDeviceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["user", "name", "confirmed", "last_used_at"]
     list_filter = ["confirmed"]
     search_fields = ["user__username", "name"]
-    fields = ["user", "name", "confirmed", "last_used_at"]
+    fields = ("user", "name", "confirmed", "last_used_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: Any) -> bool:
@@ -100,8 +103,27 @@ class SecondFactorDeviceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
+def _without_secret_lookups(model_admin: admin.ModelAdmin) -> type[admin.ModelAdmin]:  # type: ignore[type-arg]
+    """A subclass of the admin that refuses every lookup through a secret field (400)."""
+    base = type(model_admin)
+
+    def lookup_allowed(self: Any, lookup: str, value: Any, request: Any = None) -> bool:
+        if SECRET_FIELDS & set(lookup.split("__")):
+            return False
+        return bool(base.lookup_allowed(self, lookup, value, request))
+
+    return type(base.__name__, (base,), {"lookup_allowed": lookup_allowed, "__module__": base.__module__})
+
+
 def secure_admin(site: admin.AdminSite) -> None:
     """Run once every app's admin is registered (billing_project's AppConfig.ready)."""
+    _replace_risky_admins(site)
+    for model, model_admin in list(site._registry.items()):
+        site.unregister(model)
+        site.register(model, _without_secret_lookups(model_admin))
+
+
+def _replace_risky_admins(site: admin.AdminSite) -> None:
     for model, model_admin in list(site._registry.items()):
         label = model._meta.app_label
         if model._meta.label == "otp_totp.TOTPDevice":

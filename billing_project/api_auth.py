@@ -66,6 +66,12 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="billing"'
 
 
+class AuthFailuresLimited(exceptions.Throttled):
+    """429: too many failed authentications from this client address."""
+
+    default_detail = "Too many failed authentications from this address; retry later."
+
+
 def _count_failure(request: Request) -> None:
     """Failed authentications are limited per client address (as the trusted proxy reports
     it): past API_AUTH_FAILURES_PER_MINUTE, a further failure is 429 with Retry-After, not
@@ -82,7 +88,7 @@ def _count_failure(request: Request) -> None:
         return  # fails open, as the rate limit does
     if int(failures) > settings.API_AUTH_FAILURES_PER_MINUTE:
         logger.warning("api.auth_failures_limited", extra={"failures": int(failures)})
-        raise exceptions.Throttled(wait=max(1, int(ttl)))
+        raise AuthFailuresLimited(wait=max(1, int(ttl)))
 
 
 def method_is_write(view: Any, method: str) -> bool:

@@ -101,7 +101,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         details["missing_scopes"] = missing
     if isinstance(exc, exceptions.Throttled) and wait is not None:
         details["retry_after_seconds"] = int(headers["Retry-After"])
-        message = "Request rate exceeded for this API key; retry later."
+        if type(exc) is exceptions.Throttled:  # the key's own rate (others say what they limit)
+            message = "Request rate exceeded for this API key; retry later."
     set_rollback()
     return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
 

@@ -4,10 +4,14 @@ django-axes locks a (username, client address) pair after ADMIN_LOGIN_FAILURE_LI
 failures. That stops one guesser, but not one who rotates addresses, and a lockout by
 username alone would let anyone lock a named staff member out. So across addresses a
 username is slowed instead: once it has failed LOGIN_USERNAME_FAILURES_BEFORE_SLOWDOWN
-times in LOGIN_USERNAME_WINDOW_SECONDS, each further attempt for it must wait a delay
-after the last one (1 s, doubling with every failure, at most
-LOGIN_USERNAME_MAX_DELAY_SECONDS). The real person waits at most that long; a guesser
-gets a few dozen tries an hour instead of thousands. A success clears it.
+times in LOGIN_USERNAME_WINDOW_SECONDS, an attempt for it from an address it has never
+logged in from must wait a delay after the last failure (1 s, doubling with every
+failure, at most LOGIN_USERNAME_MAX_DELAY_SECONDS). From an address it has logged in
+from before, the staff member is never slowed (axes still locks a guesser there).
+
+Only attempts that checked a password count: one refused here (in the login form,
+before authentication) or by axes's lockout neither re-arms the delay nor counts towards
+axes. A success clears the count and remembers the address.
 
 Counts live in Redis; with Redis unreachable, logins are not slowed (axes still locks
 per address, in PostgreSQL).
@@ -22,9 +26,9 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
-from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 
+from .net import client_address
 from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
@@ -36,34 +40,32 @@ def _keys(username: str) -> tuple[str, str]:
     return rkey("login-failures", digest), rkey("login-next", digest)
 
 
-def username_wait_seconds(username: str) -> float:
-    """How long an attempt for `username` must still wait (0: it may try now)."""
-    failures_key, next_key = _keys(username)
+KNOWN_ADDRESS_SECONDS = 90 * 86_400  # an address a staff member logged in from is known this long
+
+
+def _known_key(username: str) -> str:
+    return _keys(username)[0].replace("login-failures", "login-known")
+
+
+def username_wait_seconds(username: str, address: str | None = None) -> float:
+    """How long an attempt for `username` from `address` must still wait (0: it may try
+    now). An address the username has logged in from before never waits."""
+    _, next_key = _keys(username)
     try:
-        pttl = get_redis().pttl(next_key)
+        client = get_redis()
+        if address and client.sismember(_known_key(username), address):
+            return 0.0
+        pttl = client.pttl(next_key)
     except redis.RedisError:
         return 0.0
     return max(0.0, pttl / 1000) if pttl and pttl > 0 else 0.0
 
 
-class UsernameThrottleBackend:
-    """An authentication backend that authenticates nobody: it refuses (PermissionDenied
-    stops Django's authenticate) an attempt for a username that must still wait. It has no
-    get_user on purpose: no session is ever its to load."""
-
-    def authenticate(
-        self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
-    ) -> None:
-        if username and username_wait_seconds(username) > 0:
-            logger.warning("staff.login_slowed", extra={"wait_s": round(username_wait_seconds(username), 1)})
-            raise PermissionDenied("Too many failed logins for this username: wait and try again.")
-
-
 @receiver(user_login_failed, dispatch_uid="billing_login_throttle_failed")
 def _failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     username = str(credentials.get("username") or "")
-    if not username:
-        return
+    if not username or getattr(request, "axes_locked_out", False):
+        return  # axes refused it without checking the password: not a guess that counts
     failures_key, next_key = _keys(username)
     try:
         client = get_redis()
@@ -81,7 +83,14 @@ def _failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwa
 
 @receiver(user_logged_in, dispatch_uid="billing_login_throttle_success")
 def _succeeded(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    username = user.get_username()
     try:
-        get_redis().delete(*_keys(user.get_username()))
+        client = get_redis()
+        pipe = client.pipeline()
+        pipe.delete(*_keys(username))
+        if request is not None:
+            pipe.sadd(_known_key(username), client_address(request))
+            pipe.expire(_known_key(username), KNOWN_ADDRESS_SECONDS)
+        pipe.execute()
     except redis.RedisError:
         logger.warning("staff.login_throttle_unreachable")

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django_otp.middleware import OTPMiddleware
 
 from .api_errors import API_PREFIX, error_response
+from .net import client_address
 from .observability import REQUEST_SECONDS, REQUESTS, principal_var, request_id_var
 
 access_log = logging.getLogger("billing.access")
@@ -167,7 +168,12 @@ class StaffPagesOnly:
 class StaffAuditlogMiddleware(StaffPagesOnly, AuditlogMiddleware):  # type: ignore[misc]
     """django-auditlog's actor for staff pages: API requests carry a key, not a user, and
     their writes record their own audit rows (connecting signals per request costs a fifth
-    of an entitlement check)."""
+    of an entitlement check). The address recorded is the client's as the trusted proxy
+    reports it: auditlog's own took the left-most X-Forwarded-For, which anyone can send."""
+
+    @staticmethod
+    def _get_remote_addr(request: HttpRequest) -> str:
+        return client_address(request)
 
 
 class StaffAxesMiddleware(StaffPagesOnly, AxesMiddleware):  # type: ignore[misc]

@@ -34,6 +34,8 @@ from django_otp import user_has_device
 from django_otp.admin import OTPAdminAuthenticationForm
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from .login_throttle import username_wait_seconds
+from .net import client_address
 from .staff import FINANCE, FINANCE_APPROVER
 
 SECOND_FACTOR_GROUPS = (FINANCE, FINANCE_APPROVER)
@@ -55,7 +57,7 @@ def is_verified(user: Any) -> bool:
     return bool(verified()) if callable(verified) else False
 
 
-class StaffLoginForm(OTPAdminAuthenticationForm):
+class StaffLoginForm(OTPAdminAuthenticationForm):  # type: ignore[misc]
     """Username, password and the authenticator's code. The code is required of staff who
     have enrolled a device (and of all who must, once they have); a staff member who must
     but has not enrolled yet gets in to enrol, and nowhere else."""
@@ -65,6 +67,19 @@ class StaffLoginForm(OTPAdminAuthenticationForm):
         label="Authenticator code",
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
+
+    def clean(self) -> dict[str, Any]:
+        # before any password is checked: a username being sprayed from many addresses
+        # waits here, and neither the refusal nor its wait is counted as another failure
+        username = (self.data.get("username") or "").strip()
+        wait = username_wait_seconds(username, client_address(self.request)) if username and self.request else 0
+        if wait > 0:
+            raise forms.ValidationError(
+                f"Too many failed logins for this username from elsewhere: wait {int(wait) + 1} seconds and try "
+                "again (from an address you have logged in from before, you never wait).",
+                code="slowed",
+            )
+        return dict(super().clean())
 
     def _chosen_device(self, user: Any) -> Any:
         # one authenticator per staff member: theirs, without a device menu on the form

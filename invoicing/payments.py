@@ -191,7 +191,9 @@ def checkout_start(*, tenant: Tenant, plan_code: str, success_url: str, cancel_u
         # (else a checkout link could forward a paying customer anywhere)
         parts = urlsplit(url)
         allowed = settings.CHECKOUT_ALLOWED_HOSTS
-        if parts.scheme != "https" or not parts.hostname or parts.hostname.lower() not in allowed:
+        # no backslash, no user info: browsers read "https://evil.example\@app.test/" as evil.example
+        odd = "\\" in url or "@" in parts.netloc or any(ord(c) < 33 for c in url)
+        if odd or parts.scheme != "https" or not parts.hostname or parts.hostname.lower() not in allowed:
             hosts = ", ".join(allowed) or "none: set CHECKOUT_ALLOWED_HOSTS"
             raise invalid_field(name, f"`{name}` must be an https URL on an allowed host ({hosts}).")
     try:

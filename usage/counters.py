@@ -377,4 +377,5 @@ def counter_reconcile(*, tenant_id: int, metric: MeteredMetric, period_start: da
         client.delete(key)  # past what Redis counts: answered from PostgreSQL from now on
         return True
     grace = settings.COUNTER_PENDING_GRACE_MS
-    return bool(client.eval(RECONCILE, 1, key, raw.decode(), exact, _ttl(period_end), grace))
+    read = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return bool(client.eval(RECONCILE, 1, key, read, exact, _ttl(period_end), grace))

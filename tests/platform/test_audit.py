@@ -91,3 +91,27 @@ def test_audit_table_cannot_be_truncated_by_a_normal_session():
         raw.execute("SET lock_timeout = '5s'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             raw.execute("TRUNCATE auditlog_logentry")
+
+
+def test_the_audit_log_records_the_clients_address_from_the_trusted_proxy_only(settings):
+    """auditlog took the left-most X-Forwarded-For whatever TRUSTED_PROXIES said: any client
+    could write the address of its choice into the audit trail."""
+    from tests.conftest import verified_login
+
+    admin = get_user_model().objects.create_superuser("ana", "ana@example.com", "pw-long-enough-1")
+    settings.TRUSTED_PROXIES = []
+    client = Client(REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.0.0.1")
+    verified_login(client, admin)
+    client.post(
+        "/admin/billing_project/apikey/add/",
+        {"name": "k1", "kind": "service", "scopes": ["billing:read"], "metrics": "", "tenant": ""},
+    )
+    assert entries_for(ApiKey.objects.get(name="k1")).get().remote_addr == "203.0.113.9"
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    proxied = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.7")
+    verified_login(proxied, admin)
+    proxied.post(
+        "/admin/billing_project/apikey/add/",
+        {"name": "k2", "kind": "service", "scopes": ["billing:read"], "metrics": "", "tenant": ""},
+    )
+    assert entries_for(ApiKey.objects.get(name="k2")).get().remote_addr == "198.51.100.7"

@@ -156,3 +156,27 @@ def test_a_stripe_secret_key_is_never_shown(admin_user):
     request = RequestFactory().get("/admin/")
     request.user = admin_user
     assert "secret" not in model_admin.get_fields(request)
+
+
+SECRETS = sorted(
+    (model._meta.label, field.name)
+    for model, _ in MODELS
+    for field in model._meta.concrete_fields
+    if field.name in ("secret", "secret_hash", "password", "key", "bin_key", "token")
+)
+
+
+@pytest.mark.parametrize(("label", "field"), SECRETS, ids=lambda x: str(x))
+def test_no_admin_list_filters_on_a_secret(admin_client, label, field):
+    """`/admin/djstripe/apikey/?secret__startswith=sk_test_f` told an auditor whether the key
+    began so: the whole Stripe key came back in 212 requests."""
+    app, model = label.lower().split(".")
+    url = reverse(f"admin:{app}_{model}_changelist")
+    for lookup in (f"{field}__startswith", f"{field}__gt", field, f"{field}__regex"):
+        assert admin_client.get(url, {lookup: "a"}).status_code == 400, (label, lookup)
+
+
+def test_the_secrets_walked_include_the_stripe_keys():
+    assert ("djstripe.APIKey", "secret") in SECRETS
+    assert ("billing_project.ApiKey", "secret_hash") in SECRETS
+    assert ("otp_totp.TOTPDevice", "key") in SECRETS

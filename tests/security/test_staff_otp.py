@@ -23,8 +23,8 @@ def code(device: TOTPDevice) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
-def staff(name: str, group: str | None = None, **extra: bool) -> User:
-    user = User.objects.create_user(name, password=PASSWORD, is_staff=True, **extra)
+def staff(name: str, group: str | None = None, *, is_superuser: bool = False) -> User:
+    user = User.objects.create_user(name, password=PASSWORD, is_staff=True, is_superuser=is_superuser)
     if group:
         user.groups.add(Group.objects.get(name=group))
     return user

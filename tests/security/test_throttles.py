@@ -118,6 +118,7 @@ def test_failed_api_authentications_are_limited_per_client_address(settings, ser
     limited = guesser.get("/api/v1/plans", HTTP_AUTHORIZATION="Bearer bsk_nope_nope")
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limited"
+    assert "address" in limited.json()["error"]["message"]  # not "this API key": it is not one
     assert int(limited["Retry-After"]) >= 1
     # a working key from the same address is not held back, nor a bad one from elsewhere
     assert guesser.get("/api/v1/plans", HTTP_AUTHORIZATION=f"Bearer {service.secret}").status_code == 200
@@ -133,6 +134,9 @@ def test_failed_api_authentications_are_limited_per_client_address(settings, ser
         ("cancel_url", "https://app.test.evil.example/no"),
         ("cancel_url", "https://user@evil.example/no"),
         ("success_url", "javascript:alert(1)"),
+        ("success_url", "https://evil.example\\@app.test/"),  # a browser's host: evil.example
+        ("cancel_url", "https://evil.example%5C@app.test/"),
+        ("cancel_url", "https://app.test@evil.example/"),
     ],
 )
 def test_checkout_sends_the_user_back_only_to_an_allowed_https_host(api, service, field, url):
@@ -160,3 +164,38 @@ def test_the_portal_scope_alone_starts_a_checkout_and_changes_a_plan_but_nothing
     assert checkout.status_code == 400  # past the scope check, refused for its URL
     cancel = api.post("/api/v1/tenants/acme/subscription/cancel", {}, format="json", **portal.header)
     assert (cancel.status_code, cancel.json()["error"]["code"]) == (403, "missing_scope")
+
+
+def test_refused_attempts_neither_re_arm_the_delay_nor_count_for_axes(settings, ana):
+    """An attacker trying once a minute kept the delay at its maximum for ever, and the real
+    person's refused tries counted as axes failures until their own address was locked."""
+    from axes.models import AccessAttempt
+
+    from billing_project.login_throttle import _keys
+    from billing_project.redis_client import get_redis
+
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    settings.LOGIN_USERNAME_FAILURES_BEFORE_SLOWDOWN = 2
+    settings.LOGIN_USERNAME_MAX_DELAY_SECONDS = 60
+    for i in range(3):
+        login("ana", "wrong", forwarded=f"198.51.100.{i + 1}")
+    assert get_redis().pttl(_keys("ana")[1]) > 0
+    get_redis().set(_keys("ana")[1], "1", px=30_000)  # as if armed long: longer than the loop below takes
+    armed = get_redis().pttl(_keys("ana")[1])
+    for _ in range(settings.AXES_FAILURE_LIMIT + 2):  # refused in the form: no password checked
+        assert login("ana", "wrong", forwarded="198.51.100.200") == (200, False)
+        assert login("ana", PASSWORD, forwarded="192.0.2.77") == (200, False)
+    assert get_redis().pttl(_keys("ana")[1]) <= armed  # not re-armed by the refusals
+    locked = AccessAttempt.objects.filter(username="ana", ip_address__in=["198.51.100.200", "192.0.2.77"])
+    assert sum(a.failures_since_start for a in locked) == 0
+
+
+def test_from_an_address_it_logged_in_from_before_a_staff_member_is_never_slowed(settings, ana):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    settings.LOGIN_USERNAME_FAILURES_BEFORE_SLOWDOWN = 2
+    assert login("ana", PASSWORD, forwarded="192.0.2.77")[1]  # ana's office
+    for i in range(5):
+        login("ana", "wrong", forwarded=f"198.51.100.{i + 1}")
+    assert username_wait_seconds("ana", "198.51.100.99") > 0  # a new address waits
+    assert username_wait_seconds("ana", "192.0.2.77") == 0
+    assert login("ana", PASSWORD, forwarded="192.0.2.77")[1]
