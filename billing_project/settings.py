@@ -228,7 +228,6 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # ---------------------------------------------------------------- Auth, staff
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "billing_project.login_throttle.UsernameThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
