@@ -44,6 +44,7 @@ _FINANCE = [
     ("billing_project", "retry_workitem"),
     ("auditlog", "view_logentry"),
     ("approvals", "view_*"),
+    ("console", "view_finance_overview"),  # the finance overview and its exports
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     FINANCE: _FINANCE,
@@ -62,6 +63,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("billing_project", "view_*"),
         ("axes", "view_*"),
         ("djstripe", "view_*"),
+        ("console", "view_finance_overview"),
     ],
     SUPPORT: [
         ("plans", "view_*"),

@@ -101,6 +101,13 @@ EXTRA_PAGES: dict[tuple[str, str], tuple[str, ...]] = {
     ("invoicing.Invoice", "document"): (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT),
 }
 
+# admin pages that belong to no model admin (URL name) → the groups that may open them;
+# tests/console walks them as each group
+VIEWS: dict[str, tuple[str, ...]] = {
+    "console:dashboard": (FINANCE, FINANCE_APPROVER, AUDITOR),  # the finance overview
+    "console:export": (FINANCE, FINANCE_APPROVER, AUDITOR),  # its CSV exports
+}
+
 
 def page_rights(label: str) -> dict[str, str] | None:
     """The declared letters per group for a model, or None when it is not declared."""

@@ -1,0 +1,12 @@
+"""The console's admin pages, mounted at /admin/console/ by billing_project/urls.py."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("export/", views.export, name="export"),
+]
