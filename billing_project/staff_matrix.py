@@ -70,9 +70,9 @@ PAGES: dict[str, dict[str, str]] = {
     "auth.User": {},
     "auth.Group": {},
     "django_celery_beat.*": {},
+    "otp_totp.TOTPDevice": {},  # staff enrol their own at /admin/otp/enroll/; superusers manage devices
 }
 
-    "otp_totp.TOTPDevice": {},  # staff enrol their own at /admin/otp/enroll/; superusers manage devices
 # (model label, action) → the groups that may run it
 ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("plans.PlanVersion", "publish"): _FINANCE_TEAM,
