@@ -370,10 +370,10 @@ SPECTACULAR_SETTINGS = {
 # person's approval; a currency not listed always does. "USD:500,EUR:500,JPY:75000".
 APPROVAL_THRESHOLDS = env.str("APPROVAL_THRESHOLDS", default="USD:500,EUR:500,GBP:500,JPY:75000")
 APPROVAL_EXPIRY_DAYS = env.int("APPROVAL_EXPIRY_DAYS", default=7)
-
-# ---------------------------------------------------------------- Entitlements
 # Staff second factor (billing_project/staff_otp.py): the name authenticator apps show.
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Billing")
+
+# ---------------------------------------------------------------- Entitlements
 # A past-due subscription keeps its plan this long (dunning), then is treated as suspended.
 DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 # Our retries of a failed payment, in days after the first failure (within the grace).
