@@ -45,6 +45,14 @@ _FINANCE = [
     ("auditlog", "view_logentry"),
     ("approvals", "view_*"),
     ("console", "view_finance_overview"),  # the finance overview and its exports
+    # the tenant page's money actions (console/actions.py); above the thresholds they ask for approval
+    ("console", "grant_credit"),
+    ("console", "refund_invoice"),
+    ("console", "issue_credit_note"),
+    ("console", "void_invoice"),
+    ("console", "retry_payment"),
+    ("console", "extend_trial"),
+    ("console", "manage_grants"),
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     FINANCE: _FINANCE,

@@ -108,6 +108,14 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "console:export": (FINANCE, FINANCE_APPROVER, AUDITOR),  # its CSV exports
 }
 
+# the tenant page (console/tenant_views.py) and each of its actions → the groups that may use
+# them; tests/console/test_tenant_page.py walks them as each group
+TENANT_PAGE: tuple[str, ...] = (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT)
+TENANT_ACTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("credit", "refund", "credit_note", "void", "uncollectible", "retry", "extend_trial", "add_grant", "revoke_grant"),
+    _FINANCE_TEAM,
+)
+
 
 def page_rights(label: str) -> dict[str, str] | None:
     """The declared letters per group for a model, or None when it is not declared."""

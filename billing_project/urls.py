@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("billing_project.api_urls")),
     path("admin/otp/enroll/", staff_otp.enrol, name="staff-otp-enrol"),
+    path("admin/console/tenants/", include("console.tenant_urls")),  # a tenant's page and money actions
     path("admin/console/", include("console.urls")),  # the finance overview and exports
     path("admin/", admin.site.urls),
     path("webhooks/", include("webhooks.urls")),

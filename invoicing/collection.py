@@ -15,10 +15,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing_project.errors import Conflict
+from billing_project.errors import Conflict, InvalidRequest
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_apply, subscription_recover_after_payment
 
+from . import jobs
 from .ledger import credit_restore
 from .models import Invoice
 
@@ -129,4 +130,26 @@ def invoice_mark_uncollectible(*, invoice_id: int, actor: str, at: datetime | No
     if can_move(invoice.status, Invoice.Status.UNCOLLECTIBLE):
         invoice.status, invoice.uncollectible_at = Invoice.Status.UNCOLLECTIBLE, at or timezone.now()
         invoice.save(update_fields=["status", "uncollectible_at"])
+    return invoice
+
+
+@transaction.atomic
+def invoice_retry_payment_now(*, invoice_id: int, actor: str, reason: str, now: datetime | None = None) -> Invoice:
+    """Staff retry an open invoice's payment at Stripe now instead of at its next dunning
+    retry: the retry becomes due now and is queued once committed (it charges outside any
+    transaction, with its own idempotency key). Only an open invoice Stripe holds."""
+    now = now or timezone.now()
+    if not reason.strip():
+        raise InvalidRequest("Say why the payment is retried now.", code="validation_error")
+    invoice = _locked(invoice_id)
+    if invoice.status != Invoice.Status.OPEN or not invoice.stripe_invoice_id:
+        raise Conflict(
+            f"{invoice.number} is {invoice.status}{'' if invoice.stripe_invoice_id else ', not at Stripe'}: "
+            "only an open invoice Stripe collects is retried.",
+            code="invoice_not_retriable",
+        )
+    invoice.next_payment_retry_at = now
+    invoice.save(update_fields=["next_payment_retry_at"])
+    logger.info("collection.retry_now", extra={"invoice_id": invoice.pk, "actor": actor, "reason": reason})
+    jobs.payment_retry_after_commit(invoice.pk)
     return invoice

@@ -49,3 +49,11 @@ def refund_submit_after_commit(refund_id: int) -> None:
     send_after_commit(
         REFUND_SUBMIT_TASK, refund_id, failure_event="invoicing.refund_enqueue_failed", refund_id=refund_id
     )
+
+
+def payment_retry_after_commit(invoice_id: int) -> None:
+    """Queue one payment retry once committed (staff's "retry now"; the hourly sweep of due
+    retries picks up a lost send, since the retry is due from now)."""
+    send_after_commit(
+        PAYMENT_RETRY_TASK, invoice_id, failure_event="invoicing.payment_retry_enqueue_failed", invoice_id=invoice_id
+    )

@@ -1,0 +1,204 @@
+"""A tenant's whole picture on one page, composed from each app's own selectors: details,
+subscription and period, usage so far with cost to date, the entitlement answers now,
+invoices with their payments, refunds and credit notes, credit balances and the ledger,
+grants, approvals, and one timeline of everything that happened, with who and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from auditlog.models import LogEntry
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.urls import reverse
+
+from approvals.models import ApprovalRequest
+from billing_project.audit import api_actor_of
+from billing_project.money import exponent
+from entitlements.models import Grant
+from entitlements.services import entitlements_list
+from invoicing.ledger import credit_balances
+from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
+from invoicing.refunds import refundable
+from invoicing.selectors import billing_view
+from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, SubscriptionEvent, Tenant
+
+TIMELINE_LIMIT = 200
+
+
+def money(amount: Decimal | None, currency: str) -> str:
+    """As finance reads it: the currency's precision, thousands separated ("24,000.00 USD")."""
+    if amount is None:
+        return "—"
+    return f"{amount:,.{exponent(currency)}f} {currency}"
+
+
+def stripe_url(kind: str, object_id: str) -> str | None:
+    """The object on Stripe's dashboard (test or live, as this deployment is)."""
+    if not object_id:
+        return None
+    mode = "" if settings.STRIPE_LIVE_MODE else "test/"
+    return f"https://dashboard.stripe.com/{mode}{kind}/{object_id}"
+
+
+@dataclass(frozen=True)
+class Happening:
+    """One line of the timeline."""
+
+    at: datetime
+    what: str
+    who: str
+    why: str = ""
+    link: str | None = None
+
+
+@dataclass
+class InvoiceRow:
+    invoice: Invoice
+    total: str
+    refunds: list[Refund] = field(default_factory=list)
+    credit_notes: list[CreditNote] = field(default_factory=list)
+    refundable: Decimal = Decimal(0)
+    stripe: str | None = None
+
+
+def _admin(obj: Any) -> str:
+    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def _invoices(tenant: Tenant) -> list[InvoiceRow]:
+    rows = []
+    refunds: dict[int, list[Refund]] = {}
+    for refund in Refund.objects.filter(tenant=tenant).order_by("created_at", "pk"):
+        refunds.setdefault(refund.invoice_id, []).append(refund)
+    notes: dict[int, list[CreditNote]] = {}
+    for note in CreditNote.objects.filter(tenant=tenant).order_by("created_at", "pk"):
+        notes.setdefault(note.invoice_id, []).append(note)
+    for invoice in Invoice.objects.filter(tenant=tenant).order_by("-created_at", "-pk")[:100]:
+        rows.append(
+            InvoiceRow(
+                invoice=invoice,
+                total=money(invoice.total, invoice.currency),
+                refunds=refunds.get(invoice.pk, []),
+                credit_notes=notes.get(invoice.pk, []),
+                refundable=refundable(invoice=invoice) if invoice.status == Invoice.Status.PAID else Decimal(0),
+                stripe=stripe_url("invoices", invoice.stripe_invoice_id or ""),
+            )
+        )
+    return rows
+
+
+def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happening]:
+    happened: list[Happening] = []
+    for event in SubscriptionEvent.objects.filter(subscription__tenant=tenant).order_by("-at")[:TIMELINE_LIMIT]:
+        move = f"{event.from_status or '—'} → {event.to_status}" if event.from_status != event.to_status else ""
+        happened.append(Happening(event.at, f"Subscription: {event.action} {move}".strip(), event.actor, event.reason))
+    for invoice in (
+        Invoice.objects.filter(tenant=tenant).exclude(number=None).order_by("-finalized_at")[:TIMELINE_LIMIT]
+    ):
+        total = money(invoice.total, invoice.currency)
+        issued = invoice.finalized_at or invoice.created_at
+        happened.append(Happening(issued, f"Invoice {invoice.number} issued: {total}", "billing", "", _admin(invoice)))
+        if invoice.paid_at:
+            happened.append(Happening(invoice.paid_at, f"Invoice {invoice.number} paid", "payment", ""))
+        if invoice.voided_at:
+            happened.append(Happening(invoice.voided_at, f"Invoice {invoice.number} voided", "staff", ""))
+    for refund in Refund.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
+        amount = money(refund.amount, refund.currency)
+        happened.append(
+            Happening(
+                refund.created_at,
+                f"Refund of {amount} asked ({refund.get_status_display()})",
+                refund.requested_by,
+                refund.reason,
+            )
+        )
+        if refund.succeeded_at:
+            happened.append(Happening(refund.succeeded_at, f"Refund of {amount} paid back", "Stripe", ""))
+        if refund.failed_at:
+            happened.append(Happening(refund.failed_at, f"Refund of {amount} failed", "Stripe", refund.failure_reason))
+    for entry in CreditEntry.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
+        happened.append(
+            Happening(
+                entry.created_at,
+                f"Credit {entry.get_kind_display()}: {money(entry.amount, entry.currency)}",
+                entry.actor,
+                entry.reason,
+            )
+        )
+    for request in ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
+        who = (
+            request.requested_by.get_username() if request.requested_by else f"agent key {request.requested_by_key_id}"
+        )
+        happened.append(
+            Happening(
+                request.created_at, f"Approval asked: {request.description}", who, request.reason, _admin(request)
+            )
+        )
+        if request.decided_at:
+            decider = request.decided_by.get_username() if request.decided_by else "billing"
+            happened.append(
+                Happening(
+                    request.decided_at,
+                    f"Approval {request.get_status_display().lower()}",
+                    decider,
+                    request.decision_reason,
+                )
+            )
+    for grant in Grant.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
+        happened.append(Happening(grant.created_at, f"Grant: {grant}", grant.created_by.get_username(), grant.reason))
+    # the audit trail of the tenant and its subscriptions (who changed what)
+    targets = [(ContentType.objects.get_for_model(Tenant), [tenant.pk])]
+    targets.append((ContentType.objects.get_for_model(Subscription), [s.pk for s in subscriptions]))
+    for content_type, ids in targets:
+        for entry in LogEntry.objects.filter(content_type=content_type, object_pk__in=[str(i) for i in ids]).order_by(
+            "-timestamp"
+        )[:TIMELINE_LIMIT]:
+            who = api_actor_of(entry) or (entry.actor.get_username() if entry.actor else "system")
+            if entry.action == LogEntry.Action.CREATE:
+                what = f"Audit: {content_type.name} created"
+            else:
+                changed = ", ".join(sorted((entry.changes_dict or {}).keys()))[:120]
+                what = f"Audit: {content_type.name} changed: {changed}"
+            happened.append(Happening(entry.timestamp, what, who))
+    happened.sort(key=lambda h: h.at, reverse=True)
+    return happened[:TIMELINE_LIMIT]
+
+
+def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
+    """Everything the tenant page shows (a read: nothing is written)."""
+    subscriptions = list(
+        Subscription.objects.filter(tenant=tenant).select_related("plan_version__plan").order_by("-started_at")
+    )
+    live = next((s for s in subscriptions if s.status in LIVE_STATUSES), None)
+    periods = list(
+        BillingPeriod.objects.filter(subscription__tenant=tenant)
+        .select_related("plan_version__plan")
+        .order_by("-start")[:12]
+    )
+    try:
+        entitlements = entitlements_list(tenant=tenant.external_id)["entitlements"]
+    except Exception:  # noqa: BLE001  the page shows the rest when one part cannot answer
+        entitlements = []
+    balances = credit_balances(tenant=tenant)
+    return {
+        "tenant": tenant,
+        "subscriptions": subscriptions,
+        "live": live,
+        "periods": periods,
+        "view": billing_view(tenant, now=now),
+        "entitlements": entitlements,
+        "invoices": _invoices(tenant),
+        "balances": [(currency, money(amount, currency)) for currency, amount in sorted(balances.items())],
+        "ledger": list(
+            CreditEntry.objects.filter(tenant=tenant).select_related("invoice").order_by("-created_at", "-pk")[:50]
+        ),
+        "grants": list(Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")),
+        "approvals": list(ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:20]),
+        "timeline": _timeline(tenant, subscriptions),
+        "now": now,
+        "currency": live.plan_version.currency if live else tenant.currency,
+    }

@@ -1,0 +1,97 @@
+"""The tenant page (/admin/console/tenants/<id>/) and its money actions
+(/admin/console/tenants/<id>/<action>/): thin admin views over console.tenant and
+console.actions. Staff who may view tenants see the page; each action needs its own
+permission (StaffAction's), and support and auditors are refused every one (403)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from billing_project.errors import BillingError
+from entitlements.models import Grant
+from invoicing.models import Invoice
+from subscriptions.models import Tenant
+
+from .actions import ACTIONS, Target, error_text, initial, now, perform
+from .tenant import tenant_picture
+
+VIEW_PERMISSION = "subscriptions.view_tenant"
+
+
+def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    tenant = get_object_or_404(Tenant, pk=tenant_id)
+    context = {
+        **admin.site.each_context(request),
+        **tenant_picture(tenant=tenant, now=now()),
+        "title": f"{tenant.name} ({tenant.external_id})",
+        "may": {code: request.user.has_perm(a.permission) for code, a in ACTIONS.items()},
+        # what the admin lets each group read: support reads invoices, not the credit ledger
+        "see_money": request.user.has_perm("invoicing.view_invoice"),
+        "see_credit": request.user.has_perm("invoicing.view_creditentry"),
+    }
+    return TemplateResponse(request, "console/tenant.html", context)
+
+
+def _target(request: HttpRequest, tenant: Tenant, needs: str) -> Target:
+    if needs == "invoice":
+        invoice = Invoice.objects.filter(
+            tenant=tenant, pk=request.GET.get("invoice") or request.POST.get("invoice") or 0
+        ).first()
+        if invoice is None:
+            raise Http404("No such invoice of this tenant.")
+        return Target(tenant, invoice=invoice)
+    if needs == "grant":
+        grant = Grant.objects.filter(
+            tenant=tenant, pk=request.GET.get("grant") or request.POST.get("grant") or 0
+        ).first()
+        if grant is None:
+            raise Http404("No such grant of this tenant.")
+        return Target(tenant, grant=grant)
+    return Target(tenant)
+
+
+def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
+    action = ACTIONS.get(code)
+    if action is None:
+        raise Http404("No such action.")
+    # the permission before anything else: whether a tenant or an invoice exists is not for everyone
+    if not request.user.has_perm(action.permission):
+        raise PermissionDenied
+    tenant = get_object_or_404(Tenant, pk=tenant_id)
+    target = _target(request, tenant, action.needs)
+    page = reverse("console-tenant:page", args=[tenant.pk])
+    if request.method == "POST":
+        form = action.form(request.POST)
+        if form.is_valid():
+            try:
+                done = perform(action=action, user=request.user, target=target, data=form.cleaned_data)  # type: ignore[arg-type]
+            except BillingError as exc:
+                form.add_error(None, error_text(exc))
+            else:
+                messages.success(request, done.message)
+                return HttpResponseRedirect(page)
+    else:
+        form = action.form(initial=initial(action, target, now()))
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": f"{action.title}: {tenant.name}",
+        "action": action,
+        "form": form,
+        "target": target,
+        "tenant": tenant,
+        "back": page,
+    }
+    return TemplateResponse(request, "console/tenant_action.html", context, status=400 if form.errors else 200)
+
+
+page = admin.site.admin_view(page_view)
+act = admin.site.admin_view(act_view)

@@ -1,0 +1,274 @@
+"""A tenant's whole picture on one page, and the money actions on it (console/tenant.py,
+console/actions.py), on the hand-built ledger of tests/console/ledger.py: who may open and
+use what (the matrix's TENANT_PAGE and TENANT_ACTIONS, walked as each group), that each
+action calls its service once and audits the staff member, and that above
+APPROVAL_THRESHOLDS a credit, refund or credit note is asked for, not done."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from approvals.models import ApprovalRequest
+from billing_project.staff_matrix import NO_GROUP, ROLES, TENANT_ACTIONS, TENANT_PAGE
+from console.actions import ACTIONS
+from console.models import StaffAction
+from invoicing.models import CreditEntry, Invoice, Refund
+from tests.conftest import verified_login
+
+pytestmark = [pytest.mark.django_db]
+
+
+def staff(role: str, name: str | None = None) -> User:
+    user = User.objects.create_user(name or f"staff-{role}".replace(" ", "-"), password="x" * 16, is_staff=True)
+    if role != NO_GROUP:
+        user.groups.add(Group.objects.get(name=role))
+    return User.objects.get(pk=user.pk)
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    verified_login(client, user)
+    return client
+
+
+def page(tenant) -> str:
+    return reverse("console-tenant:page", args=[tenant.pk])
+
+
+def act(tenant, code: str, **query: object) -> str:
+    url = reverse("console-tenant:act", args=[tenant.pk, code])
+    return url + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+
+
+def form_token(client: Client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, response.content[:300]
+    return str(response.context["form"].initial["token"])
+
+
+def test_every_action_is_in_the_matrix():
+    assert set(ACTIONS) == set(TENANT_ACTIONS)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_group_opens_the_page_and_uses_the_actions_the_matrix_gives_it(ledger, role):
+    acme = ledger.tenants["acme"]
+    paid = ledger.invoices["i2"]
+    client = client_for(staff(role))
+    assert client.get(page(acme)).status_code == (200 if role in TENANT_PAGE else 403)
+    for code, groups in TENANT_ACTIONS.items():
+        query = {"invoice": paid.pk} if ACTIONS[code].needs == "invoice" else {}
+        if ACTIONS[code].needs == "grant":
+            query = {"grant": 0}
+        get = client.get(act(acme, code, **query)).status_code
+        post = client.post(act(acme, code, **query), {"reason": "x", "token": "t"}).status_code
+        if role in groups:
+            assert get in (200, 404), (code, role, get)  # 404: no such grant here
+        else:
+            assert (get, post) == (403, 403), (code, role)
+
+
+def test_the_page_shows_the_whole_picture(ledger):
+    acme = ledger.tenants["acme"]
+    response = client_for(staff("finance")).get(page(acme))
+    html = response.content.decode()
+    for section in (
+        "tp-details",
+        "tp-subscription",
+        "tp-credit",
+        "tp-entitlements",
+        "tp-invoices",
+        "tp-ledger",
+        "tp-grants",
+        "tp-timeline",
+    ):
+        assert f'id="{section}"' in html, section
+    assert "1,200.00 USD" in html  # amounts at the currency's precision, thousands separated
+    assert ledger.invoices["i2"].number in html
+    timeline = response.context["timeline"]
+    assert any("Refund" in h.what for h in timeline)
+    assert any(h.what.startswith("Invoice ") for h in timeline)
+    assert timeline == sorted(timeline, key=lambda h: h.at, reverse=True)
+
+
+def test_support_sees_what_the_admin_lets_it_read_and_no_action(ledger):
+    html = client_for(staff("support")).get(page(ledger.tenants["acme"])).content.decode()
+    assert 'id="tp-subscription"' in html
+    assert 'id="tp-invoices"' in html  # support reads invoices in the admin too
+    assert 'id="tp-ledger"' not in html  # not the credit ledger
+    assert 'id="tp-credit"' not in html
+    assert "/refund/" not in html
+    assert "/credit/" not in html
+
+
+def test_a_tenants_name_is_escaped(ledger):
+    acme = ledger.tenants["acme"]
+    type(acme).objects.filter(pk=acme.pk).update(name='<script>alert("x")</script>')
+    html = client_for(staff("auditor")).get(page(acme)).content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert" in html
+
+
+def test_a_credit_below_the_threshold_is_granted_and_audited_with_the_staff_member(ledger):
+    acme = ledger.tenants["acme"]
+    fin = staff("finance", "fin")
+    client = client_for(fin)
+    url = act(acme, "credit")
+    response = client.post(
+        url, {"token": form_token(client, url), "amount": "25.00", "currency": "USD", "reason": "outage"}
+    )
+    assert response.status_code == 302, response.content[:500]
+    entry = CreditEntry.objects.filter(tenant=acme, reason="outage").get()
+    assert (entry.amount, entry.currency, entry.actor) == (Decimal("25.00"), "USD", "staff:fin")
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_a_credit_above_the_threshold_waits_for_a_second_person(ledger):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance", "fin"))
+    url = act(acme, "credit")
+    client.post(url, {"token": form_token(client, url), "amount": "500.01", "currency": "USD", "reason": "big outage"})
+    assert not CreditEntry.objects.filter(reason="big outage").exists()
+    request = ApprovalRequest.objects.get()
+    assert (request.kind, request.status, request.amount, request.requested_by.username) == (
+        "credit",
+        "pending",
+        Decimal("500.01"),
+        "fin",
+    )
+
+
+def test_a_refund_is_recorded_and_above_the_threshold_awaits_approval(ledger):
+    acme = ledger.tenants["acme"]
+    paid = ledger.invoices["i2"]
+    Invoice.objects.filter(pk=paid.pk).update(stripe_invoice_id="in_test_console_i2")
+    client = client_for(staff("finance", "fin"))
+    url = act(acme, "refund", invoice=paid.pk)
+    small = client.post(
+        url, {"token": form_token(client, url), "amount": "40.00", "reason": "goodwill", "invoice": paid.pk}
+    )
+    assert small.status_code == 302, small.content[:500]
+    refund = Refund.objects.get(invoice=paid, amount=Decimal("40.00"))
+    assert (refund.status, refund.requested_by) == ("requested", "staff:fin")
+    big = client.post(
+        url, {"token": form_token(client, url), "amount": "600.00", "reason": "cancelled", "invoice": paid.pk}
+    )
+    assert big.status_code == 302
+    waiting = Refund.objects.get(invoice=paid, amount=Decimal("600.00"))
+    assert waiting.status == "awaiting_approval"
+    assert ApprovalRequest.objects.get().kind == "refund"
+
+
+def test_a_refund_beyond_what_is_left_is_refused_with_the_services_reason(ledger):
+    acme = ledger.tenants["acme"]
+    paid = ledger.invoices["i1"]  # 49.00 paid, 10.00 refunded
+    Invoice.objects.filter(pk=paid.pk).update(stripe_invoice_id="in_test_console_i1")
+    client = client_for(staff("finance"))
+    url = act(acme, "refund", invoice=paid.pk)
+    response = client.post(
+        url, {"token": form_token(client, url), "amount": "40.00", "reason": "x", "invoice": paid.pk}
+    )
+    assert response.status_code == 400
+    assert b"refunded up to" in response.content
+    assert not Refund.objects.filter(invoice=paid, amount=Decimal("40.00")).exists()
+
+
+def test_voiding_marking_uncollectible_and_extending_a_trial(ledger):
+    client = client_for(staff("finance", "fin"))
+    bolt, core, tria = ledger.tenants["bolt"], ledger.tenants["core"], ledger.tenants["tria"]
+    open_invoice, other = ledger.invoices["i3"], ledger.invoices["i4"]
+    url = act(bolt, "void", invoice=open_invoice.pk)
+    assert (
+        client.post(
+            url, {"token": form_token(client, url), "reason": "sent twice", "invoice": open_invoice.pk}
+        ).status_code
+        == 302
+    )
+    open_invoice.refresh_from_db()
+    assert open_invoice.status == "void"
+    url = act(core, "uncollectible", invoice=other.pk)
+    assert (
+        client.post(url, {"token": form_token(client, url), "reason": "gone bust", "invoice": other.pk}).status_code
+        == 302
+    )
+    other.refresh_from_db()
+    assert other.status == "uncollectible"
+    sub = tria.subscriptions.get()
+    before = sub.trial_end
+    url = act(tria, "extend_trial")
+    assert client.post(url, {"token": form_token(client, url), "days": "7", "reason": "onboarding"}).status_code == 302
+    sub.refresh_from_db()
+    assert (sub.trial_end - before).days == 7
+
+
+def test_adding_and_revoking_a_grant(ledger):
+    from entitlements.models import Grant
+    from plans.models import Feature
+
+    Feature.objects.get_or_create(code="api_access", defaults={"name": "API"})
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance", "fin"))
+    url = act(acme, "add_grant")
+    body = {
+        "token": form_token(client, url),
+        "feature": "api_access",
+        "kind": "enable",
+        "expires_at": "2027-02-01 00:00",
+        "reason": "pilot",
+    }
+    assert client.post(url, body).status_code == 302
+    grant = Grant.objects.get(tenant=acme)
+    url = act(acme, "revoke_grant", grant=grant.pk)
+    assert (
+        client.post(url, {"token": form_token(client, url), "reason": "pilot over", "grant": grant.pk}).status_code
+        == 302
+    )
+    grant.refresh_from_db()
+    assert grant.revoked_at is not None
+
+
+def test_csrf_stays_on(ledger):
+    client = Client(enforce_csrf_checks=True)
+    verified_login(client, staff("finance"))
+    response = client.post(
+        act(ledger.tenants["acme"], "credit"), {"token": "t", "amount": "1", "currency": "USD", "reason": "x"}
+    )
+    assert response.status_code == 403
+    assert not CreditEntry.objects.filter(reason="x").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_submissions_of_one_form_grant_one_credit(ledger):
+    """A double click, a retried request: the form's token is unique, the rest wait on it."""
+    acme = ledger.tenants["acme"]
+    fin = staff("finance", "fin")
+    token_client = client_for(fin)
+    url = act(acme, "credit")
+    token = form_token(token_client, url)
+    body = {"token": token, "amount": "30.00", "currency": "USD", "reason": "twice?"}
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def submit() -> None:
+        try:
+            client = client_for(fin)
+            barrier.wait()
+            statuses.append(client.post(url, body).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [302] * 10
+    assert CreditEntry.objects.filter(tenant=acme, reason="twice?").count() == 1
+    assert StaffAction.objects.filter(token=token).count() == 1
