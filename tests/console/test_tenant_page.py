@@ -136,7 +136,8 @@ def test_a_credit_above_the_threshold_waits_for_a_second_person(ledger):
     url = act(acme, "credit")
     client.post(url, {"token": form_token(client, url), "amount": "500.01", "currency": "USD", "reason": "big outage"})
     assert not CreditEntry.objects.filter(reason="big outage").exists()
-    request = ApprovalRequest.objects.get()
+    request = ApprovalRequest.objects.select_related("requested_by").get()
+    assert request.requested_by is not None
     assert (request.kind, request.status, request.amount, request.requested_by.username) == (
         "credit",
         "pending",
