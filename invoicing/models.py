@@ -235,19 +235,26 @@ class CreditNoteLine(models.Model):
 
 
 class Refund(models.Model):
-    """Money paid on an invoice going back to the customer through Stripe, in full or in
-    part. Its life: requested (or awaiting approval first, above the four-eyes threshold)
-    → submitted to Stripe → succeeded | failed. A succeeded refund corrects the books with
-    a credit note of the same amount settled by refund (no ledger credit), so an invoice's
-    total paid, its refunds and its credit notes always reconcile. Every refund not failed
-    reserves its amount: the refunds of an invoice never exceed what was paid."""
+    """Money paid on an invoice going back to the customer, in full or in part: through
+    Stripe when the invoice was paid there, else paid out by staff outside Stripe (a bank
+    transfer, its reference on the refund). Its life: requested (or awaiting approval first,
+    above the four-eyes threshold) → submitted to Stripe → succeeded | failed; a refund paid
+    out by staff goes from requested to succeeded, never to Stripe. A succeeded refund
+    corrects the books with a credit note of the same amount settled by refund (no ledger
+    credit), so an invoice's total paid, its refunds and its credit notes always reconcile.
+    Every refund not failed reserves its amount: the refunds of an invoice never exceed what
+    was paid."""
 
     class Status(models.TextChoices):
-        REQUESTED = "requested", "Requested (to be sent to Stripe)"
+        REQUESTED = "requested", "Requested (to be sent to Stripe, or booked as paid out by staff)"
         AWAITING_APPROVAL = "awaiting_approval", "Awaiting a second person's approval"
         SUBMITTED = "submitted", "Submitted to Stripe (awaiting its confirmation)"
         SUCCEEDED = "succeeded", "Succeeded (money returned, credit note issued)"
         FAILED = "failed", "Failed (nothing refunded, books unchanged)"
+
+    class Method(models.TextChoices):
+        STRIPE = "stripe", "Through Stripe (the invoice was paid there)"
+        MANUAL = "manual", "Paid out by staff outside Stripe (a bank transfer)"
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="refunds")
     tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="refunds")
@@ -259,6 +266,21 @@ class Refund(models.Model):
         max_length=255, help_text="The request's idempotency token: the same request sent again is this refund."
     )
     requested_by = models.CharField(max_length=200, help_text="Who asked: staff:<name>, agent:<key>, …")
+    method = models.CharField(
+        max_length=6,
+        choices=Method.choices,
+        default=Method.STRIPE,
+        db_default=Method.STRIPE,
+        help_text="How the money goes back: through Stripe when the invoice was paid there; else paid out by "
+        "staff outside Stripe (the invoice was paid by bank transfer and marked paid by staff).",
+    )
+    payout_reference = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="A refund paid out by staff: the reference of their payout (the bank transfer's id).",
+    )
     stripe_refund_id = models.CharField(max_length=255, blank=True, default="")
     failure_reason = models.TextField(blank=True, help_text="Why nothing was refunded (Stripe's reason, a rejection).")
     credit_note = models.OneToOneField(
@@ -289,7 +311,13 @@ class Refund(models.Model):
             ),
             models.CheckConstraint(
                 name="refund_at_stripe_once_submitted",
-                condition=~Q(status__in=["submitted", "succeeded"]) | ~Q(stripe_refund_id=""),
+                condition=Q(method="manual") | ~Q(status__in=["submitted", "succeeded"]) | ~Q(stripe_refund_id=""),
+            ),
+            # paid out by staff: with their payout's reference, never at Stripe, never submitted there
+            models.CheckConstraint(
+                name="refund_method_matches_its_references",
+                condition=(Q(method="stripe") & Q(payout_reference=""))
+                | (Q(method="manual") & ~Q(payout_reference="") & Q(stripe_refund_id="") & ~Q(status="submitted")),
             ),
             models.CheckConstraint(
                 name="refund_failed_has_reason",

@@ -1,11 +1,22 @@
-"""Refunds: money paid on an invoice going back to the customer through Stripe, in full or
-in part (models.Refund).
+"""Refunds: money paid on an invoice going back to the customer, in full or in part
+(models.Refund): through Stripe when the invoice was paid there, else paid out by staff
+outside Stripe.
 
     awaiting_approval ──approve──▶ requested ──submit──▶ submitted ──Stripe: succeeded──▶ succeeded
             │ rejected, expired        │ Stripe refuses,          │ Stripe: failed, canceled
             ▼                          ▼ Stripe: failed           ▼
           failed                     failed                     failed
-    (and requested ──▶ succeeded when Stripe answers the submission with succeeded at once)
+    (and requested ──▶ succeeded when Stripe answers the submission with succeeded at once,
+    or when the refund was paid out by staff)
+
+How the money goes back (`method`) follows from how it came in, never from the caller: an
+invoice Stripe holds (`stripe_invoice_id`) is refunded through Stripe, always; one that
+staff marked paid (a bank transfer, collection off) is refunded by staff outside Stripe,
+and the request carries the reference of their payout (`payout_reference`, the bank
+transfer's id). Such a refund ("manual") takes the same road as one through Stripe, so the
+same reservations, locks, idempotency, four eyes and audit hold: its submission calls no
+Stripe and settles it at once, `succeeded` with its credit note, as Stripe's confirmation
+would.
 
 Nothing twice. A request carries the caller's idempotency token (`request_key`, unique per
 invoice): the same request sent again returns the same refund, and the same key with
@@ -51,6 +62,7 @@ from .models import CreditNote, Invoice, Refund
 logger = logging.getLogger(__name__)
 
 S = Refund.Status
+M = Refund.Method
 PENDING = (S.REQUESTED, S.AWAITING_APPROVAL, S.SUBMITTED)  # reserved, no credit note yet
 SUBMIT_LEASE = timedelta(minutes=5)  # longer than a Stripe call with its retries takes
 STRIPE_FAILED = ("failed", "canceled")
@@ -90,16 +102,29 @@ def refundable(*, invoice: Invoice, excluding: Refund | None = None) -> Decimal:
     return max(left, Decimal(0))
 
 
-def _refusing(invoice: Invoice, amount: Money) -> None:
-    """The request's amount and the invoice's state, or the error that refuses them."""
+def refund_method(*, invoice: Invoice) -> str:
+    """How a refund of the invoice goes back: through Stripe when Stripe holds the invoice
+    (it collected it), else paid out by staff outside Stripe (staff marked it paid)."""
+    return M.STRIPE if invoice.stripe_invoice_id else M.MANUAL
+
+
+def _refusing(invoice: Invoice, amount: Money, payout_reference: str) -> None:
+    """The request's amount, its payout reference and the invoice's state, or the error
+    that refuses them."""
     if invoice.status != Invoice.Status.PAID:
         raise Conflict(
             f"A {invoice.status} invoice takes no refund: only money paid goes back.", code="invoice_not_refundable"
         )
-    if not invoice.stripe_invoice_id:
-        raise Conflict(
-            f"{invoice.number} was not paid through Stripe: there is no payment to refund.",
-            code="invoice_not_refundable",
+    if refund_method(invoice=invoice) == M.STRIPE and payout_reference:
+        raise invalid_field(
+            "payout_reference",
+            f"{invoice.number} was paid through Stripe: the money goes back through Stripe, not by a payout of staff.",
+        )
+    if refund_method(invoice=invoice) == M.MANUAL and not payout_reference:
+        raise invalid_field(
+            "payout_reference",
+            f"{invoice.number} was not paid through Stripe: staff pay the refund out (a bank transfer) and give "
+            "its reference.",
         )
     if normalize_currency(amount.currency) != invoice.currency:
         raise InvalidRequest(
@@ -125,31 +150,50 @@ def refund_request(
     actor: str,
     request_key: str,
     awaiting_approval: bool = False,
+    payout_reference: str = "",
 ) -> Refund:
     """Ask for `amount` of a paid invoice back. The same `request_key` again returns the
-    refund it made (another amount with it: Conflict `idempotency_conflict`). Refused: an
-    invoice not paid or not paid through Stripe (`invoice_not_refundable`), another currency
+    refund it made (another amount or payout reference with it: Conflict
+    `idempotency_conflict`). An invoice paid through Stripe is refunded through Stripe; one
+    staff marked paid is paid back by staff outside Stripe (`method` manual), and
+    `payout_reference` names their payout (the bank transfer's id): required then, refused
+    for an invoice paid through Stripe (`validation_error` on `payout_reference`). Refused
+    too: an invoice not paid (`invoice_not_refundable`), another currency
     (`currency_mismatch`), an amount not positive or finer than the minor unit
     (`invalid_amount`), more than is left to refund (`refund_exceeds_paid`, with
     `details.refundable`). Status `awaiting_approval` when told so (the four-eyes rule is
-    the caller's), else `requested`, and then it is sent to Stripe once committed."""
+    the caller's), else `requested`, and then it is submitted once committed (to Stripe, or
+    settled as paid out by staff)."""
     if not reason.strip():
         raise invalid_field("reason", "Say why the money goes back.")
     if not request_key or len(request_key) > 255:
         raise invalid_field("request_key", "A request key is 1 to 255 characters.")
     if not actor.strip():
         raise invalid_field("actor", "Say who asks for the refund.")
+    reference = payout_reference.strip()
+    if len(reference) > 255:
+        raise invalid_field("payout_reference", "A payout reference is at most 255 characters.")
     invoice = _invoice_locked(invoice_id)  # refunds of one invoice queue here: none sees a stale total
     existing = invoice.refunds.filter(request_key=request_key).first()
     if existing is not None:
-        if existing.amount != amount.amount or existing.currency != amount.currency.strip().upper():
+        if (existing.amount, existing.currency, existing.payout_reference) != (
+            amount.amount,
+            amount.currency.strip().upper(),
+            reference,
+        ):
             raise Conflict(
-                f"Request key {request_key!r} already asked for {existing.amount} {existing.currency}.",
+                f"Request key {request_key!r} already asked for {existing.amount} {existing.currency}"
+                + (f" paid out as {existing.payout_reference!r}." if existing.payout_reference else "."),
                 code="idempotency_conflict",
-                details={"refund": existing.pk, "amount": str(existing.amount), "currency": existing.currency},
+                details={
+                    "refund": existing.pk,
+                    "amount": str(existing.amount),
+                    "currency": existing.currency,
+                    "payout_reference": existing.payout_reference,
+                },
             )
         return existing
-    _refusing(invoice, amount)
+    _refusing(invoice, amount, reference)
     left = refundable(invoice=invoice)
     if amount.amount > left:
         raise Conflict(
@@ -166,12 +210,20 @@ def refund_request(
         status=S.AWAITING_APPROVAL if awaiting_approval else S.REQUESTED,
         request_key=request_key,
         requested_by=actor,
+        method=refund_method(invoice=invoice),
+        payout_reference=reference,
     )
     if refund.status == S.REQUESTED:
         jobs.refund_submit_after_commit(refund.pk)
     logger.info(
         "refunds.requested",
-        extra={"refund_id": refund.pk, "invoice_id": invoice.pk, "amount": str(amount), "status": refund.status},
+        extra={
+            "refund_id": refund.pk,
+            "invoice_id": invoice.pk,
+            "amount": str(amount),
+            "status": refund.status,
+            "method": refund.method,
+        },
     )
     return refund
 
@@ -179,9 +231,9 @@ def refund_request(
 @transaction.atomic
 def refund_approve_ready(*, refund_id: int) -> Refund:
     """A refund that waited for approval is approved: checked again (the invoice is still
-    paid, the amount still within what is left to refund), then `requested` and sent to
-    Stripe once committed. Already past approval: returned as it is; failed (rejected,
-    expired): Conflict `refund_not_pending`."""
+    paid, the amount still within what is left to refund), then `requested` and submitted
+    once committed (to Stripe, or settled as paid out by staff). Already past approval:
+    returned as it is; failed (rejected, expired): Conflict `refund_not_pending`."""
     refund = _refund_locked(refund_id)
     if refund.status == S.FAILED:
         raise Conflict(f"Refund {refund.pk} has failed: {refund.failure_reason}", code="refund_not_pending")
@@ -277,6 +329,8 @@ def refund_submit(*, refund_id: int, now: datetime | None = None) -> Refund:
     `submitted` (or `succeeded` at once, with its credit note); Stripe refusing: `failed`
     with Stripe's reason and the books unchanged; Stripe unreachable: still `requested`,
     and `ProviderUnavailable` is raised for the caller to count (attempts.py) and retry.
+    A refund paid out by staff (`method` manual) calls no Stripe: it is `succeeded` at
+    once, with its credit note, as a refund Stripe confirmed is.
     Anything else (not requested, being submitted by another process): returned as it is.
     Never inside a transaction: Stripe is called with nothing locked."""
     if transaction.get_connection().in_atomic_block:
@@ -285,6 +339,12 @@ def refund_submit(*, refund_id: int, now: datetime | None = None) -> Refund:
     claimed = _claim(refund_id=refund_id, now=now)
     if claimed is None:
         return Refund.objects.get(pk=refund_id)
+    if claimed.method == M.MANUAL:
+        try:
+            return _settle_paid_out(refund_id=refund_id, now=now)
+        except BaseException:
+            _release(refund_id=refund_id)
+            raise
     invoice = Invoice.objects.get(pk=claimed.invoice_id)
     try:
         remote = _send(claimed, invoice)
@@ -295,6 +355,24 @@ def refund_submit(*, refund_id: int, now: datetime | None = None) -> Refund:
         _release(refund_id=refund_id)  # the next attempt may run at once
         raise
     return _apply(remote=remote, refund_id=refund_id, now=now)
+
+
+@transaction.atomic
+def _settle_paid_out(*, refund_id: int, now: datetime) -> Refund:
+    """A refund staff paid out outside Stripe: settled under the invoice's lock, with the
+    credit note of its amount settled by refund (no ledger credit), as Stripe's confirmation
+    settles one through Stripe. Settled already (a redelivered task): returned as it is."""
+    refund = _refund_locked(refund_id)
+    if refund.status != S.REQUESTED or refund.method != M.MANUAL:
+        return refund
+    refund.credit_note = _correct_books(refund=refund, invoice=refund.invoice, now=now)
+    refund.status, refund.succeeded_at, refund.submit_lease_until = S.SUCCEEDED, now, None
+    refund.save(update_fields=["credit_note", "status", "succeeded_at", "submit_lease_until"])
+    logger.info(
+        "refunds.paid_out_by_staff",
+        extra={"refund_id": refund.pk, "payout_reference": refund.payout_reference, "amount": str(refund.amount)},
+    )
+    return refund
 
 
 @transaction.atomic
@@ -321,11 +399,14 @@ def refund_charge_fetch(*, stripe_charge_id: str) -> list[providers.RemoteRefund
 
 
 def _ours(remote: providers.RemoteRefund) -> int | None:
-    found: int | None = Refund.objects.filter(stripe_refund_id=remote.refund_id).values_list("pk", flat=True).first()
+    """Our refund through Stripe that Stripe's is (never one staff paid out: Stripe holds
+    no part of it, whatever a Stripe refund's metadata says)."""
+    through_stripe = Refund.objects.filter(method=M.STRIPE)
+    found: int | None = through_stripe.filter(stripe_refund_id=remote.refund_id).values_list("pk", flat=True).first()
     if found is None and remote.billing_refund_id is not None:
         # Stripe's event may come before the submission stored Stripe's id
         found = (
-            Refund.objects.filter(pk=remote.billing_refund_id, stripe_refund_id="").values_list("pk", flat=True).first()
+            through_stripe.filter(pk=remote.billing_refund_id, stripe_refund_id="").values_list("pk", flat=True).first()
         )
     return found
 

@@ -6,7 +6,8 @@
 - collection.py: paid, payment failed, dunning retries, void, uncollectible, through
   one status transition table that mirrors the database guard;
 - corrections.py: credit notes (settled as credit, or by a refund);
-- refunds.py: refunds through Stripe, from request to Stripe's confirmation;
+- refunds.py: refunds, from request to Stripe's confirmation (or, for an invoice staff
+  marked paid, to the payout staff made outside Stripe);
 - selectors.py: what each beat job has due.
 
 Callers import from here; the modules behind may move.
@@ -38,6 +39,7 @@ from .refunds import (
     RefundTotals,
     refund_approve_ready,
     refund_cancel,
+    refund_method,
     refund_request,
     refund_submit,
     refund_sync_apply,
@@ -70,6 +72,7 @@ __all__ = [
     "payment_retries_due",
     "refund_approve_ready",
     "refund_cancel",
+    "refund_method",
     "refund_request",
     "refund_submit",
     "refund_sync_apply",

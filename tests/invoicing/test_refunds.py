@@ -83,6 +83,23 @@ def test_a_request_is_recorded_and_queued_for_stripe_once_however_often_it_is_se
     assert conflict.value.details["amount"] == "15.0000"
 
 
+def test_a_refund_of_an_invoice_staff_marked_paid_is_queued_as_a_payout_of_staff(
+    acme, django_capture_on_commit_callbacks
+):
+    invoice = invoice_mark_paid(invoice_id=finalized(acme, amounts=("49.00",)).pk, actor="staff:ana")  # a bank transfer
+    with django_capture_on_commit_callbacks() as sent:
+        refund = refund_request(
+            invoice_id=invoice.pk,
+            amount=usd("15.00"),
+            reason="customer asked",
+            actor="staff:ana",
+            request_key="form-1",
+            payout_reference="SEPA-0042",
+        )
+    assert (refund.status, refund.method, refund.payout_reference) == ("requested", "manual", "SEPA-0042")
+    assert queued(sent) == 1  # the same submission settles it, without Stripe (test_refunds_paid_out.py)
+
+
 def test_a_refund_above_the_threshold_waits_for_approval_then_goes_to_stripe(acme, django_capture_on_commit_callbacks):
     invoice = paid_at_stripe(acme)
     with django_capture_on_commit_callbacks() as sent:
@@ -142,7 +159,7 @@ def test_refunds_of_what_was_not_paid_or_not_as_paid_are_refused(acme):
     cases: list[tuple[Invoice, Money, str, str]] = [
         (draft(acme), usd("1.00"), "customer asked", "invoice_not_refundable"),
         (unpaid, usd("1.00"), "customer asked", "invoice_not_refundable"),
-        (paid_by_hand, usd("1.00"), "customer asked", "invoice_not_refundable"),
+        (paid_by_hand, usd("1.00"), "customer asked", "validation_error"),  # paid out by staff: no reference given
         (invoice, usd("0"), "customer asked", "invalid_amount"),
         (invoice, usd("-1.00"), "customer asked", "invalid_amount"),
         (invoice, usd("1.001"), "customer asked", "invalid_amount"),
