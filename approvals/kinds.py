@@ -272,8 +272,11 @@ class RefundKind(ApprovalKind):
     moves_money = True
 
     def clean(self, tenant: Tenant, payload: Any) -> dict[str, Any]:
-        data = _fields(payload, {"invoice", "amount"})
-        return {"invoice": _text(data["invoice"], "invoice"), "amount": format_decimal(_amount(data["amount"]))}
+        data = _fields(payload, {"invoice", "amount"}, {"payout_reference"})
+        cleaned = {"invoice": _text(data["invoice"], "invoice"), "amount": format_decimal(_amount(data["amount"]))}
+        if data.get("payout_reference"):  # an invoice paid outside Stripe: the bank transfer that pays it back
+            cleaned["payout_reference"] = _text(data["payout_reference"], "payout_reference")
+        return cleaned
 
     def _request(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, key: str) -> Any:
         invoice = _invoice(tenant, payload["invoice"])
@@ -284,6 +287,7 @@ class RefundKind(ApprovalKind):
             actor=actor.label,
             request_key=key,
             awaiting_approval=True,
+            payout_reference=payload.get("payout_reference", ""),
         )
 
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
@@ -296,9 +300,10 @@ class RefundKind(ApprovalKind):
         invoice = refund.invoice
         left = refundable(invoice=invoice, excluding=refund) - refund.amount
         text = (
-            f"Refund {money_text(refund.amount, refund.currency)} of {invoice.number} through Stripe "
+            f"Refund {money_text(refund.amount, refund.currency)} of {invoice.number} "
+            f"{'through Stripe' if refund.method == 'stripe' else 'by bank transfer ' + refund.payout_reference} "
             f"(paid {money_text(invoice.total, invoice.currency)}; refundable after: "
-            f"{money_text(left, invoice.currency)}), with a credit note once Stripe confirms."
+            f"{money_text(left, invoice.currency)}), with a credit note once it is paid back."
         )
         plan = Plan(text, Money(refund.amount, refund.currency), {"invoice": invoice.number})
         return Outcome(plan, {"refund": refund.pk})

@@ -273,3 +273,23 @@ def test_ten_submissions_of_one_form_grant_one_credit(ledger):
     assert statuses == [302] * 10
     assert CreditEntry.objects.filter(tenant=acme, reason="twice?").count() == 1
     assert StaffAction.objects.filter(token=token).count() == 1
+
+
+def test_an_invoice_paid_outside_stripe_is_refunded_by_bank_transfer_with_its_reference(ledger):
+    acme = ledger.tenants["acme"]
+    paid = ledger.invoices["i2"]  # marked paid by staff: no Stripe invoice
+    client = client_for(staff("finance", "fin"))
+    url = act(acme, "refund", invoice=paid.pk)
+    no_reference = client.post(
+        url, {"token": form_token(client, url), "amount": "40.00", "reason": "x", "invoice": paid.pk}
+    )
+    assert no_reference.status_code == 400  # a refund paid back by staff names its transfer
+    body = {"token": form_token(client, url), "amount": "40.00", "reason": "goodwill", "invoice": paid.pk}
+    assert client.post(url, {**body, "payout_reference": "SEPA-2027-0042"}).status_code == 302
+    refund = Refund.objects.get(invoice=paid, amount=Decimal("40.00"))
+    assert (refund.method, refund.payout_reference) == ("manual", "SEPA-2027-0042")
+    big = {"token": form_token(client, url), "amount": "700.00", "reason": "cancelled", "invoice": paid.pk}
+    assert client.post(url, {**big, "payout_reference": "SEPA-2027-0043"}).status_code == 302
+    request = ApprovalRequest.objects.get()
+    assert request.payload["payout_reference"] == "SEPA-2027-0043"
+    assert "bank transfer SEPA-2027-0043" in request.description
