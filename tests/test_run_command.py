@@ -164,7 +164,7 @@ def demo_setup(credentials: Path) -> dict[str, str]:
 
 
 @pytest.mark.django_db
-def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
+def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path, clock):
     """`make run` runs demo_setup at every start: it loads the demo once, into an empty
     catalog, and never undoes a change made since (pro v2 at 59.00 stayed live)."""
     from decimal import Decimal
@@ -173,6 +173,8 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
 
     from billing_project.api_keys import api_key_revoke
     from billing_project.models import ApiKey
+    from invoicing.models import Invoice
+    from invoicing.services import invoice_void
     from plans.models import PlanVersion
     from plans.selectors import live_version
     from plans.services import plan_version_copy_to_draft, plan_version_publish
@@ -192,6 +194,9 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
     plan_version_publish(version=draft)
     Tenant.objects.filter(external_id="demo").update(name="Demo Corporation")
     Subscription.objects.filter(tenant__external_id="demo").update(status="canceled")
+    Tenant.objects.filter(external_id="acme-demo").update(name="Acme AG")
+    open_invoice = Invoice.objects.get(tenant__external_id="acme-demo", status="open")
+    invoice_void(invoice_id=open_invoice.pk, reason="sent in error", actor="staff:ana")
     admin = get_user_model().objects.get(username="admin")
     admin.set_password("a-password-staff-chose-1")
     admin.save()
@@ -204,6 +209,11 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
     assert PlanVersion.objects.filter(plan__code="pro").count() == 2
     assert Tenant.objects.get(external_id="demo").name == "Demo Corporation"
     assert not Subscription.objects.filter(tenant__external_id="demo").exclude(status="canceled").exists()
+    assert Tenant.objects.get(external_id="acme-demo").name == "Acme AG"
+    assert list(Invoice.objects.filter(tenant__external_id="acme-demo").values_list("status", flat=True)) == [
+        "void",
+        "paid",
+    ]  # newest first: nothing closed again, nothing reopened
     admin.refresh_from_db()
     assert admin.check_password("a-password-staff-chose-1")
     assert "admin_password" not in again  # the banner says it changed, not a stale one
@@ -211,6 +221,50 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path):
     assert ApiKey.objects.filter(name="demo-agent", revoked_at__isnull=True).count() == 0
     assert again["service_key"] == first["service_key"]
     assert ApiKey.objects.filter(name="demo-service").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_demo_has_a_customer_with_a_paid_invoice_to_refund_and_an_open_one(tmp_path, clock):
+    """acme-demo, on team since two months ago: its trial, a paid month, the month running;
+    an invoice per boundary closed as beat would have, the first marked paid by staff (a bank
+    transfer, collection off with the demo's placeholder key), so finance can refund it."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from invoicing.models import Invoice
+    from invoicing.services import refund_method, refundable
+    from subscriptions.models import Subscription, Tenant
+    from tests.clock import NOW
+    from usage.models import UsageEvent
+
+    demo_setup(tmp_path / "creds.json")
+
+    tenant = Tenant.objects.get(external_id="acme-demo")
+    assert (tenant.name, tenant.country, tenant.currency) == ("Acme Demo GmbH", "DE", "USD")
+    sub = Subscription.objects.get(tenant=tenant)
+    assert (sub.plan_version.plan.code, sub.status) == ("team", "active")
+    assert sub.started_at == (NOW - timedelta(days=60)).replace(minute=0, second=0, microsecond=0)
+    assert sub.current_period_start < NOW < sub.current_period_end
+    events = UsageEvent.objects.filter(tenant=tenant)
+    assert events.count() > 20
+    assert not events.filter(late=True).exists()  # reported as it happened
+
+    first, second = Invoice.objects.filter(tenant=tenant).order_by("number")
+    assert (first.status, second.status) == ("paid", "open")
+    assert (first.stripe_invoice_id, second.stripe_invoice_id) == (None, None)  # never at Stripe
+    assert [line.kind for line in first.lines.all()] == ["base_fee"]  # the trial's usage is free
+    assert first.total == Decimal("199.00")
+    usage = {line.metric: line.amount for line in second.lines.filter(kind="usage")}
+    assert usage == {
+        "ai_tokens": Decimal("75.60"),  # 4.2M tokens at 0.000018
+        "active_users": Decimal("24.00"),  # 12 users, 10 free, then 12.00
+        "storage_gb": Decimal("9.60"),  # 120 GB at most, at 0.08
+        "api_calls": Decimal(0),  # within the 100,000 free
+    }
+    assert second.lines.filter(kind="base_fee").count() == 1  # the month running, in advance
+    assert second.total == Decimal("199.00") + Decimal("75.60") + Decimal("24.00") + Decimal("9.60")
+    assert refund_method(invoice=first) == "manual"  # paid out by staff when refunded
+    assert refundable(invoice=first) == Decimal("199.00")
 
 
 @pytest.mark.django_db

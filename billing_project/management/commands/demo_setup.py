@@ -7,6 +7,11 @@ password, a revoked key).
   team and enterprise plans) is imported into an empty catalog only.
 - The admin user, the demo tenant on the pro plan (in its trial), the demo service key
   (allowed to report every demo metric) and the demo agent key are created when missing.
+- So is a customer with a history, for the finance console: `acme-demo` (Acme Demo GmbH,
+  DE, USD), on the team plan since two months ago, its usage reported by the demo service
+  key in the periods since, its periods rolled and closed as beat would have: two
+  invoices, the first marked paid by staff (a bank transfer: the paid invoice to refund),
+  the second open.
 Their credentials are kept in .data/demo-credentials.json (local development only; the
 directory is git-ignored), so that re-runs print the same ones; a password changed or a
 key revoked since is left so and dropped from the file.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +30,30 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from billing_project.api_keys import api_key_create, hash_secret
+from billing_project.api_keys import ApiPrincipal, api_key_create, hash_secret
 from billing_project.audit import system_actor
 from billing_project.embedded import data_dir, write_private
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+from invoicing.services import invoice_close_periods, invoice_mark_paid
 from plans.catalog import load_file
 from plans.models import BillableMetric, Feature, Plan
 from plans.selectors import live_version
 from plans.services import catalog_import, catalog_validate
-from subscriptions.models import Tenant
+from subscriptions.models import Subscription, Tenant
 from subscriptions.selectors import live_subscription
-from subscriptions.services import subscription_create, tenant_upsert
+from subscriptions.services import subscription_create, subscription_roll, tenant_upsert
+from usage.ingestion import usage_record
 
 DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "demo_catalog.yaml"
 
 DEMO_TENANT = "demo"
+DEMO_CUSTOMER = "acme-demo"  # the tenant with invoices, one of them paid (to refund)
 DEMO_ADMIN = "admin"
+ACTOR = "system:demo_setup"
 
 
 def _base32(key: bytes) -> str:
@@ -92,6 +103,8 @@ class Command(BaseCommand):
                 "agent_key",
                 self._key(creds.get("agent_key"), done, name="demo-agent", kind="agent", scopes=sorted(AGENT_SCOPES)),
             )
+            if not Tenant.objects.filter(external_id=DEMO_CUSTOMER).exists():
+                self._customer(done)
         write_private(path, json.dumps(creds, indent=2))
         # The secrets stay in the file (git-ignored, owner-only); make run prints them once.
         self.stdout.write(f"Demo data ready ({'; '.join(done) or 'nothing changed'}): credentials in {path}.")
@@ -138,8 +151,88 @@ class Command(BaseCommand):
         )
         done.append(f"tenant {DEMO_TENANT!r} created")
         if live_version("pro") is not None and live_subscription(tenant) is None:
-            subscription_create(tenant=tenant, plan_code="pro", actor="system:demo_setup")
+            subscription_create(tenant=tenant, plan_code="pro", actor=ACTOR)
             done.append("subscribed to pro")
+
+    def _customer(self, done: list[str]) -> None:
+        """Acme Demo GmbH, as if it had been billed for two months: subscribed to team (its
+        14-day trial, then a month) two months ago, its usage reported as it happened,
+        then its periods rolled and closed as beat would have done meanwhile (the same
+        services, for this subscription only). Collection is off with the demo's placeholder
+        Stripe key, so the invoices stay ours: the first was paid by bank transfer and
+        marked paid by staff, the second is open."""
+        tenant, _ = tenant_upsert(
+            external_id=DEMO_CUSTOMER,
+            name="Acme Demo GmbH",
+            billing_email="billing@acme-demo.example",
+            country="DE",
+            currency="USD",
+        )
+        done.append(f"tenant {DEMO_CUSTOMER!r} created")
+        if live_version("team") is None:
+            return  # staff's own catalog: no team plan to bill the history on
+        now = timezone.now()
+        start = (now - timedelta(days=60)).replace(minute=0, second=0, microsecond=0)
+        sub = subscription_create(tenant=tenant, plan_code="team", actor=ACTOR, at=start)
+        paid_from = sub.trial_end or start  # team has a trial; the first paid month starts at its end
+        # reported as it happened (before each roll), all within LATE_USAGE_WINDOW_DAYS
+        self._usage(
+            [(start + timedelta(days=d), "ai_tokens", "650000") for d in (2, 9)]
+            + [
+                (paid_from + timedelta(days=d, hours=h), "ai_tokens", "1050000")
+                for d, h in ((1, 3), (8, 5), (15, 2), (22, 7))
+            ]
+            + [
+                (paid_from + timedelta(days=3), "storage_gb", "80"),
+                (paid_from + timedelta(days=20), "storage_gb", "120"),
+            ]
+            + [(paid_from + timedelta(days=2, hours=n), "active_users", f"user-{n:02}") for n in range(1, 13)]
+        )
+        subscription_roll(subscription_id=sub.pk, at=now)
+        sub = Subscription.objects.get(pk=sub.pk)
+        self._usage(
+            [
+                (at, metric, value)
+                for at, metric, value in (
+                    (sub.current_period_start + timedelta(days=1), "ai_tokens", "900000"),
+                    (sub.current_period_start + timedelta(days=2), "active_users", "user-01"),
+                    (sub.current_period_start + timedelta(days=2, hours=1), "active_users", "user-02"),
+                    (sub.current_period_start + timedelta(days=3), "storage_gb", "125"),
+                )
+                if at < now
+            ],
+            offset=100,
+        )
+        invoices = invoice_close_periods(subscription_id=sub.pk, now=now)  # the boundaries are days past the grace
+        if invoices:
+            invoice_mark_paid(invoice_id=invoices[0].pk, actor=ACTOR)
+        done.append(f"{len(invoices)} invoice(s) for {DEMO_CUSTOMER!r}, the first paid by bank transfer")
+
+    @staticmethod
+    def _usage(events: list[tuple[datetime, str, str]], offset: int = 0) -> None:
+        """Usage events of the demo customer, through ingestion, reported by the demo service
+        key (none when staff revoked it). A unique_count metric's value is its user."""
+        key = ApiKey.objects.filter(name="demo-service", revoked_at__isnull=True).first()
+        if key is None or not events:
+            return
+        batch = [
+            {
+                "tenant": DEMO_CUSTOMER,
+                "metric": metric,
+                "idempotency_key": f"demo-history-{offset + n}",
+                "occurred_at": at.isoformat(),
+                **(
+                    {"quantity": "1", "properties": {"user_ref": value}}
+                    if metric == "active_users"
+                    else {"quantity": value, "properties": {"bucket": "main"} if metric == "storage_gb" else {}}
+                ),
+            }
+            for n, (at, metric, value) in enumerate(events)
+        ]
+        results = usage_record(principal=ApiPrincipal.from_key(key), events=batch)
+        refused = [r.error.code for r in results if r.error is not None]
+        if refused:
+            raise CommandError(f"demo usage refused: {refused}")
 
     def _key(
         self,
