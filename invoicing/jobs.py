@@ -43,9 +43,10 @@ def collect_after_commit(invoice_id: int) -> None:
 
 
 def refund_submit_after_commit(refund_id: int) -> None:
-    """Send the refund to Stripe once it is committed as requested. A lost send is picked up
-    by the sweeper (refunds.refunds_submit_pending). Not gated on STRIPE_COLLECTION_ENABLED:
-    a refund of an invoice Stripe collected goes back through Stripe, or not at all."""
+    """Submit the refund once it is committed as requested: to Stripe, or, paid out by staff,
+    settled without it. A lost send is picked up by the sweeper
+    (refunds.refunds_submit_pending). Not gated on STRIPE_COLLECTION_ENABLED: a refund of an
+    invoice Stripe collected goes back through Stripe, or not at all."""
     send_after_commit(
         REFUND_SUBMIT_TASK, refund_id, failure_event="invoicing.refund_enqueue_failed", refund_id=refund_id
     )
