@@ -30,6 +30,7 @@ typecheck: $(VENV)/.installed
 # localstripe (GPL) runs as a separate process from its own venv, for the Stripe smoke test.
 pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed $(SCHEMATHESIS)/.installed
 	BILLING_TEST_CLOCK= LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python SCHEMATHESIS_BIN=$(CURDIR)/$(SCHEMATHESIS)/bin/st \
+	  BROWSER_ARTIFACTS=$(CURDIR)/.data/browser-artifacts \
 	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite again with the test process's clock moved forward (time-machine, from

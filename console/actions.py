@@ -24,7 +24,7 @@ from django.utils import timezone
 from approvals.kinds import Actor, kind_for, money_text
 from approvals.services import approval_request, needs_approval, staff_label
 from billing_project.errors import BillingError, InvalidRequest
-from billing_project.money import Money, normalize_currency
+from billing_project.money import Money, exponent, normalize_currency
 from entitlements.models import Grant
 from entitlements.services import grant_create, grant_revoke
 from invoicing.collection import invoice_mark_uncollectible, invoice_retry_payment_now, invoice_void
@@ -319,7 +319,8 @@ def initial(action: ConsoleAction, target: Target, now: datetime) -> dict[str, A
         live = target.tenant.subscriptions.filter(status__in=("trialing", "active", "past_due", "suspended")).first()
         values["currency"] = live.plan_version.currency if live else target.tenant.currency
     if action.code == "refund" and target.invoice is not None and target.invoice.status == Invoice.Status.PAID:
-        values["amount"] = refundable(invoice=target.invoice)
+        left = refundable(invoice=target.invoice)  # at the currency's precision: 1200.00, not 1200.0000
+        values["amount"] = left.quantize(Decimal(1).scaleb(-exponent(target.invoice.currency)))
     if action.code == "add_grant":
         values["expires_at"] = (now + timedelta(days=30)).replace(microsecond=0)
     return values

@@ -64,6 +64,14 @@ class InvoiceRow:
     refundable: Decimal = Decimal(0)
     stripe: str | None = None
 
+    @property
+    def refund_lines(self) -> list[str]:
+        return [f"{money(r.amount, r.currency)} ({r.get_status_display()})" for r in self.refunds]
+
+    @property
+    def note_lines(self) -> list[str]:
+        return [f"{n.number}: {money(n.total, n.currency)}" for n in self.credit_notes]
+
 
 def _admin(obj: Any) -> str:
     return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
@@ -111,13 +119,14 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         happened.append(
             Happening(
                 refund.created_at,
-                f"Refund of {amount} asked ({refund.get_status_display()})",
+                f"Refund of {amount} asked",
                 refund.requested_by,
                 refund.reason,
             )
         )
         if refund.succeeded_at:
-            happened.append(Happening(refund.succeeded_at, f"Refund of {amount} paid back", "Stripe", ""))
+            payer = "Stripe" if refund.method == "stripe" else f"{refund.requested_by} ({refund.payout_reference})"
+            happened.append(Happening(refund.succeeded_at, f"Refund of {amount} paid back", payer, ""))
         if refund.failed_at:
             happened.append(Happening(refund.failed_at, f"Refund of {amount} failed", "Stripe", refund.failure_reason))
     for entry in CreditEntry.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
@@ -193,9 +202,12 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
         "entitlements": entitlements,
         "invoices": _invoices(tenant),
         "balances": [(currency, money(amount, currency)) for currency, amount in sorted(balances.items())],
-        "ledger": list(
-            CreditEntry.objects.filter(tenant=tenant).select_related("invoice").order_by("-created_at", "-pk")[:50]
-        ),
+        "ledger": [
+            {"entry": e, "amount": money(e.amount, e.currency)}
+            for e in CreditEntry.objects.filter(tenant=tenant)
+            .select_related("invoice")
+            .order_by("-created_at", "-pk")[:50]
+        ],
         "grants": list(Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")),
         "approvals": list(ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:20]),
         "timeline": _timeline(tenant, subscriptions),
