@@ -20,7 +20,6 @@ from .audit import api_actor_of
 from .models import ApiKey, TaskFailure, WorkItem
 from .scopes import ALL_SCOPES
 from .services import task_failure_resolve
-from .staff_otp import StaffLoginForm
 from .work import work_retry
 
 
@@ -230,13 +229,6 @@ class WorkItemAdmin(ReadOnlyAdmin):
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing_project.retry_workitem")
 
-
-# The console: named for what it is, and a second factor at login for staff who move money.
-admin.site.site_header = "Billing — finance console"
-admin.site.site_title = "Billing console"
-admin.site.index_title = "Finance console"
-admin.site.login_form = StaffLoginForm
-admin.site.login_template = "admin/login_staff.html"
 
 # The audit log: django-auditlog's own page, with the API key as the actor of changes
 # made through the API (billing_project.audit.api_actor); "system" only where no one is named.

@@ -99,6 +99,43 @@ def format_decimal(value: Decimal, min_places: int = 0) -> str:
     return f"{whole}.{frac}" if frac else whole
 
 
+def group_thousands(text: str) -> str:
+    """Thousands separators in the whole part of a plain decimal ("-24000.5" → "-24,000.5")."""
+    sign = "-" if text.startswith("-") else ""
+    whole, dot, frac = text.lstrip("-").partition(".")
+    return f"{sign}{int(whole):,}{dot}{frac}"
+
+
+def money_display(amount: Decimal | None, currency: str, *, code: bool = True) -> str:
+    """An amount as staff read it: rounded to the currency's minor unit, thousands
+    separated, with its code ("24,000.00 USD", "75,000 JPY", "1,234.567 KWD"; without it
+    for a column headed by the currency); "—" for none. Never the column's scale
+    ("24000.0000") nor E notation ("0E-10")."""
+    if amount is None:
+        return "—"
+    rounded = round_line(amount, currency)
+    if rounded.is_zero():
+        rounded = abs(rounded)  # "0.00", never "-0.00"
+    text = group_thousands(format_decimal(rounded, exponent(currency)))
+    return f"{text} {currency}" if code else text
+
+
+def price_display(amount: Decimal | None, currency: str, *, code: bool = True) -> str:
+    """A unit price, which may be finer than the minor unit: every significant digit, at least
+    the currency's decimals, no trailing zeros beyond them ("0.00002 USD", "6.00 USD")."""
+    if amount is None:
+        return "—"
+    text = group_thousands(format_decimal(amount, exponent(currency)))
+    return f"{text} {currency}" if code else text
+
+
+def quantity_display(value: Decimal | None) -> str:
+    """A quantity: thousands separated, decimals only where it has them ("100,000,000", "1.5")."""
+    if value is None:
+        return "—"
+    return group_thousands(format_decimal(value))
+
+
 @dataclass(frozen=True)
 class Money:
     amount: Decimal

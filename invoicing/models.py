@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from billing_project.money import money_display
+
 # Amounts rounded to a minor unit: at most 4 digits after the point (CLF).
 AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
 
@@ -150,7 +152,7 @@ class InvoiceLine(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount}"
+        return f"{self.description}: {money_display(self.amount, self.currency)}"
 
 
 class CreditEntry(models.Model):
@@ -183,7 +185,7 @@ class CreditEntry(models.Model):
         indexes = [models.Index(fields=["tenant", "currency"], name="creditentry_tenant_currency")]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount} {self.currency}"
+        return f"{self.kind} {money_display(self.amount, self.currency)}"
 
 
 class CreditNote(models.Model):
@@ -231,7 +233,7 @@ class CreditNoteLine(models.Model):
         constraints = [models.CheckConstraint(name="creditnoteline_amount_positive", condition=Q(amount__gt=0))]
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount}"
+        return f"{self.description}: {money_display(self.amount, self.credit_note.currency)}"
 
 
 class Refund(models.Model):
@@ -327,4 +329,4 @@ class Refund(models.Model):
         indexes = [models.Index(fields=["status", "created_at"], name="refund_status_created")]
 
     def __str__(self) -> str:
-        return f"refund {self.pk} of {self.invoice_id}: {self.amount} {self.currency} ({self.status})"
+        return f"refund {self.pk} of {self.invoice_id}: {money_display(self.amount, self.currency)} ({self.status})"

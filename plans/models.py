@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
 
+from billing_project.money import format_decimal, quantity_display
+
 # Prices: max_digits=24, decimal_places=10 (sub-cent unit prices such as 0.00002).
 # Quantities: max_digits=30, decimal_places=6.
 
@@ -242,7 +244,9 @@ class ChargeTier(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"up to {self.up_to if self.up_to is not None else '∞'} @ {self.unit_price}"
+        bound = quantity_display(self.up_to) if self.up_to is not None else "∞"
+        fee = f" + {format_decimal(self.flat_fee)}" if self.flat_fee else ""
+        return f"up to {bound} @ {format_decimal(self.unit_price)}{fee}"
 
 
 class PlanEntitlement(models.Model):

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
 
+from billing_project.money import money_display
+
 
 class Tenant(models.Model):
     """A customer account of the platform, named by the platform's own id (`external_id`).
@@ -212,4 +214,4 @@ class ProrationItem(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount} {self.currency}"
+        return f"{self.description}: {money_display(self.amount, self.currency)}"

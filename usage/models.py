@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from billing_project.money import quantity_display
+
 
 class UsageEvent(models.Model):
     """One reported use of a metric. Append-only: a PostgreSQL trigger refuses UPDATE,
@@ -64,7 +66,7 @@ class UsageEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.metric_id} {self.quantity} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+        return f"{self.metric_id} {quantity_display(self.quantity)} @ {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
 class UsageRollup(models.Model):
