@@ -107,6 +107,15 @@ def _priced_usage(
         "quantity": format_decimal(used or Decimal(0)),
         "unit_price": format_decimal(charge.unit_price) if charge.unit_price is not None else None,
         "packages": format_decimal(priced.packages) if priced.packages is not None else None,
+        **(
+            {
+                "package_size": format_decimal(charge.package_size) if charge.package_size is not None else None,
+                "package_price": format_decimal(charge.package_price) if charge.package_price is not None else None,
+                "free_units": format_decimal(charge.free_units),
+            }
+            if charge.model == "package"
+            else {}
+        ),
         "tiers": _tiers(priced),
         "unrounded_amount": format_decimal(priced.raw_amount),
         "events": events_behind(

@@ -101,4 +101,4 @@ def test_staff_read_the_document_in_the_admin(admin_client, invoiced):
     assert "49.00 USD" in change  # amounts at the currency's minor unit, not the column's 4 places
     usage = Invoice.objects.get(number="INV-2026-000002")
     change = admin_client.get(f"/admin/invoicing/invoice/{usage.pk}/change/").content.decode()
-    assert "list the 0 events" in change  # each usage line links to the events behind it
+    assert "the 0 events behind it" in change  # each usage line links to the events behind it
