@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from billing_project.admin_base import ReadOnlyAdmin
+from billing_project.admin_base import ReadOnlyAdmin, quantity_column
 from billing_project.errors import BillingError
 
 from .models import Grant, ReconciliationRun
@@ -26,10 +26,12 @@ class GrantForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(Grant)
 class GrantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = GrantForm
-    list_display = ["tenant", "feature", "kind", "amount", "expires_at", "revoked_at", "created_by"]
+    list_display = ["tenant", "feature", "kind", "extra", "expires_at", "revoked_at", "created_by"]
     list_filter = ["kind", "feature"]
     search_fields = ["tenant__external_id", "reason"]
     actions = ["revoke"]
+
+    extra = quantity_column("amount", description="extra units")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Grant | None = None) -> Any:
         return (
@@ -40,6 +42,7 @@ class GrantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "feature",
                 "kind",
                 "amount",
+                "extra",
                 "reason",
                 "expires_at",
                 "created_by",
@@ -47,6 +50,11 @@ class GrantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "revoked_at",
             ]
         )
+
+    def get_fields(self, request: HttpRequest, obj: Grant | None = None) -> Any:
+        # a grant is read once made: its units thousands separated, not at the column's scale
+        fields = super().get_fields(request, obj)
+        return fields if obj is None else list(dict.fromkeys("extra" if f == "amount" else f for f in fields))
 
     def has_delete_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
         return False  # revoke instead: the history stays

@@ -11,8 +11,9 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
 
-from billing_project.admin_base import ReadOnlyAdmin
+from billing_project.admin_base import ReadOnlyAdmin, ShownAs, instant_display, money_column, period_display
 from billing_project.errors import BillingError
 from billing_project.money import normalize_currency
 
@@ -89,11 +90,20 @@ class SubscriptionEventInline(admin.TabularInline):  # type: ignore[type-arg]
     model = SubscriptionEvent
     extra = 0
     can_delete = False
-    fields = ["at", "action", "from_status", "to_status", "actor", "reason", "data"]
-    readonly_fields = ["at", "action", "from_status", "to_status", "actor", "reason", "data"]
+    fields = ("when", "action", "change", "actor", "reason", "data")
+    readonly_fields = fields
+    classes = ("no-original",)  # the row's label repeats its columns (admin.css)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="at", ordering="at")
+    def when(self, obj: SubscriptionEvent) -> str:
+        return instant_display(obj.at)
+
+    @admin.display(description="status")
+    def change(self, obj: SubscriptionEvent) -> str:
+        return f"{obj.from_status or '—'} → {obj.to_status}"
 
 
 class BillingPeriodInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -103,11 +113,20 @@ class BillingPeriodInline(admin.TabularInline):  # type: ignore[type-arg]
     fk_name = "subscription"
     extra = 0
     can_delete = False
-    fields = ["start", "end", "planned_end", "kind", "plan_version", "currency", "fee_in_advance", "closed"]
-    readonly_fields = ["start", "end", "planned_end", "kind", "plan_version", "currency", "fee_in_advance", "closed"]
+    fields = ("period", "planned_end_at", "kind", "plan_version", "currency", "fee_in_advance", "closed")
+    readonly_fields = fields
+    classes = ("no-original",)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="period [start, end)")
+    def period(self, obj: BillingPeriod) -> str:
+        return period_display(obj.start, obj.end)
+
+    @admin.display(description="planned end")
+    def planned_end_at(self, obj: BillingPeriod) -> str:
+        return instant_display(obj.planned_end)
 
 
 class ReasonForm(forms.Form):
@@ -116,18 +135,89 @@ class ReasonForm(forms.Form):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
+    """A subscription as finance asks about it: its status and current period first (what
+    it is billed for now, when the trial ends, what happens at the period's end), then its
+    billing periods and its history."""
+
     list_display = [
         "tenant",
         "plan_version",
         "status",
-        "current_period_start",
-        "current_period_end",
-        "cancel_at_period_end",
+        "current_period",
+        "trial_ends",
+        "at_period_end",
+        "started",
+    ]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "tenant",
+                    "plan_version",
+                    "status",
+                    "current_period",
+                    "trial_ends",
+                    "at_period_end",
+                    "started",
+                    "ended",
+                    "past_due",
+                ],
+                "classes": ["summary"],
+            },
+        ),
+    ]
+    readonly_fields = [
+        "tenant",
+        "plan_version",
+        "status",
+        "current_period",
+        "trial_ends",
+        "at_period_end",
+        "started",
+        "ended",
+        "past_due",
     ]
     list_filter = ["status", "plan_version__plan"]
+    list_select_related = ["tenant", "plan_version__plan", "scheduled_plan_version__plan"]
     search_fields = ["tenant__external_id", "tenant__name"]
     inlines = [BillingPeriodInline, SubscriptionEventInline]
     actions = ["suspend", "resume", "cancel_now"]
+
+    @admin.display(description="current period [start, end)", ordering="current_period_end")
+    def current_period(self, obj: Subscription) -> str:
+        return period_display(obj.current_period_start, obj.current_period_end)
+
+    @admin.display(description="trial ends", ordering="trial_end")
+    def trial_ends(self, obj: Subscription) -> str:
+        return instant_display(obj.trial_end)
+
+    @admin.display(description="at period end")
+    def at_period_end(self, obj: Subscription) -> str:
+        """What the end of the current period brings: a cancellation, a plan change, or a renewal."""
+        if not obj.is_live:
+            return "—"
+        if obj.cancel_at_period_end:
+            return format_html("<strong>cancels</strong> on {}", instant_display(obj.current_period_end))
+        if obj.scheduled_plan_version is not None:
+            return format_html(
+                "changes to <strong>{}</strong> on {}",
+                obj.scheduled_plan_version,
+                instant_display(obj.current_period_end),
+            )
+        return "renews"
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Subscription) -> str:
+        return instant_display(obj.started_at)
+
+    @admin.display(description="ended", ordering="ended_at")
+    def ended(self, obj: Subscription) -> str:
+        return instant_display(obj.ended_at)
+
+    @admin.display(description="past due since")
+    def past_due(self, obj: Subscription) -> str:
+        return instant_display(obj.past_due_since)
 
     def _act(
         self, request: HttpRequest, queryset: QuerySet[Subscription], action: str, title: str
@@ -175,6 +265,11 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ProrationItem)
-class ProrationItemAdmin(ReadOnlyAdmin):
-    list_display = ["subscription", "kind", "description", "amount", "currency", "created_at", "invoiced_at"]
+class ProrationItemAdmin(ShownAs, ReadOnlyAdmin):
+    list_display = ["subscription", "kind", "description", "item_amount", "created_at", "invoiced_at"]
     list_filter = ["kind", ("invoiced_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["subscription__tenant", "subscription__plan_version__plan"]
+    shown_as = {"amount": "item_amount", "currency": "item_amount"}
+
+    # rounded as the invoice line that bills it will be (the item keeps every digit)
+    item_amount = money_column("amount", description="amount")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from billing_project.admin_base import ReadOnlyAdmin
+from billing_project.admin_base import ReadOnlyAdmin, ShownAs, quantity_column
 
 from .models import AggregationWatermark, UsageEvent, UsageRollup
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "tenant", "metric", "quantity", "occurred_at", "received_at", "late", "correlation_id"]
+class UsageEventAdmin(ShownAs, ReadOnlyAdmin):
+    list_display = ["id", "tenant", "metric", "units", "occurred_at", "received_at", "late", "correlation_id"]
+    shown_as = {"quantity": "units"}
+    units = quantity_column("quantity")
     list_filter = ["metric", "late"]
     search_fields = ["tenant__external_id", "idempotency_key", "correlation_id"]
     list_select_related = ["tenant", "metric"]
@@ -19,8 +21,12 @@ class UsageEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyAdmin):
-    list_display = ["tenant", "metric", "hour", "count", "sum", "max", "latest_value"]
+class UsageRollupAdmin(ShownAs, ReadOnlyAdmin):
+    list_display = ["tenant", "metric", "hour", "count", "total", "largest", "latest"]
+    shown_as = {"sum": "total", "max": "largest", "latest_value": "latest"}
+    total = quantity_column("sum")
+    largest = quantity_column("max")
+    latest = quantity_column("latest_value", description="latest value")
     list_filter = ["metric"]
     list_select_related = ["tenant", "metric"]
 
