@@ -91,18 +91,23 @@ def quantity_column(field: str, *, description: str | None = None) -> Callable[[
     return column
 
 
-def instant_display(at: datetime | None) -> str:
-    """An instant in UTC, to the minute: "2026-01-15 00:00 UTC"; "—" for none."""
+def instant_display(at: datetime | None, *, day: bool = False) -> str:
+    """An instant in UTC, to the minute ("2026-01-15 00:00 UTC"), or its day for a list's
+    column ("2026-01-15"); "—" for none."""
     if at is None:
         return "—"
-    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{at.astimezone(UTC):%Y-%m-%d}" if day else f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def period_display(start: datetime | None, end: datetime | None) -> str:
-    """A half-open period, as billing counts it: "[2026-01-15 00:00, 2026-02-15 00:00) UTC"."""
+def period_display(start: datetime | None, end: datetime | None, *, days: bool = False) -> str:
+    """A half-open period, as billing counts it: "[2026-01-15 00:00, 2026-02-15 00:00) UTC",
+    or its days for a list's column ("[2026-01-15, 2026-02-15)")."""
     if start is None or end is None:
         return "—"
-    return f"[{start.astimezone(UTC):%Y-%m-%d %H:%M}, {end.astimezone(UTC):%Y-%m-%d %H:%M}) UTC"
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if days:
+        return f"[{start:%Y-%m-%d}, {end:%Y-%m-%d})"
+    return f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC"
 
 
 class PlainDecimalInput(forms.NumberInput):

@@ -317,6 +317,8 @@ CSP_DOCUMENT = "; ".join(
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# Dates as finance writes them, 2026-01-15 00:00, not "Jan. 15, 2026, midnight" (UTC, as TIME_ZONE).
+FORMAT_MODULE_PATH = ["billing_project.formats"]
 USE_TZ = True
 
 STATIC_URL = "static/"

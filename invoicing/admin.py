@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from billing_project.admin_base import (
     ReadOnlyAdmin,
     ShownAs,
+    instant_display,
     money_column,
     money_display,
     period_display,
@@ -114,7 +115,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
     amounts (subtotal, tax, credit applied, total due), the parties as addresses, collection,
     its lines with how each was reached, and what corrected it since."""
 
-    list_display = ["__str__", "tenant", "status", "total_due", "billed_period", "due_at", "document"]
+    list_display = ["__str__", "tenant", "status", "total_due", "billed_days", "due_day", "document"]
     fieldsets = [
         (None, {"fields": ["number", "tenant", "subscription", "status", "document"]}),
         ("Dates", {"fields": ["billed_period", "finalized_at", "due_at", "paid_at", "voided_at", "uncollectible_at"]}),
@@ -177,6 +178,14 @@ class InvoiceAdmin(ReadOnlyAdmin):
     @admin.display(description="period billed", ordering="period_start")
     def billed_period(self, obj: Invoice) -> str:
         return period_display(obj.period_start, obj.period_end)
+
+    @admin.display(description="period billed", ordering="period_start")
+    def billed_days(self, obj: Invoice) -> str:
+        return period_display(obj.period_start, obj.period_end, days=True)
+
+    @admin.display(description="due", ordering="due_at")
+    def due_day(self, obj: Invoice) -> str:
+        return instant_display(obj.due_at, day=True)
 
     @admin.display(description="seller")
     def seller_address(self, obj: Invoice) -> str:

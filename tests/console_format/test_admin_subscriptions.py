@@ -38,19 +38,19 @@ def test_a_scheduled_change_and_a_cancellation_show(admin_client, bigcorp):
     sub = subscription_create(tenant=bigcorp, plan_code="enterprise", actor="t", at=T0)
     subscription_change_plan(tenant=bigcorp, plan_code="pro", when="period_end", actor="t", at=T0)
     html = admin_client.get(f"/admin/subscriptions/subscription/{sub.pk}/change/").content.decode()
-    assert fields(html)["At period end"] == "changes to pro v1 on 2027-01-01 00:00 UTC"
+    assert fields(html)["At period end"] == "changes to pro v1 on 2027-01-01"
 
     subscription_cancel(tenant=bigcorp, at_period_end=True, actor="t", reason="moving on", at=T0)
     sub.refresh_from_db()
     assert sub.cancel_at_period_end
     html = admin_client.get(f"/admin/subscriptions/subscription/{sub.pk}/change/").content.decode()
-    assert fields(html)["At period end"] == "cancels on 2027-01-01 00:00 UTC"
+    assert fields(html)["At period end"] == "cancels on 2027-01-01"
 
 
 def test_the_list_shows_status_period_trial_and_what_comes(admin_client, bigcorp):
     subscription_create(tenant=bigcorp, plan_code="pro", actor="t", at=T0)
     html = admin_client.get("/admin/subscriptions/subscription/").content.decode()
-    for column in ("status", "current_period", "trial_ends", "at_period_end", "started"):
+    for column in ("status", "period", "trial", "at_period_end", "since"):
         assert f"column-{column}" in html, column
-    assert "[2026-01-01 00:00, 2026-01-15 00:00) UTC" in html
+    assert "[2026-01-01, 2026-01-15)" in html  # days: the page shows the minutes
     assert Subscription.objects.count() == 1

@@ -40,6 +40,10 @@ MEASURE = """() => {
     if (r.width && r.right > window.innerWidth + 1)
       out.push(`${el.tagName}.${el.className} ends at ${Math.round(r.right)}`);
   }
+  // a table in a scrolling box (the change list's results, an inline) hides columns
+  for (const el of document.querySelectorAll('#content .results, #content .inline-group .tabular')) {
+    if (el.scrollWidth > el.clientWidth + 1) out.push(`${el.className} clipped: ${el.scrollWidth} > ${el.clientWidth}`);
+  }
   for (const el of document.querySelectorAll('.money, .quantity, .explanation-row')) {
     if (el.getClientRects().length > 1) out.push(`${el.className} "${el.textContent}" wraps`);
   }
@@ -104,13 +108,17 @@ def test_the_consoles_pages_fit_1400_pixels(transactional_db, live_server, admin
         "draft-version": f"/admin/plans/planversion/{draft.pk}/change/",
         "published-version": f"/admin/plans/planversion/{published.pk}/change/",
         "draft-charge": f"/admin/plans/charge/{draft.charges.get(metric__code='ai_tokens').pk}/change/",
+        "credit-entries": "/admin/invoicing/creditentry/",
+        "refunds": "/admin/invoicing/refund/",
+        "proration-items": "/admin/subscriptions/prorationitem/",
+        "plan-versions": "/admin/plans/planversion/",
+        "usage-events": "/admin/usage/usageevent/",
         "index": "/admin/",
     }
     client = Client()
     verified_login(client, admin_user)
     with chromium(client.cookies["sessionid"].value, live_server.url) as (page, errors):
-        for name, path in pages.items():
-            measured = visit(page, live_server.url + path, name, shots)
-            assert measured["width"] <= WIDTH, (name, measured)
-            assert measured["problems"] == [], (name, measured)
+        measured = {name: visit(page, live_server.url + path, name, shots) for name, path in pages.items()}
+        wide = {name: m for name, m in measured.items() if m["width"] > WIDTH or m["problems"]}
+        assert wide == {}
         assert errors == []
