@@ -123,6 +123,21 @@ def _amount(value: Any, name: str = "amount") -> Decimal:
         ) from None
 
 
+def _instant(value: Any, name: str) -> str:
+    """An ISO 8601 time with its offset, kept in UTC with a Z."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_field(f"payload.{name}", "An ISO 8601 time with its offset.") from None
+    if when.tzinfo is None:
+        raise invalid_field(f"payload.{name}", "An ISO 8601 time with its offset.")
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _from_instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid_field(f"payload.{name}", "A non-empty string.")
@@ -176,17 +191,22 @@ class CreditKind(ApprovalKind):
     moves_money = True
 
     def clean(self, tenant: Tenant, payload: Any) -> dict[str, Any]:
-        data = _fields(payload, {"amount"}, {"currency"})
+        data = _fields(payload, {"amount"}, {"currency", "expires_at"})
         currency = normalize_currency(data.get("currency") or tenant.currency)
-        return {"amount": format_decimal(_amount(data["amount"])), "currency": currency}
+        cleaned = {"amount": format_decimal(_amount(data["amount"])), "currency": currency}
+        if data.get("expires_at") is not None:
+            cleaned["expires_at"] = _instant(data["expires_at"], "expires_at")
+        return cleaned
 
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
         amount = Money(Decimal(payload["amount"]), payload["currency"])
+        expires = _from_instant(payload["expires_at"]) if "expires_at" in payload else None
         before = credit_balance(tenant=tenant, currency=amount.currency)
-        entry = credit_grant(tenant=tenant, amount=amount, reason=actor.reason, actor=actor.label)
+        entry = credit_grant(tenant=tenant, amount=amount, reason=actor.reason, actor=actor.label, expires_at=expires)
         after = before + entry.amount
+        until = f", unused by {payload['expires_at']} it expires" if expires else ""
         text = (
-            f"Grant {money_text(amount.amount, amount.currency)} of credit to {tenant.external_id} "
+            f"Grant {money_text(amount.amount, amount.currency)} of credit to {tenant.external_id}{until} "
             f"(credit balance {money_text(before, amount.currency)} → {money_text(after, amount.currency)})."
         )
         return Outcome(Plan(text, amount, {"balance_after": format_decimal(after)}), {"credit_entry": entry.pk})
@@ -333,13 +353,7 @@ class GrantKind(ApprovalKind):
             cleaned["amount"] = format_decimal(_amount(data["amount"]))
         elif "amount" in data:
             raise invalid_field("payload.amount", "Switching a feature on takes no amount.")
-        try:
-            expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
-        except ValueError:
-            raise invalid_field("payload.expires_at", "An ISO 8601 time with its offset.") from None
-        if expires.tzinfo is None:
-            raise invalid_field("payload.expires_at", "An ISO 8601 time with its offset.")
-        cleaned["expires_at"] = expires.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        cleaned["expires_at"] = _instant(data["expires_at"], "expires_at")
         return cleaned
 
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
@@ -349,7 +363,7 @@ class GrantKind(ApprovalKind):
                 f"No feature {payload['feature']!r}.", code="unknown_feature", details={"feature": payload["feature"]}
             )
         amount = Decimal(payload["amount"]) if "amount" in payload else None
-        expires = datetime.fromisoformat(payload["expires_at"].replace("Z", "+00:00"))
+        expires = _from_instant(payload["expires_at"])
         grant = grant_create(
             tenant=tenant,
             feature=feature,

@@ -216,6 +216,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "collect-pending-invoices": {"task": "invoicing.tasks.collect_pending_invoices", "schedule": 900.0},
     "invoice-late-usage": {"task": "invoicing.tasks.invoice_late_usage", "schedule": 3600.0},
     "retry-due-payments": {"task": "invoicing.tasks.retry_due_payments", "schedule": 3600.0},
+    # Unused credit past its grant's expiry is written off (balances never count it meanwhile).
+    "expire-credits": {"task": "invoicing.tasks.expire_credits", "schedule": 3600.0},
     # Requested refunds whose submission to Stripe was lost, or is due again after a back-off.
     "submit-pending-refunds": {"task": "invoicing.tasks.submit_pending_refunds", "schedule": 300.0},
     "suspend-overdue-subscriptions": {"task": "subscriptions.tasks.suspend_overdue_subscriptions", "schedule": 3600.0},

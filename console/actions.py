@@ -50,6 +50,9 @@ class AmountForm(ReasonForm):
 
 class CreditForm(AmountForm):
     currency = forms.CharField(max_length=3, help_text="ISO 4217, e.g. USD.")
+    expires_at = forms.DateTimeField(
+        required=False, help_text="Optional. UTC, YYYY-MM-DD HH:MM: what is unused then expires."
+    )
 
 
 class OptionalAmountForm(ReasonForm):
@@ -126,10 +129,14 @@ def _credit(user: User, target: Target, data: dict[str, Any]) -> Done:
     currency = normalize_currency(data["currency"])
     amount = Money(data["amount"], currency)
     payload: dict[str, Any] = {"amount": str(data["amount"]), "currency": currency}
+    until = ""
+    if data.get("expires_at") is not None:
+        payload["expires_at"] = data["expires_at"].isoformat()
+        until = f", expiring {data['expires_at']:%Y-%m-%d %H:%M} UTC"
 
     def do() -> str:
         kind_for("credit").execute(target.tenant, payload, _actor(user, data["reason"]))
-        return f"Granted {money_text(amount.amount, currency)} of credit."
+        return f"Granted {money_text(amount.amount, currency)} of credit{until}."
 
     return _or_ask(
         user=user,

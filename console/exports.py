@@ -145,7 +145,7 @@ def _ledger(start: datetime, end: datetime) -> QuerySet[Any]:
     return (
         selectors.ledger_entries(start=start, end=end)
         .select_related("tenant", "invoice")
-        .only("kind", "currency", "amount", "reason", "actor", "created_at",
+        .only("kind", "currency", "amount", "reason", "actor", "created_at", "expires_at", "expired_grant_id",
               "invoice__number", "tenant__external_id", "tenant__name")
         .order_by("created_at", "pk")
     )  # fmt: skip
@@ -163,6 +163,8 @@ def _ledger_row(e: Any) -> list[str]:
         (e.invoice.number or "") if e.invoice else "",
         _text(e.reason),
         _text(e.actor),
+        _instant(e.expires_at),
+        str(e.expired_grant_id or ""),
     ]
 
 
@@ -199,10 +201,10 @@ EXPORTS: dict[str, Export] = {
         ),
         Export(
             "credit-ledger",
-            "Credit ledger entries (grants +, applications −, reversals +)",
+            "Credit ledger entries (grants +, applications −, reversals +, expiries −)",
             "amount",
             ["entry", "created_at", "tenant", "tenant_name", "kind", "currency", "amount", "invoice", "reason",
-             "actor"],
+             "actor", "expires_at", "expired_grant"],
             _ledger,
             _ledger_row,
         ),

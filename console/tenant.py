@@ -20,7 +20,7 @@ from billing_project.audit import api_actor_of
 from billing_project.money import exponent
 from entitlements.models import Grant
 from entitlements.services import entitlements_list
-from invoicing.ledger import credit_balances
+from invoicing.ledger import credit_balances, credit_lots
 from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
 from invoicing.refunds import refundable
 from invoicing.selectors import billing_view
@@ -192,7 +192,13 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
         entitlements = entitlements_list(tenant=tenant.external_id)["entitlements"]
     except Exception:  # noqa: BLE001  the page shows the rest when one part cannot answer
         entitlements = []
-    balances = credit_balances(tenant=tenant)
+    balances = credit_balances(tenant=tenant, at=now)
+    expiring = [
+        {"amount": money(lot.remaining, currency), "expires_at": lot.expires_at}
+        for currency in sorted(balances)
+        for lot in credit_lots(tenant_id=tenant.pk, currency=currency)
+        if lot.expires_at is not None and lot.expires_at > now
+    ]
     return {
         "tenant": tenant,
         "subscriptions": subscriptions,
@@ -202,6 +208,7 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
         "entitlements": entitlements,
         "invoices": _invoices(tenant),
         "balances": [(currency, money(amount, currency)) for currency, amount in sorted(balances.items())],
+        "expiring": expiring,
         "ledger": [
             {"entry": e, "amount": money(e.amount, e.currency)}
             for e in CreditEntry.objects.filter(tenant=tenant)

@@ -163,6 +163,7 @@ class CreditEntry(models.Model):
         GRANT = "grant"
         APPLICATION = "application"
         REVERSAL = "reversal"  # an application given back (its invoice was voided)
+        EXPIRY = "expiry"  # what was left of a grant when it expired
 
     tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="credit_entries")
     currency = models.CharField(max_length=3)
@@ -171,6 +172,19 @@ class CreditEntry(models.Model):
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="credits")
     reason = models.TextField()
     actor = models.CharField(max_length=200)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="A grant's unused part expires at this instant (used first, before others)."
+    )
+    # A foreign key, not one-to-one: credit given back to an expired grant (its invoice
+    # voided) expires again, by a second entry.
+    expired_grant = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="expiries",
+        help_text="The grant it expires.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -179,7 +193,15 @@ class CreditEntry(models.Model):
             models.CheckConstraint(
                 name="creditentry_sign_matches_kind",
                 condition=(Q(kind__in=["grant", "reversal"]) & Q(amount__gt=0))
-                | (Q(kind="application") & Q(amount__lt=0) & Q(invoice__isnull=False)),
+                | (Q(kind="application") & Q(amount__lt=0) & Q(invoice__isnull=False))
+                | (Q(kind="expiry") & Q(amount__lt=0) & Q(expired_grant__isnull=False)),
+            ),
+            models.CheckConstraint(
+                name="creditentry_only_grants_expire", condition=Q(expires_at__isnull=True) | Q(kind="grant")
+            ),
+            models.CheckConstraint(
+                name="creditentry_only_expiries_name_a_grant",
+                condition=Q(expired_grant__isnull=True) | Q(kind="expiry"),
             ),
         ]
         indexes = [models.Index(fields=["tenant", "currency"], name="creditentry_tenant_currency")]

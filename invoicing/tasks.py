@@ -16,6 +16,7 @@ from .attempts import (
     refund_submit_attempt,
     refunds_submit_pending,
 )
+from .ledger import credits_expire_due
 from .services import invoices_close_due, invoices_late_usage_due, payment_retries_due
 
 
@@ -73,3 +74,9 @@ def submit_pending_refunds() -> int:
     """Every 5 minutes (beat): queue again requested refunds never submitted (not those
     blocked or backing off)."""
     return refunds_submit_pending()
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def expire_credits() -> int:
+    """Hourly (beat): what is left of grants past their expiry is written off, an entry each."""
+    return credits_expire_due(now=timezone.now())

@@ -7,6 +7,7 @@ APPROVAL_THRESHOLDS a credit, refund or credit note is asked for, not done."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -21,6 +22,7 @@ from console.actions import ACTIONS
 from console.models import StaffAction
 from invoicing.models import CreditEntry, Invoice, Refund
 from tests.conftest import verified_login
+from tests.console.ledger import T
 
 pytestmark = [pytest.mark.django_db]
 
@@ -128,6 +130,24 @@ def test_a_credit_below_the_threshold_is_granted_and_audited_with_the_staff_memb
     entry = CreditEntry.objects.filter(tenant=acme, reason="outage").get()
     assert (entry.amount, entry.currency, entry.actor) == (Decimal("25.00"), "USD", "staff:fin")
     assert not ApprovalRequest.objects.exists()
+
+
+def test_a_credit_with_an_expiry_shows_when_it_expires(ledger):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance", "fin"))
+    url = act(acme, "credit")
+    expires = (T + timedelta(days=30)).replace(second=0, microsecond=0)
+    fields = {"token": form_token(client, url), "amount": "12.00", "currency": "USD", "reason": "promo"}
+    response = client.post(url, {**fields, "expires_at": f"{expires:%Y-%m-%d %H:%M}"}, follow=True)
+    assert "expiring" in response.content.decode()
+    assert CreditEntry.objects.get(reason="promo").expires_at == expires
+    html = client.get(page(acme)).content.decode()
+    assert f"of it expires {expires:%Y-%m-%d %H:%M} UTC" in html
+
+    refused = client.post(url, {**fields, "token": form_token(client, url), "expires_at": "2001-01-01 00:00"})
+    assert refused.status_code == 400
+    assert "in the future" in refused.content.decode()
+    assert CreditEntry.objects.filter(reason="promo").count() == 1
 
 
 def test_a_credit_above_the_threshold_waits_for_a_second_person(ledger):
