@@ -174,6 +174,8 @@ def _banner(base: str, creds: dict[str, str], logs: Path) -> str:
     creds = {
         "admin_password": "(changed since the demo was set up)",
         "admin_totp_key": "(replaced in the admin)",
+        "approver_password": "(changed since the demo was set up)",
+        "approver_totp_key": "(replaced in the admin)",
         "service_key": "(revoked in the admin)",
         "agent_key": "(revoked in the admin)",
         **creds,
@@ -186,6 +188,10 @@ Billing service is up.
   Admin          {base}/admin/      login: {creds["admin_username"]} / {creds["admin_password"]}
                  + the authenticator code: add key {creds["admin_totp_key"]} to an app,
                    or run `DEBUG=1 .venv/bin/python manage.py demo_totp` for the current one
+  Approver       login: {creds.get("approver_username", "approver")} / {creds["approver_password"]}
+                 (finance-approver: decides the admin's requests above the thresholds)
+                 + key {creds["approver_totp_key"]}, or `… manage.py demo_totp --user approver`
+  Finance        {base}/admin/console/  (the numbers; a tenant's page: Tenants → Whole picture)
   Health         {base}/healthz   {base}/readyz   {base}/metrics
 
   Demo tenant    {creds["tenant"]}

@@ -261,6 +261,7 @@ def _monthly_fees(now: datetime) -> tuple[dict[str, Decimal], dict[str, int]]:
 class TroubledSubscription:
     tenant: str  # external id
     tenant_name: str
+    tenant_id: int
     subscription_id: int
     plan: str
     since: datetime | None
@@ -291,7 +292,9 @@ def subscriptions_suspended(*, limit: int = 20) -> Troubled:
 
 
 def _troubled(sub: Subscription, since: datetime | None) -> TroubledSubscription:
-    return TroubledSubscription(sub.tenant.external_id, sub.tenant.name, sub.pk, str(sub.plan_version), since)
+    return TroubledSubscription(
+        sub.tenant.external_id, sub.tenant.name, sub.tenant_id, sub.pk, str(sub.plan_version), since
+    )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from entitlements.models import Grant
 from entitlements.services import entitlements_list
 from invoicing.ledger import credit_balances, credit_lots
 from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
+from invoicing.providers import customer_known
 from invoicing.refunds import refundable
 from invoicing.selectors import billing_view
 from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, SubscriptionEvent, Tenant
@@ -65,8 +66,12 @@ class InvoiceRow:
     stripe: str | None = None
 
     @property
-    def refund_lines(self) -> list[str]:
-        return [f"{money(r.amount, r.currency)} ({r.get_status_display()})" for r in self.refunds]
+    def refund_lines(self) -> list[tuple[str, str | None]]:
+        """Each refund as text, with its page on Stripe's dashboard when Stripe made it."""
+        return [
+            (f"{money(r.amount, r.currency)} ({r.get_status_display()})", stripe_url("refunds", r.stripe_refund_id))
+            for r in self.refunds
+        ]
 
     @property
     def note_lines(self) -> list[str]:
@@ -193,6 +198,7 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
     except Exception:  # noqa: BLE001  the page shows the rest when one part cannot answer
         entitlements = []
     balances = credit_balances(tenant=tenant, at=now)
+    customer = customer_known(tenant)
     expiring = [
         {"amount": money(lot.remaining, currency), "expires_at": lot.expires_at}
         for currency in sorted(balances)
@@ -201,6 +207,7 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
     ]
     return {
         "tenant": tenant,
+        "stripe_customer": (customer, stripe_url("customers", customer)) if customer else None,
         "subscriptions": subscriptions,
         "live": live,
         "periods": periods,

@@ -127,7 +127,8 @@ def _troubled(troubled: selectors.Troubled) -> dict[str, Any]:
                 "tenant_name": s.tenant_name,
                 "plan": s.plan,
                 "since": s.since,
-                "link": _link("admin:subscriptions_subscription_change", s.subscription_id),
+                "link": _link("console-tenant:page", s.tenant_id),
+                "subscription_link": _link("admin:subscriptions_subscription_change", s.subscription_id),
             }
             for s in troubled.subscriptions
         ],

@@ -11,6 +11,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from billing_project.admin_base import ReadOnlyAdmin, ShownAs, instant_display, money_column, period_display
@@ -65,11 +66,16 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     audited with the staff member; tenants are never deleted."""
 
     form = TenantForm
-    list_display = ["external_id", "name", "currency", "country", "created_at"]
+    list_display = ["external_id", "name", "currency", "country", "created_at", "whole_picture"]
     search_fields = ["external_id", "name"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
-        return ["external_id", "created_at"] if obj is not None else []
+        return ["whole_picture", "external_id", "created_at"] if obj is not None else []
+
+    @admin.display(description="Finance console")
+    def whole_picture(self, obj: Tenant) -> str:
+        # the page with everything about the tenant and the money actions (console/)
+        return format_html('<a href="{}">Whole picture and actions</a>', reverse("console-tenant:page", args=[obj.pk]))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

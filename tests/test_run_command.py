@@ -135,6 +135,8 @@ def test_make_run_brings_up_web_worker_and_beat_and_ctrl_c_stops_them(run_databa
         creds = json.loads((tmp_path / "demo-credentials.json").read_text())
         assert creds["admin_password"] in banner
         assert creds["admin_totp_key"] in banner
+        assert creds["approver_password"] in banner
+        assert creds["approver_totp_key"] in banner
         assert creds["service_key"] in banner
         assert creds["agent_key"] in banner
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -186,7 +188,17 @@ def test_a_restart_keeps_what_staff_changed_in_the_demo_data(tmp_path, clock):
     assert pro is not None
     assert (pro.version, pro.base_fee) == (1, Decimal("49.00"))
     assert Subscription.objects.filter(tenant__external_id="demo", status="trialing").count() == 1
-    assert set(first) == {"admin_username", "admin_password", "admin_totp_key", "tenant", "service_key", "agent_key"}
+    assert set(first) == {
+        "admin_username",
+        "admin_password",
+        "admin_totp_key",
+        "approver_username",
+        "approver_password",
+        "approver_totp_key",
+        "tenant",
+        "service_key",
+        "agent_key",
+    }
 
     # What finance and staff did in the admin since:
     draft = plan_version_copy_to_draft(version=pro)
@@ -278,3 +290,36 @@ def test_the_demo_catalog_goes_only_into_an_empty_catalog(tmp_path):
     catalog_import(spec=catalog_validate(spec))  # the catalog staff keep
     demo_setup(tmp_path / "creds.json")
     assert list(Plan.objects.values_list("code", flat=True)) == ["free"]
+
+
+@pytest.mark.django_db
+def test_the_demo_has_an_approver_for_the_admins_requests_above_the_thresholds(tmp_path, clock):
+    """Four eyes in the demo: the admin asks, the approver (finance-approver, its own
+    authenticator) decides; demo_totp prints either one's current code."""
+    import io
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import override_settings
+    from django_otp.oath import TOTP
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    creds = demo_setup(tmp_path / "creds.json")
+    approver = get_user_model().objects.get(username="approver")
+    assert approver.is_staff
+    assert not approver.is_superuser
+    assert list(approver.groups.values_list("name", flat=True)) == ["finance-approver"]
+    assert approver.has_perm("approvals.approve_approvalrequest")
+    assert approver.check_password(creds["approver_password"])
+    device = TOTPDevice.objects.get(user=approver, confirmed=True)
+    out = io.StringIO()
+    with override_settings(DEBUG=True):
+        call_command("demo_totp", "--credentials", str(tmp_path / "creds.json"), "--user", "approver", stdout=out)
+    assert out.getvalue().strip() == f"{TOTP(device.bin_key, device.step, device.t0, device.digits).token():06d}"
+    assert creds["approver_totp_key"] != creds["admin_totp_key"]
+    again = demo_setup(tmp_path / "creds.json")  # a restart keeps the same approver
+    assert (again["approver_password"], again["approver_totp_key"]) == (
+        creds["approver_password"],
+        creds["approver_totp_key"],
+    )
+    assert get_user_model().objects.filter(username="approver").count() == 1

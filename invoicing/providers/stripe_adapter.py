@@ -173,6 +173,12 @@ def _mirrored_customer(tenant: Tenant) -> str | None:
     return str(found) if found else None
 
 
+def customer_known(tenant: Tenant) -> str | None:
+    """The tenant's Stripe customer as our mirror knows it: no call to Stripe (for pages
+    that link to it and must not wait on Stripe)."""
+    return _mirrored_customer(tenant)
+
+
 def customer_find(tenant: Tenant) -> str | None:
     """The tenant's Stripe customer, if one exists (see the module docstring)."""
     from invoicing.models import Invoice  # invoicing.models never imports this module

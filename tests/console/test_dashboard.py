@@ -91,3 +91,10 @@ def test_the_page_holds_no_inline_script_under_the_admins_policy(ledger):
     inline = [m for m in re.findall(r"<script([^>]*)>", response.content.decode()) if "src=" not in m]
     assert inline == []
     assert "cdn" not in response.content.decode().lower()
+
+
+def test_troubled_subscriptions_lead_to_their_tenants_whole_picture(ledger):
+    html = staff_client("finance").get(reverse("console:dashboard")).content.decode()
+    for code in ("core", "dusk"):  # past due, suspended
+        assert f'href="{reverse("console-tenant:page", args=[ledger.tenants[code].pk])}"' in html, code
+    assert f'action="{reverse("admin:subscriptions_tenant_changelist")}"' in html  # find a tenant

@@ -313,3 +313,37 @@ def test_an_invoice_paid_outside_stripe_is_refunded_by_bank_transfer_with_its_re
     request = ApprovalRequest.objects.get()
     assert request.payload["payout_reference"] == "SEPA-2027-0043"
     assert "bank transfer SEPA-2027-0043" in request.description
+
+
+def test_the_tenant_list_and_page_lead_to_the_whole_picture(ledger):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("support"))
+    listing = client.get(reverse("admin:subscriptions_tenant_changelist")).content.decode()
+    assert f'href="{page(acme)}"' in listing
+    change = client.get(reverse("admin:subscriptions_tenant_change", args=[acme.pk])).content.decode()
+    assert f'href="{page(acme)}"' in change
+
+
+def test_the_page_links_to_the_tenants_objects_at_stripe(ledger):
+    """The customer (from our mirror: the page never waits on Stripe), a pushed invoice,
+    each refund Stripe made; nothing links where there is no Stripe object."""
+    from djstripe.models import Customer
+
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance"))
+    html = client.get(page(acme)).content.decode()
+    assert "dashboard.stripe.com/test/customers/" not in html
+    assert "dashboard.stripe.com/test/invoices/" not in html
+    assert "none yet" in html  # no customer at Stripe yet
+    stripe_refunds = set(
+        Refund.objects.filter(tenant=acme).exclude(stripe_refund_id="").values_list("stripe_refund_id", flat=True)
+    )
+    assert stripe_refunds  # the hand-built ledger has refunds Stripe made
+    for refund_id in stripe_refunds:
+        assert f'href="https://dashboard.stripe.com/test/refunds/{refund_id}"' in html
+
+    Customer.objects.create(id="cus_console_acme", livemode=False, metadata={"billing_tenant_id": acme.external_id})
+    Invoice.objects.filter(pk=ledger.invoices["i2"].pk).update(stripe_invoice_id="in_console_link")
+    html = client.get(page(acme)).content.decode()
+    assert 'href="https://dashboard.stripe.com/test/customers/cus_console_acme"' in html
+    assert 'href="https://dashboard.stripe.com/test/invoices/in_console_link"' in html

@@ -5,7 +5,8 @@ did since (a plan version published in the admin, a tenant's details, the admin'
 password, a revoked key).
 - The demo catalog (plans/fixtures/demo_catalog.yaml: an AI platform with free, pro,
   team and enterprise plans) is imported into an empty catalog only.
-- The admin user, the demo tenant on the pro plan (in its trial), the demo service key
+- The admin user (a superuser) and an approver (`finance-approver`, the second pair of
+  eyes), each with a TOTP authenticator; the demo tenant on the pro plan (in its trial), the demo service key
   (allowed to report every demo metric) and the demo agent key are created when missing.
 - So is a customer with a history, for the finance console: `acme-demo` (Acme Demo GmbH,
   DE, USD), on the team plan since two months ago, its usage reported by the demo service
@@ -28,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -38,6 +40,7 @@ from billing_project.audit import system_actor
 from billing_project.embedded import data_dir, write_private
 from billing_project.models import ApiKey
 from billing_project.scopes import AGENT_SCOPES, ALL_SCOPES
+from billing_project.staff import FINANCE_APPROVER
 from invoicing.services import invoice_close_periods, invoice_mark_paid
 from plans.catalog import load_file
 from plans.models import BillableMetric, Feature, Plan
@@ -53,6 +56,7 @@ DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "dem
 DEMO_TENANT = "demo"
 DEMO_CUSTOMER = "acme-demo"  # the tenant with invoices, one of them paid (to refund)
 DEMO_ADMIN = "admin"
+DEMO_APPROVER = "approver"  # finance-approver: the second pair of eyes on the admin's big refunds
 ACTOR = "system:demo_setup"
 
 
@@ -82,7 +86,12 @@ class Command(BaseCommand):
                 done.append("demo catalog imported")
             creds["admin_username"] = DEMO_ADMIN
             self._keep(creds, "admin_password", self._admin(creds.get("admin_password"), done))
-            self._keep(creds, "admin_totp_key", self._authenticator(creds.get("admin_totp_key"), done))
+            self._keep(creds, "admin_totp_key", self._authenticator(DEMO_ADMIN, creds.get("admin_totp_key"), done))
+            creds["approver_username"] = DEMO_APPROVER
+            self._keep(creds, "approver_password", self._approver(creds.get("approver_password"), done))
+            self._keep(
+                creds, "approver_totp_key", self._authenticator(DEMO_APPROVER, creds.get("approver_totp_key"), done)
+            )
             creds["tenant"] = DEMO_TENANT
             if not Tenant.objects.filter(external_id=DEMO_TENANT).exists():
                 self._tenant(done)
@@ -127,18 +136,33 @@ class Command(BaseCommand):
             return password
         return password if password is not None and user.check_password(password) else None
 
-    def _authenticator(self, key: str | None, done: list[str]) -> str | None:
-        """The demo admin's second factor (superusers need one): a TOTP device made with the
-        admin, its key kept in the credentials file (base32, for an authenticator app or
-        `manage.py demo_totp`); None when staff replaced or removed it since."""
-        user = get_user_model().objects.get(username=DEMO_ADMIN)
+    def _approver(self, password: str | None, done: list[str]) -> str | None:
+        """A finance-approver, so that a request above the thresholds made as the admin can be
+        decided by someone else, as four eyes require; None when staff changed the password."""
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=DEMO_APPROVER).first()
+        if user is None:
+            password = secrets.token_urlsafe(12)
+            user = user_model.objects.create_user(
+                DEMO_APPROVER, "approver@demo.example", password, is_staff=True, first_name="Approver"
+            )
+            user.groups.add(Group.objects.get(name=FINANCE_APPROVER))
+            done.append("approver user created")
+            return password
+        return password if password is not None and user.check_password(password) else None
+
+    def _authenticator(self, username: str, key: str | None, done: list[str]) -> str | None:
+        """A demo staff member's second factor (superusers and finance-approvers need one): a
+        TOTP device made with the user, its key kept in the credentials file (base32, for an
+        authenticator app or `manage.py demo_totp`); None when staff replaced or removed it since."""
+        user = get_user_model().objects.get(username=username)
         devices = TOTPDevice.objects.filter(user=user, confirmed=True)
         if key is not None:
             return key if any(_base32(d.bin_key) == key for d in devices) else None
         if devices.exists():
             return None  # enrolled by hand: not ours to print
         device = TOTPDevice.objects.create(user=user, name="demo authenticator", confirmed=True)
-        done.append("admin authenticator enrolled")
+        done.append(f"{username} authenticator enrolled")
         return _base32(device.bin_key)
 
     def _tenant(self, done: list[str]) -> None:
