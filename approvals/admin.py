@@ -122,7 +122,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
                     elif done.status == ApprovalRequest.Status.EXPIRED:
                         self.message_user(request, f"#{pk} had expired: nothing done.", messages.WARNING)
                     else:
-                        self.message_user(request, f"#{pk} {done.status}.", messages.SUCCESS)
+                        self.message_user(request, f"#{pk} {done.status}: {done.description}", messages.SUCCESS)
                 return None
         else:
             form = DecisionForm()

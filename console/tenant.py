@@ -104,21 +104,48 @@ def _invoices(tenant: Tenant) -> list[InvoiceRow]:
     return rows
 
 
+_MOVED = {"paid": "paid", "void": "voided", "uncollectible": "marked uncollectible"}
+
+
+def _who(entry: LogEntry) -> str:
+    """The actor an audit entry names: the API key or label (task:…, stripe:evt_…), else the staff member."""
+    return api_actor_of(entry) or (entry.actor.get_username() if entry.actor else "system")
+
+
+def _status_movers(invoices: list[Invoice]) -> dict[tuple[int, str], str]:
+    """Who moved each invoice to paid, void or uncollectible, from the audit trail."""
+    movers: dict[tuple[int, str], str] = {}
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Invoice), object_pk__in=[str(i.pk) for i in invoices]
+    ).order_by("timestamp")
+    for entry in entries:
+        status = (entry.changes_dict or {}).get("status")
+        if isinstance(status, list) and len(status) == 2 and status[1] in _MOVED:
+            movers.setdefault((int(entry.object_pk), str(status[1])), _who(entry))
+    return movers
+
+
 def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happening]:
     happened: list[Happening] = []
     for event in SubscriptionEvent.objects.filter(subscription__tenant=tenant).order_by("-at")[:TIMELINE_LIMIT]:
         move = f"{event.from_status or '—'} → {event.to_status}" if event.from_status != event.to_status else ""
         happened.append(Happening(event.at, f"Subscription: {event.action} {move}".strip(), event.actor, event.reason))
-    for invoice in (
+    invoices = list(
         Invoice.objects.filter(tenant=tenant).exclude(number=None).order_by("-finalized_at")[:TIMELINE_LIMIT]
-    ):
+    )
+    moved_by = _status_movers(invoices)
+    for invoice in invoices:
         total = money(invoice.total, invoice.currency)
         issued = invoice.finalized_at or invoice.created_at
         happened.append(Happening(issued, f"Invoice {invoice.number} issued: {total}", "billing", "", _admin(invoice)))
-        if invoice.paid_at:
-            happened.append(Happening(invoice.paid_at, f"Invoice {invoice.number} paid", "payment", ""))
-        if invoice.voided_at:
-            happened.append(Happening(invoice.voided_at, f"Invoice {invoice.number} voided", "staff", ""))
+        for at, status in (
+            (invoice.paid_at, "paid"),
+            (invoice.voided_at, "void"),
+            (invoice.uncollectible_at, "uncollectible"),
+        ):
+            if at:
+                who = moved_by.get((invoice.pk, status), "Stripe" if invoice.stripe_invoice_id else "billing")
+                happened.append(Happening(at, f"Invoice {invoice.number} {_MOVED[status]}", who, ""))
     for refund in Refund.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
         amount = money(refund.amount, refund.currency)
         happened.append(
@@ -145,7 +172,9 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         )
     for request in ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
         who = (
-            request.requested_by.get_username() if request.requested_by else f"agent key {request.requested_by_key_id}"
+            f"staff:{request.requested_by.get_username()}"
+            if request.requested_by
+            else f"agent key {request.requested_by_key_id}"
         )
         happened.append(
             Happening(
@@ -153,7 +182,7 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
             )
         )
         if request.decided_at:
-            decider = request.decided_by.get_username() if request.decided_by else "billing"
+            decider = f"staff:{request.decided_by.get_username()}" if request.decided_by else "billing"
             happened.append(
                 Happening(
                     request.decided_at,
@@ -171,7 +200,7 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         for entry in LogEntry.objects.filter(content_type=content_type, object_pk__in=[str(i) for i in ids]).order_by(
             "-timestamp"
         )[:TIMELINE_LIMIT]:
-            who = api_actor_of(entry) or (entry.actor.get_username() if entry.actor else "system")
+            who = _who(entry)
             if entry.action == LogEntry.Action.CREATE:
                 what = f"Audit: {content_type.name} created"
             else:

@@ -17,10 +17,11 @@ from django.urls import reverse
 from billing_project.errors import BillingError
 from entitlements.models import Grant
 from invoicing.models import Invoice
+from invoicing.refunds import refundable
 from subscriptions.models import Tenant
 
 from .actions import ACTIONS, Target, error_text, initial, now, perform
-from .tenant import tenant_picture
+from .tenant import money, tenant_picture
 
 VIEW_PERMISSION = "subscriptions.view_tenant"
 
@@ -59,6 +60,13 @@ def _target(request: HttpRequest, tenant: Tenant, needs: str) -> Target:
     return Target(tenant)
 
 
+def _left_to_refund(invoice: Invoice | None) -> str:
+    """What the form's invoice still has to refund, when it is a paid one (else nothing to say)."""
+    if invoice is None or invoice.status != Invoice.Status.PAID:
+        return ""
+    return money(refundable(invoice=invoice), invoice.currency)
+
+
 def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
     action = ACTIONS.get(code)
     if action is None:
@@ -89,6 +97,8 @@ def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
         "target": target,
         "tenant": tenant,
         "back": page,
+        "invoice_total": money(target.invoice.total, target.invoice.currency) if target.invoice else "",
+        "refundable": _left_to_refund(target.invoice),
     }
     return TemplateResponse(request, "console/tenant_action.html", context, status=400 if form.errors else 200)
 

@@ -189,6 +189,7 @@ class CreditEntry(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name_plural = "credit entries"
         constraints = [
             models.CheckConstraint(
                 name="creditentry_sign_matches_kind",

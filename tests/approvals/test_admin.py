@@ -71,7 +71,7 @@ def test_an_approver_approves_with_a_reason(acme, ann, bob):
     )
     assert CreditEntry.objects.get().actor == "staff:bob approving staff:ann"
     messages = [m.message for m in client.get(QUEUE).context["messages"]]
-    assert messages == [f"#{request.pk} approved."]
+    assert messages == [f"#{request.pk} approved: {request.description}"]
 
 
 def test_an_approver_rejects_and_the_requester_is_told_four_eyes(acme, ann, bob, cat):

@@ -214,6 +214,8 @@ def test_voiding_marking_uncollectible_and_extending_a_trial(ledger):
     )
     open_invoice.refresh_from_db()
     assert open_invoice.status == "void"
+    timeline = client.get(page(bolt)).context["timeline"]  # who voided it, from the audit trail
+    assert [h.who for h in timeline if h.what == f"Invoice {open_invoice.number} voided"] == ["fin"]
     url = act(core, "uncollectible", invoice=other.pk)
     assert (
         client.post(url, {"token": form_token(client, url), "reason": "gone bust", "invoice": other.pk}).status_code
@@ -221,6 +223,8 @@ def test_voiding_marking_uncollectible_and_extending_a_trial(ledger):
     )
     other.refresh_from_db()
     assert other.status == "uncollectible"
+    timeline = client.get(page(core)).context["timeline"]
+    assert [h.who for h in timeline if h.what == f"Invoice {other.number} marked uncollectible"] == ["fin"]
     sub = tria.subscriptions.get()
     before = sub.trial_end
     url = act(tria, "extend_trial")
