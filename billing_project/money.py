@@ -32,9 +32,14 @@ class CurrencyMismatch(ValueError):
     """Two amounts in different currencies met in one sum."""
 
 
+# ISO 4217 codes that are not money a customer pays in: precious metals, funds and units of
+# account, testing and "no currency" (XAF, XOF, XCD, XPF are real currencies and stay)
+NOT_MONEY = frozenset({"XAU", "XAG", "XPT", "XPD", "XDR", "XSU", "XUA", "XBA", "XBB", "XBC", "XBD", "XTS", "XXX"})
+
+
 @functools.cache
 def known_currencies() -> frozenset[str]:
-    return frozenset(list_currencies())
+    return frozenset(list_currencies()) - NOT_MONEY
 
 
 def normalize_currency(code: str) -> str:

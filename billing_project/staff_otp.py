@@ -7,7 +7,9 @@
 - Enrolment: staff who must use a second factor and have no device yet can log in with
   their password, but every admin page sends them to /admin/otp/enroll/ until they have
   scanned the QR code (or typed the key) into an authenticator app and confirmed it with
-  a code. Nothing else of the admin is theirs before.
+  a code and their password again. Nothing else of the admin is theirs before. Once a
+  device exists, a session that has not shown its code is logged out there too: it cannot
+  add a second device.
 - A session that was not verified with a code (one from before the enrolment, say) is
   sent back to the login page.
 Other staff (auditor, support) may enrol too; then their code is asked for as well.
@@ -119,6 +121,12 @@ class StaffSecondFactorMiddleware:
 
 
 class ConfirmForm(forms.Form):
+    password = forms.CharField(
+        label="Your password, again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="A second factor is bound to the person who knows the password, not to whoever holds the session.",
+    )
     token = forms.CharField(
         label="Code from your authenticator",
         max_length=8,
@@ -134,19 +142,29 @@ def _qr_svg(url: str) -> str:
 def enrol_view(request: HttpRequest) -> HttpResponse:
     """Add an authenticator: scan the QR code (or type the key), confirm with a code."""
     user = request.user
-    if user_has_device(user, confirmed=True) and is_verified(user):
-        return HttpResponseRedirect(reverse("admin:index"))
+    if user_has_device(user, confirmed=True):
+        if is_verified(user):
+            return HttpResponseRedirect(reverse("admin:index"))
+        # An authenticator exists (enrolled from another session, say): this session shows its
+        # code at the login, or it could add a second device and pass as verified.
+        logout(request)
+        return HttpResponseRedirect(f"{reverse('admin:login')}?next={reverse('admin:index')}")
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
     if device is None:
         device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
     form = ConfirmForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if device.verify_token(form.cleaned_data["token"].strip()):
+        # the password again: a session kept after its device was deleted, or a stolen cookie,
+        # must not be enough to bind a new authenticator
+        if not user.check_password(form.cleaned_data["password"]):
+            form.add_error("password", "That is not your password.")
+        elif device.verify_token(form.cleaned_data["token"].strip()):
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             otp_login(request, device)
             return HttpResponseRedirect(reverse("admin:index"))
-        form.add_error("token", "That code does not match. Check the time on your phone and try the current one.")
+        else:
+            form.add_error("token", "That code does not match. Check the time on your phone and try the current one.")
     key = device.bin_key
     import base64
 

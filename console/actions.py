@@ -9,6 +9,8 @@ first did."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from django.utils import timezone
 
 from approvals.kinds import Actor, kind_for, money_text
 from approvals.services import approval_request, needs_approval, staff_label
-from billing_project.errors import BillingError, InvalidRequest
+from billing_project.errors import BillingError, Conflict, InvalidRequest
 from billing_project.money import Money, exponent, normalize_currency
 from entitlements.models import Grant
 from entitlements.services import grant_create, grant_revoke
@@ -37,15 +39,25 @@ from subscriptions.services import subscription_extend_trial
 from .models import StaffAction
 
 
+class AmountField(forms.DecimalField):
+    """A decimal typed as finance types it: ASCII digits (Python's Decimal would also read
+    "١٢" as 12, which no one means in an amount of money)."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not value.isascii():
+            raise forms.ValidationError("Digits 0-9 and a decimal point only.", code="invalid")
+        return super().to_python(value)
+
+
 class ReasonForm(forms.Form):
-    token = forms.CharField(widget=forms.HiddenInput)
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)  # StaffAction.token
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), help_text="Why (kept in the audit trail; the approver reads it)."
     )
 
 
 class AmountForm(ReasonForm):
-    amount = forms.DecimalField(min_value=Decimal("0.000001"), decimal_places=6, max_digits=20)
+    amount = AmountField(min_value=Decimal("0.000001"), decimal_places=6, max_digits=20)
 
 
 class CreditForm(AmountForm):
@@ -56,7 +68,7 @@ class CreditForm(AmountForm):
 
 
 class OptionalAmountForm(ReasonForm):
-    amount = forms.DecimalField(
+    amount = AmountField(
         required=False,
         min_value=Decimal("0.000001"),
         decimal_places=6,
@@ -80,7 +92,7 @@ class TrialForm(ReasonForm):
 class GrantForm(ReasonForm):
     feature = forms.ModelChoiceField(queryset=Feature.objects.order_by("code"), to_field_name="code")
     kind = forms.ChoiceField(choices=Grant.Kind.choices)
-    amount = forms.DecimalField(required=False, min_value=Decimal("0.000001"), decimal_places=6, max_digits=30)
+    amount = AmountField(required=False, min_value=Decimal("0.000001"), decimal_places=6, max_digits=30)
     expires_at = forms.DateTimeField(help_text="UTC, YYYY-MM-DD HH:MM.")
 
 
@@ -211,7 +223,9 @@ def _void(user: User, target: Target, data: dict[str, Any]) -> Done:
 
 
 def _uncollectible(user: User, target: Target, data: dict[str, Any]) -> Done:
-    invoice = invoice_mark_uncollectible(invoice_id=_invoice(target).pk, actor=f"{staff_label(user)}: {data['reason']}")
+    invoice = invoice_mark_uncollectible(
+        invoice_id=_invoice(target).pk, actor=f"{staff_label(user)}: {data['reason']}", strict=True
+    )
     return Done(f"Invoice {invoice.number} marked uncollectible.")
 
 
@@ -333,20 +347,41 @@ def initial(action: ConsoleAction, target: Target, now: datetime) -> dict[str, A
     return values
 
 
+def _submission(action: ConsoleAction, user: User, target: Target, data: dict[str, Any]) -> str:
+    """What a form submitted, as one digest: the same token with anything else is another submission."""
+    values = {name: str(value) for name, value in sorted(data.items()) if name != "token"}
+    what = [
+        action.code,
+        user.pk,
+        target.tenant.pk,
+        target.invoice and target.invoice.pk,
+        target.grant and target.grant.pk,
+    ]
+    return hashlib.sha256(json.dumps([what, values], default=str).encode()).hexdigest()
+
+
 def perform(*, action: ConsoleAction, user: User, target: Target, data: dict[str, Any]) -> Done:
-    """Run the action once per form token: a repeated token answers with what it did."""
+    """Run the action once per form token: a repeated token answers with what it did; the
+    token sent again with other values (edited after Back, another form) is refused, never
+    taken for the first submission."""
     token = data["token"]
+    submission = _submission(action, user, target, data)
     try:
         with transaction.atomic():
             record = StaffAction.objects.create(token=token, kind=action.code, tenant=target.tenant, user=user)
             done = action.run(user, target, data)
-            record.outcome = {"message": done.message, "approval": done.approval}
+            record.outcome = {"message": done.message, "approval": done.approval, "submission": submission}
             record.save(update_fields=["outcome"])
             return done
     except IntegrityError:
         earlier = StaffAction.objects.filter(token=token).first()
         if earlier is None:
             raise
+        if earlier.outcome.get("submission") != submission:
+            raise Conflict(
+                "This form was already submitted with other values: open the action again to do something else.",
+                code="idempotency_conflict",
+            ) from None
         return Done(f"Already done: {earlier.outcome.get('message', '')}", approval=earlier.outcome.get("approval"))
 
 

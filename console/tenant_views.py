@@ -42,18 +42,23 @@ def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
     return TemplateResponse(request, "console/tenant.html", context)
 
 
+def _id(request: HttpRequest, name: str) -> int:
+    """The id the form acts on: the one the page was opened with (GET), else the posted one;
+    anything but a whole number names nothing (404)."""
+    value = request.GET.get(name) or request.POST.get(name) or ""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise Http404(f"No such {name} of this tenant.")
+    return int(value)
+
+
 def _target(request: HttpRequest, tenant: Tenant, needs: str) -> Target:
     if needs == "invoice":
-        invoice = Invoice.objects.filter(
-            tenant=tenant, pk=request.GET.get("invoice") or request.POST.get("invoice") or 0
-        ).first()
+        invoice = Invoice.objects.filter(tenant=tenant, pk=_id(request, "invoice")).first()
         if invoice is None:
             raise Http404("No such invoice of this tenant.")
         return Target(tenant, invoice=invoice)
     if needs == "grant":
-        grant = Grant.objects.filter(
-            tenant=tenant, pk=request.GET.get("grant") or request.POST.get("grant") or 0
-        ).first()
+        grant = Grant.objects.filter(tenant=tenant, pk=_id(request, "grant")).first()
         if grant is None:
             raise Http404("No such grant of this tenant.")
         return Target(tenant, grant=grant)

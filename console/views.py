@@ -52,6 +52,9 @@ class ExportForm(forms.Form):
         start, end = data.get("start"), data.get("end")
         if start and end and end < start:
             raise forms.ValidationError("The range ends before it starts.")
+        for day in (start, end):
+            if day and not (date(2000, 1, 1) <= day <= date(2999, 12, 31)):
+                raise forms.ValidationError("Days from 2000-01-01 to 2999-12-31.")
         return data
 
 

@@ -263,6 +263,8 @@ def grant_create(
         raise invalid_field("expires_at", "A grant must expire in the future.")
     if kind == Grant.Kind.EXTRA_LIMIT and (feature.metric_id is None or not amount or amount <= 0):
         raise invalid_field("amount", "An extra limit is a positive amount of a metered feature.")
+    if kind != Grant.Kind.EXTRA_LIMIT and amount is not None:
+        raise invalid_field("amount", "Switching a feature on takes no amount.")
     grant = Grant.objects.create(
         tenant=tenant,
         feature=feature,

@@ -125,8 +125,20 @@ def invoice_void(*, invoice_id: int, reason: str, actor: str, at: datetime | Non
 
 
 @transaction.atomic
-def invoice_mark_uncollectible(*, invoice_id: int, actor: str, at: datetime | None = None) -> Invoice:
+def invoice_mark_uncollectible(
+    *, invoice_id: int, actor: str, at: datetime | None = None, strict: bool = False
+) -> Invoice:
+    """Stop collecting an open invoice. Stripe's word applies only forward (a stale event
+    changes nothing); staff asking for a move that cannot be made (`strict`) are told so."""
     invoice = _locked(invoice_id)
+    if (
+        strict
+        and invoice.status != Invoice.Status.UNCOLLECTIBLE
+        and not can_move(invoice.status, Invoice.Status.UNCOLLECTIBLE)
+    ):
+        raise Conflict(
+            f"A {invoice.status} invoice cannot be marked uncollectible: only an open one.", code="invoice_not_open"
+        )
     if can_move(invoice.status, Invoice.Status.UNCOLLECTIBLE):
         invoice.status, invoice.uncollectible_at = Invoice.Status.UNCOLLECTIBLE, at or timezone.now()
         invoice.save(update_fields=["status", "uncollectible_at"])

@@ -52,7 +52,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest, NotFound, invalid_field
-from billing_project.money import Money, exponent, normalize_currency, round_line
+from billing_project.money import Money, exponent, money_display, normalize_currency, round_line
 from billing_project.work import work_held
 
 from . import jobs, providers
@@ -197,7 +197,7 @@ def refund_request(
     left = refundable(invoice=invoice)
     if amount.amount > left:
         raise Conflict(
-            f"{invoice.number} can be refunded up to {left} {invoice.currency}.",
+            f"{invoice.number} can be refunded up to {money_display(left, invoice.currency)}.",
             code="refund_exceeds_paid",
             details={"amount": str(amount.amount), "refundable": str(left), "paid": str(invoice.total)},
         )
@@ -245,7 +245,7 @@ def refund_approve_ready(*, refund_id: int) -> Refund:
     left = refundable(invoice=invoice, excluding=refund)
     if refund.amount > left:
         raise Conflict(
-            f"{invoice.number} can be refunded up to {left} {invoice.currency} now.",
+            f"{invoice.number} can be refunded up to {money_display(left, invoice.currency)} now.",
             code="refund_exceeds_paid",
             details={"amount": str(refund.amount), "refundable": str(left), "paid": str(invoice.total)},
         )

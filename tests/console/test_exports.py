@@ -168,3 +168,7 @@ def test_a_bad_range_is_refused_with_the_form(finance, db):
     assert response.status_code == 400
     assert b"The range ends before it starts." in response.content
     assert finance.get(reverse("console:export"), {"what": "secrets", **JANUARY}).status_code == 400
+    for start, end in (("0001-01-01", "9999-12-31"), ("2027-01-01", "9999-12-31")):  # the calendar's edge
+        response = finance.get(reverse("console:export"), {"what": "refunds", "start": start, "end": end})
+        assert response.status_code == 400
+        assert b"Days from 2000-01-01 to 2999-12-31." in response.content

@@ -351,3 +351,86 @@ def test_the_page_links_to_the_tenants_objects_at_stripe(ledger):
     html = client.get(page(acme)).content.decode()
     assert 'href="https://dashboard.stripe.com/test/customers/cus_console_acme"' in html
     assert 'href="https://dashboard.stripe.com/test/invoices/in_console_link"' in html
+
+
+# ------------------------------------------------------------ found by attacking the console
+def test_marking_a_paid_invoice_uncollectible_is_refused_not_reported_done(ledger):
+    acme, paid = ledger.tenants["acme"], ledger.invoices["i2"]
+    client = client_for(staff("finance"))
+    url = act(acme, "uncollectible", invoice=paid.pk)
+    response = client.post(url, {"token": form_token(client, url), "reason": "gone", "invoice": paid.pk})
+    assert response.status_code == 400
+    assert b"cannot be marked uncollectible" in response.content
+    paid.refresh_from_db()
+    assert paid.status == "paid"
+    assert not StaffAction.objects.exists()  # nothing recorded as done
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-1", "１", "9" * 40])
+def test_an_id_that_is_not_a_whole_number_names_nothing(ledger, value):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance"))
+    assert client.get(act(acme, "refund", invoice=value)).status_code == 404
+    assert client.get(act(acme, "revoke_grant", grant=value)).status_code == 404
+
+
+def test_a_forged_long_token_is_a_form_error_not_a_crash(ledger):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance"))
+    url = act(acme, "credit")
+    response = client.post(url, {"token": "t" * 300, "amount": "3.00", "currency": "USD", "reason": "x"})
+    assert response.status_code == 400
+    assert not CreditEntry.objects.filter(tenant=acme, reason="x").exists()
+
+
+def test_a_token_sent_again_with_other_values_is_refused_not_taken_for_the_first(ledger):
+    acme, bolt = ledger.tenants["acme"], ledger.tenants["bolt"]
+    client = client_for(staff("finance"))
+    url = act(acme, "credit")
+    token = form_token(client, url)
+    first = {"token": token, "amount": "1.00", "currency": "USD", "reason": "one token, one credit"}
+    assert client.post(url, first).status_code == 302
+    again = client.post(url, first, follow=True)  # the same submission: what it did
+    assert b"Already done" in again.content
+    edited = client.post(url, {**first, "amount": "50.00"})
+    assert edited.status_code == 400
+    assert b"already submitted with other values" in edited.content
+    elsewhere = client.post(act(bolt, "credit"), first)  # the token on another tenant's form
+    assert elsewhere.status_code == 400
+    grants = CreditEntry.objects.filter(kind="grant", reason="one token, one credit")
+    assert [(g.tenant_id, g.amount) for g in grants] == [(acme.pk, Decimal("1.00"))]
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("١٢", "USD"), ("12", "XXX"), ("12", "XTS"), ("12", "XAU")])
+def test_amounts_in_other_digits_and_codes_that_are_not_money_are_refused(ledger, amount, currency):
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance"))
+    url = act(acme, "credit")
+    response = client.post(
+        url, {"token": form_token(client, url), "amount": amount, "currency": currency, "reason": "r"}
+    )
+    assert response.status_code == 400
+    assert not CreditEntry.objects.filter(tenant=acme, reason="r").exists()
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_switching_a_feature_on_takes_no_amount_from_the_console_either(ledger):
+    from entitlements.models import Grant
+    from plans.models import Feature
+
+    Feature.objects.get_or_create(code="api_access", defaults={"name": "API"})
+    acme = ledger.tenants["acme"]
+    client = client_for(staff("finance"))
+    url = act(acme, "add_grant")
+    body = {
+        "token": form_token(client, url),
+        "feature": "api_access",
+        "kind": "enable",
+        "amount": "5",
+        "expires_at": "2027-02-01 00:00",
+        "reason": "pilot",
+    }
+    response = client.post(url, body)
+    assert response.status_code == 400
+    assert b"takes no amount" in response.content
+    assert not Grant.objects.filter(tenant=acme).exists()

@@ -50,7 +50,10 @@ def test_finance_without_an_authenticator_gets_only_the_enrolment_page(db):
     device = TOTPDevice.objects.get(user__username="fin", confirmed=False)
     secret = re.search(rb'class="otp-secret">([A-Z2-7 ]+)<', page.content)
     assert secret, "the key is shown for typing by hand"
-    assert client.post("/admin/otp/enroll/", {"token": code(device)})["Location"] == "/admin/"
+    refused = client.post("/admin/otp/enroll/", {"token": code(device), "password": "not-it"})
+    assert refused.status_code == 200
+    assert b"not your password" in refused.content
+    assert client.post("/admin/otp/enroll/", {"token": code(device), "password": PASSWORD})["Location"] == "/admin/"
     assert client.get("/admin/").status_code == 200
     device.refresh_from_db()
     assert device.confirmed
@@ -78,10 +81,48 @@ def test_a_wrong_code_is_refused_at_login_and_at_enrolment(db):
     other = Client()
     assert login(other, "bo") == 302
     other.get("/admin/otp/enroll/")
-    response = other.post("/admin/otp/enroll/", {"token": wrong})
+    response = other.post("/admin/otp/enroll/", {"token": wrong, "password": PASSWORD})
     assert response.status_code == 200
     assert b"does not match" in response.content
     assert not TOTPDevice.objects.filter(user__username="bo", confirmed=True).exists()
+
+
+def test_a_second_password_only_session_cannot_enrol_another_authenticator(db):
+    """Two sessions with the password alone; one enrols. The other may not add a device of
+    its own and pass as verified: it is logged out and must show the enrolled device's code."""
+    staff("fin", "finance")
+    first, second = Client(), Client()
+    assert login(first, "fin") == 302
+    assert login(second, "fin") == 302
+    first.get("/admin/otp/enroll/")
+    device = TOTPDevice.objects.get(user__username="fin", confirmed=False)
+    assert first.post("/admin/otp/enroll/", {"token": code(device), "password": PASSWORD})["Location"] == "/admin/"
+    response = second.get("/admin/otp/enroll/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert "_auth_user_id" not in second.session
+    assert second.post("/admin/otp/enroll/", {"token": code(device), "password": PASSWORD}).status_code == 302
+    assert TOTPDevice.objects.filter(user__username="fin").count() == 1
+    assert second.get("/admin/console/").status_code == 302  # still nothing of the admin
+
+
+def test_a_session_whose_device_was_deleted_cannot_enrol_without_the_password(db):
+    """Losing the phone: a superuser deletes the device. A session kept from before (or a
+    stolen cookie) is sent to enrolment, where the password is asked again."""
+    user = staff("appr", "finance-approver")
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    client = Client()
+    assert login(client, "appr", code(device)) == 302
+    assert client.get("/admin/").status_code == 200
+    device.delete()
+    assert client.get("/admin/")["Location"] == "/admin/otp/enroll/"
+    client.get("/admin/otp/enroll/")
+    new = TOTPDevice.objects.get(user=user, confirmed=False)
+    response = client.post("/admin/otp/enroll/", {"token": code(new), "password": ""})
+    assert response.status_code == 200
+    new.refresh_from_db()
+    assert not new.confirmed
+    assert client.get("/admin/approvals/approvalrequest/")["Location"] == "/admin/otp/enroll/"
 
 
 def test_a_session_that_never_showed_a_code_is_sent_back_to_log_in(db):
