@@ -179,7 +179,13 @@ def _refund(user: User, target: Target, data: dict[str, Any]) -> Done:
             request_key=f"console-{data['token']}",
             **extra,
         )
-        return f"Refund of {money_text(refund.amount, refund.currency)} recorded ({refund.get_status_display()})."
+        shown = money_text(refund.amount, refund.currency)
+        if refund.method == "manual":
+            return (
+                f"Refund of {shown} booked as paid out by you ({refund.payout_reference}); "
+                "its credit note follows in a moment."
+            )
+        return f"Refund of {shown} recorded: it is sent to Stripe now, and succeeds when Stripe confirms it."
 
     return _or_ask(
         user=user,
@@ -370,7 +376,14 @@ def perform(*, action: ConsoleAction, user: User, target: Target, data: dict[str
         with transaction.atomic():
             record = StaffAction.objects.create(token=token, kind=action.code, tenant=target.tenant, user=user)
             done = action.run(user, target, data)
-            record.outcome = {"message": done.message, "approval": done.approval, "submission": submission}
+            record.outcome = {
+                "message": done.message,
+                "approval": done.approval,
+                "submission": submission,
+                "reason": data.get("reason", ""),
+                "invoice": target.invoice.pk if target.invoice else None,
+                "grant": target.grant.pk if target.grant else None,
+            }
             record.save(update_fields=["outcome"])
             return done
     except IntegrityError:
@@ -386,10 +399,18 @@ def perform(*, action: ConsoleAction, user: User, target: Target, data: dict[str
 
 
 def error_text(exc: BillingError) -> str:
+    """The service's refusal as a sentence for the form (field keys named as people read them)."""
     fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
     if isinstance(fields, dict) and fields:
-        return "; ".join(f"{name}: {message}" for name, message in fields.items())
+        return "; ".join(_field_text(name, message) for name, message in fields.items())
     return exc.message
+
+
+def _field_text(name: str, message: Any) -> str:
+    label = name.removeprefix("payload.")
+    if label in ("non_field_errors", "__all__", ""):
+        return str(message)
+    return f"{label.replace('_', ' ').capitalize()}: {message}"
 
 
 def now() -> datetime:

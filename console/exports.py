@@ -117,7 +117,8 @@ def _refunds(start: datetime, end: datetime) -> QuerySet[Any]:
     return (
         selectors.refunds_succeeded(start=start, end=end)
         .select_related("tenant", "invoice", "credit_note")
-        .only("amount", "currency", "status", "reason", "requested_by", "stripe_refund_id", "created_at",
+        .only("amount", "currency", "status", "reason", "requested_by", "stripe_refund_id", "method",
+              "payout_reference", "created_at",
               "succeeded_at", "invoice__number", "credit_note__number", "tenant__external_id", "tenant__name")
         .order_by("succeeded_at", "pk")
     )  # fmt: skip
@@ -137,6 +138,8 @@ def _refund_row(r: Any) -> list[str]:
         r.status,
         _text(r.reason),
         _text(r.requested_by),
+        r.method,
+        _text(r.payout_reference),
         r.stripe_refund_id,
     ]
 
@@ -195,7 +198,7 @@ EXPORTS: dict[str, Export] = {
             "Refunds succeeded (money returned)",
             "amount",
             ["refund", "succeeded_at", "requested_at", "invoice", "credit_note", "tenant", "tenant_name",
-             "currency", "amount", "status", "reason", "requested_by", "stripe_refund"],
+             "currency", "amount", "status", "reason", "requested_by", "method", "payout_reference", "stripe_refund"],
             _refunds,
             _refund_row,
         ),

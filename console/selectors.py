@@ -106,8 +106,9 @@ def credit_notes_issued(*, start: datetime, end: datetime) -> QuerySet[CreditNot
 
 
 def refunds_succeeded(*, start: datetime, end: datetime) -> QuerySet[Refund]:
-    """Refunds Stripe confirmed in [start, end) (by `succeeded_at`): money returned. Refunds
-    requested, awaiting approval, submitted or failed have returned nothing and are not here."""
+    """Refunds that succeeded in [start, end) (by `succeeded_at`: Stripe confirmed, or staff paid
+    out): money returned. Refunds requested, awaiting approval, submitted or failed have
+    returned nothing and are not here."""
     return Refund.objects.filter(status=Refund.Status.SUCCEEDED, succeeded_at__gte=start, succeeded_at__lt=end)
 
 

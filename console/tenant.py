@@ -17,15 +17,18 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest
 from billing_project.audit import api_actor_of
-from billing_project.money import exponent
+from billing_project.money import exponent, quantity_display
 from entitlements.models import Grant
 from entitlements.services import entitlements_list
+from invoicing.corrections import credit_room, refunds_in_flight
 from invoicing.ledger import credit_balances, credit_lots
 from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
 from invoicing.providers import customer_known
 from invoicing.refunds import refundable
 from invoicing.selectors import billing_view
 from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, SubscriptionEvent, Tenant
+
+from .models import StaffAction
 
 TIMELINE_LIMIT = 200
 
@@ -63,6 +66,7 @@ class InvoiceRow:
     refunds: list[Refund] = field(default_factory=list)
     credit_notes: list[CreditNote] = field(default_factory=list)
     refundable: Decimal = Decimal(0)
+    creditable: Decimal = Decimal(0)  # what a credit note could still credit
     stripe: str | None = None
 
     @property
@@ -82,6 +86,13 @@ def _admin(obj: Any) -> str:
     return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
 
 
+def _creditable(invoice: Invoice) -> Decimal:
+    """What a credit note could still credit on a paid invoice (the same room the service checks)."""
+    if invoice.status != Invoice.Status.PAID:
+        return Decimal(0)
+    return max(credit_room(invoice=invoice).total - refunds_in_flight(invoice=invoice), Decimal(0))
+
+
 def _invoices(tenant: Tenant) -> list[InvoiceRow]:
     rows = []
     refunds: dict[int, list[Refund]] = {}
@@ -98,6 +109,7 @@ def _invoices(tenant: Tenant) -> list[InvoiceRow]:
                 refunds=refunds.get(invoice.pk, []),
                 credit_notes=notes.get(invoice.pk, []),
                 refundable=refundable(invoice=invoice) if invoice.status == Invoice.Status.PAID else Decimal(0),
+                creditable=_creditable(invoice),
                 stripe=stripe_url("invoices", invoice.stripe_invoice_id or ""),
             )
         )
@@ -105,6 +117,7 @@ def _invoices(tenant: Tenant) -> list[InvoiceRow]:
 
 
 _MOVED = {"paid": "paid", "void": "voided", "uncollectible": "marked uncollectible"}
+_ACTION_OF = {"void": "void", "uncollectible": "uncollectible"}  # the console action behind a move
 
 
 def _who(entry: LogEntry) -> str:
@@ -134,6 +147,13 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         Invoice.objects.filter(tenant=tenant).exclude(number=None).order_by("-finalized_at")[:TIMELINE_LIMIT]
     )
     moved_by = _status_movers(invoices)
+    # why staff did what the invoice and grant records keep no reason for (the console's own record)
+    asked = {
+        (a.kind, a.outcome.get("invoice") or a.outcome.get("grant")): a
+        for a in StaffAction.objects.filter(tenant=tenant, kind__in=("void", "uncollectible", "revoke_grant", "retry"))
+        .select_related("user")
+        .order_by("created_at")
+    }
     for invoice in invoices:
         total = money(invoice.total, invoice.currency)
         issued = invoice.finalized_at or invoice.created_at
@@ -145,7 +165,18 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         ):
             if at:
                 who = moved_by.get((invoice.pk, status), "Stripe" if invoice.stripe_invoice_id else "billing")
-                happened.append(Happening(at, f"Invoice {invoice.number} {_MOVED[status]}", who, ""))
+                action = asked.get((_ACTION_OF.get(status, ""), invoice.pk))
+                why = action.outcome.get("reason", "") if action else ""
+                happened.append(Happening(at, f"Invoice {invoice.number} {_MOVED[status]}", who, why))
+        if (retry := asked.get(("retry", invoice.pk))) is not None:
+            happened.append(
+                Happening(
+                    retry.created_at,
+                    f"Payment of {invoice.number} retried now",
+                    f"staff:{retry.user.get_username()}",
+                    retry.outcome.get("reason", ""),
+                )
+            )
     for refund in Refund.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
         amount = money(refund.amount, refund.currency)
         happened.append(
@@ -191,8 +222,17 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
                     request.decision_reason,
                 )
             )
-    for grant in Grant.objects.filter(tenant=tenant).order_by("-created_at")[:TIMELINE_LIMIT]:
-        happened.append(Happening(grant.created_at, f"Grant: {grant}", grant.created_by.get_username(), grant.reason))
+    for grant in (
+        Grant.objects.filter(tenant=tenant).select_related("created_by").order_by("-created_at")[:TIMELINE_LIMIT]
+    ):
+        happened.append(
+            Happening(grant.created_at, f"Grant: {grant}", f"staff:{grant.created_by.get_username()}", grant.reason)
+        )
+        if grant.revoked_at:
+            revoked = asked.get(("revoke_grant", grant.pk))
+            who = f"staff:{revoked.user.get_username()}" if revoked else "staff"
+            why = revoked.outcome.get("reason", "") if revoked else ""
+            happened.append(Happening(grant.revoked_at, f"Grant revoked: {grant}", who, why))
     # the audit trail of the tenant and its subscriptions (who changed what)
     targets = [(ContentType.objects.get_for_model(Tenant), [tenant.pk])]
     targets.append((ContentType.objects.get_for_model(Subscription), [s.pk for s in subscriptions]))
@@ -209,6 +249,17 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
             happened.append(Happening(entry.timestamp, what, who))
     happened.sort(key=lambda h: h.at, reverse=True)
     return happened[:TIMELINE_LIMIT]
+
+
+def _with_quantities(view: dict[str, Any]) -> dict[str, Any]:
+    for line in view.get("usage") or []:
+        line["quantity_shown"] = quantity_display(Decimal(str(line["quantity"])))
+    return view
+
+
+def _grant_row(grant: Grant) -> Grant:
+    grant.amount_shown = quantity_display(grant.amount) if grant.amount is not None else "—"  # type: ignore[attr-defined]
+    return grant
 
 
 def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
@@ -240,7 +291,7 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
         "subscriptions": subscriptions,
         "live": live,
         "periods": periods,
-        "view": billing_view(tenant, now=now),
+        "view": _with_quantities(billing_view(tenant, now=now)),
         "entitlements": entitlements,
         "invoices": _invoices(tenant),
         "balances": [(currency, money(amount, currency)) for currency, amount in sorted(balances.items())],
@@ -251,7 +302,9 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
             .select_related("invoice")
             .order_by("-created_at", "-pk")[:50]
         ],
-        "grants": list(Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")),
+        "grants": [
+            _grant_row(g) for g in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")
+        ],
         "approvals": list(ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:20]),
         "timeline": _timeline(tenant, subscriptions),
         "now": now,

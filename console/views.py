@@ -86,7 +86,11 @@ def _currency_table(now: datetime) -> dict[str, Any]:
     add("Invoiced this month", "Totals of invoices finalized this month.", selectors.invoiced_this_month(now=now))
     add("Collected this month", "Totals of invoices paid this month.", selectors.collected_this_month(now=now))
     add("Outstanding (now)", "Totals of invoices open now.", selectors.outstanding(now=now))
-    add("Refunded this month", "Refunds Stripe confirmed this month.", selectors.refunded_this_month(now=now))
+    add(
+        "Refunded this month",
+        "Refunds that succeeded this month (Stripe confirmed, or paid out by staff).",
+        selectors.refunded_this_month(now=now),
+    )
     add("Credit notes this month", "Credit notes issued this month.", selectors.credit_notes_this_month(now=now))
     add("Credits granted this month", "Ledger grants this month (staff, credit notes, proration).",
         selectors.credits_granted_this_month(now=now))  # fmt: skip

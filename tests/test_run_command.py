@@ -263,6 +263,12 @@ def test_the_demo_has_a_customer_with_a_paid_invoice_to_refund_and_an_open_one(t
 
     first, second = Invoice.objects.filter(tenant=tenant).order_by("number")
     assert (first.status, second.status) == ("paid", "open")
+    # closed when beat would have: the history reads in order, nothing issued today
+    assert first.finalized_at is not None
+    assert first.paid_at is not None
+    assert second.finalized_at is not None
+    assert sub.started_at < first.finalized_at < first.paid_at < second.finalized_at < NOW
+    assert second.finalized_at == sub.current_period_start + timedelta(minutes=61)
     assert (first.stripe_invoice_id, second.stripe_invoice_id) == (None, None)  # never at Stripe
     assert [line.kind for line in first.lines.all()] == ["base_fee"]  # the trial's usage is free
     assert first.total == Decimal("199.00")

@@ -215,7 +215,8 @@ def test_voiding_marking_uncollectible_and_extending_a_trial(ledger):
     open_invoice.refresh_from_db()
     assert open_invoice.status == "void"
     timeline = client.get(page(bolt)).context["timeline"]  # who voided it, from the audit trail
-    assert [h.who for h in timeline if h.what == f"Invoice {open_invoice.number} voided"] == ["fin"]
+    voided = [(h.who, h.why) for h in timeline if h.what == f"Invoice {open_invoice.number} voided"]
+    assert voided == [("fin", "sent twice")]  # who, from the audit trail; why, from the console's form
     url = act(core, "uncollectible", invoice=other.pk)
     assert (
         client.post(url, {"token": form_token(client, url), "reason": "gone bust", "invoice": other.pk}).status_code
@@ -224,7 +225,8 @@ def test_voiding_marking_uncollectible_and_extending_a_trial(ledger):
     other.refresh_from_db()
     assert other.status == "uncollectible"
     timeline = client.get(page(core)).context["timeline"]
-    assert [h.who for h in timeline if h.what == f"Invoice {other.number} marked uncollectible"] == ["fin"]
+    marked = [(h.who, h.why) for h in timeline if h.what == f"Invoice {other.number} marked uncollectible"]
+    assert marked == [("fin", "gone bust")]
     sub = tria.subscriptions.get()
     before = sub.trial_end
     url = act(tria, "extend_trial")
@@ -257,6 +259,8 @@ def test_adding_and_revoking_a_grant(ledger):
     )
     grant.refresh_from_db()
     assert grant.revoked_at is not None
+    timeline = client.get(page(acme)).context["timeline"]
+    assert [(h.who, h.why) for h in timeline if h.what.startswith("Grant revoked")] == [("staff:fin", "pilot over")]
 
 
 def test_csrf_stays_on(ledger):

@@ -212,6 +212,13 @@ class Command(BaseCommand):
             ]
             + [(paid_from + timedelta(days=2, hours=n), "active_users", f"user-{n:02}") for n in range(1, 13)]
         )
+        # each boundary closed when beat would have (past the grace window), so the history
+        # reads as it happened: issued at the trial's end, paid by bank transfer days later
+        grace = timedelta(minutes=settings.INVOICE_GRACE_MINUTES + 1)
+        subscription_roll(subscription_id=sub.pk, at=paid_from + grace)
+        first = invoice_close_periods(subscription_id=sub.pk, now=paid_from + grace)
+        if first:
+            invoice_mark_paid(invoice_id=first[0].pk, actor=ACTOR, at=paid_from + timedelta(days=4, hours=3))
         subscription_roll(subscription_id=sub.pk, at=now)
         sub = Subscription.objects.get(pk=sub.pk)
         self._usage(
@@ -227,10 +234,8 @@ class Command(BaseCommand):
             ],
             offset=100,
         )
-        invoices = invoice_close_periods(subscription_id=sub.pk, now=now)  # the boundaries are days past the grace
-        if invoices:
-            invoice_mark_paid(invoice_id=invoices[0].pk, actor=ACTOR)
-        done.append(f"{len(invoices)} invoice(s) for {DEMO_CUSTOMER!r}, the first paid by bank transfer")
+        second = invoice_close_periods(subscription_id=sub.pk, now=min(sub.current_period_start + grace, now))
+        done.append(f"{len(first) + len(second)} invoice(s) for {DEMO_CUSTOMER!r}, the first paid by bank transfer")
 
     @staticmethod
     def _usage(events: list[tuple[datetime, str, str]], offset: int = 0) -> None:
