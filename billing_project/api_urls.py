@@ -8,4 +8,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("subscriptions.urls")),
     path("", include("usage.urls")),
     path("", include("invoicing.urls")),
+    path("", include("approvals.urls")),  # proposals: what an agent may ask for
 ]

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "webhooks.apps.WebhooksConfig",
     "approvals.apps.ApprovalsConfig",
     "console.apps.ConsoleConfig",
+    "agents.apps.AgentsConfig",  # the MCP tool server (manage.py mcp_server): no models
 ]
 
 MIDDLEWARE = [
@@ -374,6 +375,8 @@ SPECTACULAR_SETTINGS = {
 # person's approval; a currency not listed always does. "USD:500,EUR:500,JPY:75000".
 APPROVAL_THRESHOLDS = env.str("APPROVAL_THRESHOLDS", default="USD:500,EUR:500,GBP:500,JPY:75000")
 APPROVAL_EXPIRY_DAYS = env.int("APPROVAL_EXPIRY_DAYS", default=7)
+# An agent key's proposals an hour: each one is read by a person (429 `rate_limited` past it).
+PROPOSALS_PER_KEY_PER_HOUR = env.int("PROPOSALS_PER_KEY_PER_HOUR", default=60)
 # Staff second factor (billing_project/staff_otp.py): the name authenticator apps show.
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Billing")
 

@@ -19,7 +19,14 @@ from subscriptions.services import tenant_get
 
 from .documents import invoice_document, invoice_html, invoice_summary
 from .payments import checkout_start
-from .selectors import billing_view, invoice_by_number, invoice_owner, invoices_of
+from .selectors import (
+    billing_summary,
+    billing_view,
+    invoice_by_number,
+    invoice_explanation,
+    invoice_owner,
+    invoices_of,
+)
 
 
 class BillingStateApi(BillingAPIView):
@@ -101,6 +108,73 @@ class InvoiceApi(BillingAPIView):
         if request.accepted_renderer.format == "html":
             return Response(invoice_html(invoice))
         return Response(invoice_document(invoice))
+
+
+class BillingSummaryApi(BillingAPIView):
+    """Where a tenant stands, in one structured answer an assistant can quote."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    @extend_schema(
+        operation_id="tenant_billing_summary",
+        tags=["tenants"],
+        responses={
+            200: inline_serializer(
+                "BillingSummary",
+                {
+                    "tenant": serializers.CharField(),
+                    "name": serializers.CharField(),
+                    "currency": serializers.CharField(),
+                    "as_of": serializers.DateTimeField(),
+                    "subscription": serializers.DictField(allow_null=True),
+                    "usage": serializers.ListField(child=serializers.DictField()),
+                    "limits": serializers.ListField(child=serializers.DictField()),
+                    "cost_to_date": serializers.DictField(allow_null=True),
+                    "credit_balance": serializers.CharField(allow_null=True),
+                    "credit_balances": serializers.DictField(),
+                    "open_invoices": serializers.ListField(child=serializers.DictField()),
+                    "amount_due": serializers.DictField(),
+                    "at_period_end": serializers.DictField(allow_null=True),
+                },
+            )
+        },
+    )
+    def get(self, request: Request, tenant: str) -> Response:
+        return Response(billing_summary(tenant_get(tenant), now=timezone.now()))
+
+
+class InvoiceExplanationApi(BillingAPIView):
+    """How each line of an invoice was reached: what was measured, which price and tier,
+    which events, and the arithmetic that adds up to the amount."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    def tenant_of_path(self, kwargs: Mapping[str, Any]) -> str | None:
+        return invoice_owner(str(kwargs.get("number", "")))
+
+    @extend_schema(
+        operation_id="invoice_explanation",
+        tags=["invoices"],
+        responses={
+            200: inline_serializer(
+                "InvoiceExplanation",
+                {
+                    "number": serializers.CharField(),
+                    "tenant": serializers.CharField(),
+                    "status": serializers.CharField(),
+                    "currency": serializers.CharField(),
+                    "period": serializers.DictField(),
+                    "subtotal": serializers.CharField(),
+                    "credit_applied": serializers.CharField(),
+                    "tax": serializers.CharField(),
+                    "total": serializers.CharField(),
+                    "lines": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def get(self, request: Request, number: str) -> Response:
+        return Response(invoice_explanation(invoice_by_number(number)))
 
 
 class CheckoutIn(serializers.Serializer):  # type: ignore[type-arg]

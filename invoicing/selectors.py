@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing_project.errors import NotFound
 from billing_project.money import CurrencyMismatch, exponent, format_decimal, round_line
 from billing_project.work import work_held
+from entitlements.services import entitlements_list
 from plans.models import BillableMetric, PlanVersion
 from plans.pricing import price
 from plans.selectors import plan_spec_from_version, versions_with_terms
@@ -25,7 +26,7 @@ from usage.models import UsageEvent
 from usage.selectors import usage_over
 
 from . import jobs
-from .documents import invoice_summary
+from .documents import explanation_rows, invoice_summary, line_document
 from .ledger import credit_balance, credit_balances
 from .models import Invoice, InvoiceLine
 
@@ -274,3 +275,106 @@ def invoices_awaiting_collection(*, now: datetime | None = None, limit: int = 50
         .exclude(work_held(job=jobs.COLLECT, now=now))
     )
     return list(pending.order_by("created_at").values_list("pk", flat=True)[:limit])
+
+
+# ------------------------------------------------------------------ answers an assistant can quote
+def invoice_explanation(invoice: Invoice) -> dict[str, Any]:
+    """Each line of a finalized invoice and how its amount was reached, structured: what was
+    measured, which price and tier, which events (the same explanation the document prints)."""
+    currency = invoice.currency
+    lines = []
+    for line in invoice.lines.order_by("position"):
+        document = line_document(line, currency)
+        explanation = dict(line.explanation or {})
+        lines.append(
+            {
+                **{k: document[k] for k in ("position", "kind", "description", "metric", "quantity", "amount")},
+                "period": {"start": line.period_start, "end": line.period_end},
+                "measured": (
+                    {"metric": explanation.get("metric"), "aggregation": explanation.get("aggregation")}
+                    if explanation.get("metric")
+                    else None
+                ),
+                "price": (
+                    {
+                        "model": explanation.get("model"),
+                        "plan": explanation.get("plan"),
+                        "plan_version": explanation.get("plan_version"),
+                        "unit_price": explanation.get("unit_price"),
+                        "tiers": explanation.get("tiers") or [],
+                    }
+                    if explanation.get("model")
+                    else None
+                ),
+                "events": explanation.get("events"),
+                "already_billed": explanation.get("already_billed"),
+                "unrounded_amount": explanation.get("unrounded_amount"),
+                # the same arithmetic the document prints, row by row, adding up to the amount
+                "worked": explanation_rows(explanation, line.amount, currency),
+            }
+        )
+    places = exponent(currency)
+    return {
+        "number": invoice.number,
+        "tenant": invoice.tenant.external_id,
+        "status": invoice.status,
+        "currency": currency,
+        "period": {"start": invoice.period_start, "end": invoice.period_end},
+        "subtotal": format_decimal(invoice.subtotal, places),
+        "credit_applied": format_decimal(invoice.credit_applied, places),
+        "tax": format_decimal(invoice.tax, places),
+        "total": format_decimal(invoice.total, places),
+        "lines": lines,
+    }
+
+
+def billing_summary(tenant: Tenant, *, now: datetime) -> dict[str, Any]:
+    """One answer to "where does this tenant stand": plan and period, usage against its
+    limits, cost to date, credit balance, open invoices, and what the period's end brings."""
+    view = billing_view(tenant, now=now)
+    sub = view.get("subscription")
+    limits = entitlements_list(tenant=tenant.external_id)["entitlements"]
+    open_invoices = [
+        invoice_summary(i)
+        for i in Invoice.objects.filter(tenant=tenant, status__in=(Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE))
+        .exclude(number=None)
+        .order_by("due_at", "pk")
+    ]
+    at_period_end: dict[str, Any] | None = None
+    if sub is not None and sub.get("status") in LIVE_STATUSES:
+        pending = sub.get("pending_change")
+        if pending and pending.get("cancel"):
+            at_period_end = {"what": "cancels", "at": pending["effective_at"]}
+        elif pending:
+            at_period_end = {"what": "changes_plan", "plan": pending["plan"], "at": pending["effective_at"]}
+        elif sub.get("status") == "trialing" and sub.get("trial_end"):
+            at_period_end = {"what": "trial_ends", "plan": sub["plan"], "at": sub["trial_end"]}
+        else:
+            at_period_end = {"what": "renews", "plan": sub["plan"], "at": sub["current_period"]["end"]}
+    return {
+        "tenant": tenant.external_id,
+        "name": tenant.name,
+        "currency": view["currency"],
+        "as_of": now,
+        "subscription": sub,
+        "usage": view.get("usage") or [],
+        "limits": [
+            {k: e.get(k) for k in ("feature", "allowed", "reason", "used", "limit", "remaining")} for e in limits
+        ],
+        "cost_to_date": view.get("cost_to_date"),
+        "credit_balance": view.get("credit_balance"),
+        "credit_balances": view.get("credit_balances"),
+        "open_invoices": open_invoices,
+        "amount_due": {
+            currency: format_decimal(sum((Decimal(i["total"]) for i in rows), Decimal(0)), exponent(currency))
+            for currency, rows in _by_currency(open_invoices).items()
+        },
+        "at_period_end": at_period_end,
+    }
+
+
+def _by_currency(invoices: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in invoices:
+        grouped.setdefault(row["currency"], []).append(row)
+    return grouped

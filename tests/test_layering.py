@@ -40,6 +40,7 @@ def test_the_contracts_catch_a_violation(tmp_path):
         "webhooks",
         "approvals",
         "console",
+        "agents",
     ):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")

@@ -42,7 +42,7 @@ class Route:
     def url(self, **params: str) -> str:
         def fill(match: re.Match[str]) -> str:
             name = match.group(2)
-            return params.get(name, "x1")
+            return params.get(name, "1" if match.group(1) == "int" else "x1")
 
         return "/" + re.sub(r"<(?:(\w+):)?(\w+)>", fill, self.route)
 
