@@ -25,6 +25,7 @@ from billing_project.api import BillingAPIView, RawField, Text
 from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import BillingError, InvalidRequest, NotFound, PayloadTooLarge, invalid_field
 from billing_project.models import ApiKey
+from billing_project.money import exponent, format_decimal
 from billing_project.scopes import PROPOSALS_WRITE
 from subscriptions.models import Tenant
 from subscriptions.services import tenant_get
@@ -79,7 +80,7 @@ def proposal_document(request: ApprovalRequest, *, now: Any = None) -> dict[str,
         "payload": request.payload,
         "reason": request.reason,
         "description": request.description,
-        "amount": str(request.amount) if request.amount is not None else None,
+        "amount": format_decimal(request.amount, exponent(request.currency)) if request.amount is not None else None,
         "currency": request.currency or None,
         "created_at": request.created_at,
         "expires_at": request.expires_at,
