@@ -40,6 +40,7 @@ TOOLS: dict[str, Route] = {
     "billing_summary": Route("GET", "/tenants/{tenant}/billing/summary"),
     "list_invoices": Route("GET", "/tenants/{tenant}/invoices"),
     "get_invoice": Route("GET", "/invoices/{number}"),
+    "upcoming_invoice": Route("GET", "/tenants/{tenant}/invoices/upcoming"),
     "explain_invoice": Route("GET", "/invoices/{number}/explanation"),
     "list_entitlements": Route("GET", "/tenants/{tenant}/entitlements"),
     "check_entitlement": Route("POST", "/entitlements/check"),
@@ -89,6 +90,13 @@ def build_server(gateway: Gateway) -> MCPServer:
     @server.tool(description="One invoice by its number (INV-2026-000123): parties, amounts and lines.")
     def get_invoice(number: str) -> dict[str, Any]:
         return dict(_answer(gateway, "get_invoice", number=number))
+
+    @server.tool(
+        description="The tenant's next invoice as it stands now (the period closed at its end, by the same code "
+        "as the real close): lines, credit applied, total. Nothing is issued."
+    )
+    def upcoming_invoice(tenant: str) -> dict[str, Any]:
+        return dict(_answer(gateway, "upcoming_invoice", tenant=tenant))
 
     @server.tool(
         description="How each line of an invoice was reached: what was measured, which price and tier, which "

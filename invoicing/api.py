@@ -14,10 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_project.api import BillingAPIView, Text
+from billing_project.errors import NotFound
 from billing_project.scopes import BILLING_READ, PORTAL, SUBSCRIPTIONS_WRITE
 from subscriptions.services import tenant_get
 
 from .documents import invoice_document, invoice_html, invoice_summary
+from .issuing import invoice_upcoming
 from .payments import checkout_start
 from .selectors import (
     billing_summary,
@@ -141,6 +143,39 @@ class BillingSummaryApi(BillingAPIView):
     )
     def get(self, request: Request, tenant: str) -> Response:
         return Response(billing_summary(tenant_get(tenant), now=timezone.now()))
+
+
+class UpcomingInvoiceApi(BillingAPIView):
+    """The next invoice as it stands, by the same code as the period close: nothing written."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    @extend_schema(
+        operation_id="tenant_invoice_upcoming",
+        tags=["invoices"],
+        responses={
+            200: inline_serializer(
+                "UpcomingInvoice",
+                {
+                    "number": serializers.CharField(allow_null=True, help_text="None: not issued yet."),
+                    "status": serializers.ChoiceField(choices=["upcoming"]),
+                    "tenant": serializers.CharField(),
+                    "currency": serializers.CharField(),
+                    "as_of": serializers.DateTimeField(help_text="The period end it would be issued at."),
+                    "subtotal": serializers.CharField(),
+                    "credit_applied": serializers.CharField(),
+                    "total": serializers.CharField(),
+                    "lines": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+        description="404 `no_upcoming_invoice` when the tenant has no live subscription.",
+    )
+    def get(self, request: Request, tenant: str) -> Response:
+        upcoming = invoice_upcoming(tenant=tenant_get(tenant))
+        if upcoming is None:
+            raise NotFound("This tenant has no live subscription: nothing is coming.", code="no_upcoming_invoice")
+        return Response(upcoming)
 
 
 class InvoiceExplanationApi(BillingAPIView):

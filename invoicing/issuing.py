@@ -15,6 +15,7 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -24,9 +25,12 @@ from billing_project.errors import Conflict
 from billing_project.money import CurrencyMismatch, Money, round_line
 from billing_project.work import Item, work_attempt
 from subscriptions.locks import tenant_select_for_update
-from subscriptions.models import BillingPeriod, Subscription
+from subscriptions.models import BillingPeriod, Subscription, Tenant
+from subscriptions.selectors import live_subscription
+from subscriptions.services import subscription_roll
 
 from . import jobs, selectors
+from .documents import invoice_document
 from .drafting import (
     DraftLine,
     base_fee_line,
@@ -298,3 +302,26 @@ def invoice_finalize_with_tax(
             code="stripe_total_mismatch",
         )
     return invoice
+
+
+def invoice_upcoming(*, tenant: Tenant) -> dict[str, Any] | None:
+    """The next invoice as it stands: the live subscription's current period closed at its
+    end, by the very code of the period close (roll, draft, credit, finalize), inside a
+    transaction that is always rolled back. Nothing is written, no number is taken, nothing
+    is queued (work deferred to a rolled-back block's commit never runs). None without a
+    live subscription."""
+    sub = live_subscription(tenant)
+    if sub is None:
+        return None
+    boundary = sub.current_period_end
+    grace = timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    with transaction.atomic():
+        try:
+            subscription_roll(subscription_id=sub.pk, at=boundary)
+            made = invoice_close_periods(subscription_id=sub.pk, now=boundary + grace)
+            document = invoice_document(made[-1]) if made else None
+        finally:
+            transaction.set_rollback(True)
+    if document is None:
+        return None
+    return {**document, "number": None, "status": "upcoming", "finalized_at": None, "due_at": None, "as_of": boundary}

@@ -31,6 +31,7 @@ from .issuing import (
     invoice_finalize_with_tax,
     invoice_late_usage,
     invoice_total_with_tax,
+    invoice_upcoming,
     invoices_close_due,
     invoices_late_usage_due,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "credit_note_issue",
     "events_behind",
     "invoice_close_periods",
+    "invoice_upcoming",
     "invoice_finalize",
     "invoice_finalize_with_tax",
     "invoice_late_usage",

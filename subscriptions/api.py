@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -145,6 +147,11 @@ class SubscriptionChangeIn(serializers.Serializer):  # type: ignore[type-arg]
         default=None,
         help_text="Default: now for an upgrade, period_end for a downgrade.",
     )
+    preview = Flag(
+        required=False,
+        default=False,
+        help_text="true: the change and its proration as they would be, nothing applied or written.",
+    )
 
 
 class SubscriptionChangeApi(BillingAPIView):
@@ -170,29 +177,40 @@ class SubscriptionChangeApi(BillingAPIView):
     def post(self, request: Request, tenant: str) -> Response:
         data = SubscriptionChangeIn(data=request.data)
         data.is_valid(raise_exception=True)
-        change = subscription_change_plan(
-            tenant=tenant_get(tenant),
-            plan_code=data.validated_data["plan"],
-            when=data.validated_data["when"],
-            actor=actor(request),
-        )
-        return Response(
-            {
-                "subscription": subscription_document(change.subscription),
-                "applied": change.applied,
-                "effective_at": change.effective_at,
-                "proration": [
-                    {
-                        "kind": x.kind,
-                        "description": x.description,
-                        "amount": format_decimal(x.amount, exponent(change.subscription.plan_version.currency)),
-                        "period_start": x.period_start,
-                        "period_end": x.period_end,
-                    }
-                    for x in change.proration
-                ],
-            }
-        )
+        preview = data.validated_data["preview"]
+        with transaction.atomic():
+            change = subscription_change_plan(
+                tenant=tenant_get(tenant),
+                plan_code=data.validated_data["plan"],
+                when=data.validated_data["when"],
+                actor=actor(request),
+            )
+            answer = self._answer(change, preview=preview)
+            if preview:
+                # the very change, computed by the same service, then undone: nothing is
+                # written, nothing queued (on-commit work of a rolled-back block never runs)
+                transaction.set_rollback(True)
+        return Response(answer)
+
+    @staticmethod
+    def _answer(change: Any, *, preview: bool) -> dict[str, Any]:
+        return {
+            "subscription": subscription_document(change.subscription),
+            "preview": preview,  # true: nothing was applied or written
+            "applied": change.applied and not preview,
+            "when": "now" if change.applied else "period_end",
+            "effective_at": change.effective_at,
+            "proration": [
+                {
+                    "kind": x.kind,
+                    "description": x.description,
+                    "amount": format_decimal(x.amount, exponent(change.subscription.plan_version.currency)),
+                    "period_start": x.period_start,
+                    "period_end": x.period_end,
+                }
+                for x in change.proration
+            ],
+        }
 
 
 class SubscriptionCancelIn(serializers.Serializer):  # type: ignore[type-arg]
