@@ -86,6 +86,8 @@ class Gateway:
         code = int(status[0].split(" ", 1)[0]) if status else 500
         try:
             parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = {"error": {"code": "not_json", "message": raw[:200].decode(errors="replace"), "details": {}}}
+        except ValueError:  # never pass the page on (a debug page holds settings and code)
+            parsed = {
+                "error": {"code": "not_json", "message": f"HTTP {code}: the service answered no JSON.", "details": {}}
+            }
         return Answer(code, parsed)

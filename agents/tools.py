@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -51,8 +50,24 @@ TOOLS: dict[str, Route] = {
 }
 
 
+def _segment(value: str) -> str:
+    """A path parameter as WSGI's PATH_INFO carries it: decoded text (UTF-8 bytes read as
+    latin-1). One segment only: a '/', '?', '#' or control character could name another
+    route, so it is refused before anything is called."""
+    if not value or any(c in value for c in "/?#\\") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ToolError(
+            json.dumps(
+                {
+                    "status": 400,
+                    "error": {"code": "validation_error", "message": f"Not a valid id: {value[:80]!r}.", "details": {}},
+                }
+            )
+        )
+    return value.encode("utf-8").decode("latin-1")
+
+
 def _path(tool: str, **parts: str) -> str:
-    return API + TOOLS[tool].path.format(**{k: quote(str(v), safe="") for k, v in parts.items()})
+    return API + TOOLS[tool].path.format(**{k: _segment(str(v)) for k, v in parts.items()})
 
 
 def _answer(gateway: Gateway, tool: str, *, query: dict[str, Any] | None = None, body: Any = None, **parts: str) -> Any:
@@ -120,12 +135,13 @@ def build_server(gateway: Gateway) -> MCPServer:
         description="What a plan would cost for the given usage (metric code to quantity, as decimal strings), "
         "with the breakdown. Nothing is billed."
     )
-    def estimate_price(plan: str, usage: dict[str, str]) -> dict[str, Any]:
+    def estimate_price(plan: str, usage: dict[str, str | int | float]) -> dict[str, Any]:
         return dict(_answer(gateway, "estimate_price", body={"plan": plan, "usage": usage}))
 
     @server.tool(
         description="Propose a financial action for a finance approver to decide; it does nothing by itself. "
-        "kind: credit {amount, currency, expires_at?}, refund {invoice, amount}, credit_note {invoice, amount?}, "
+        "kind: credit {amount, currency, expires_at?}, refund {invoice, amount, payout_reference? (only for an "
+        "invoice paid outside Stripe)}, credit_note {invoice, amount?}, "
         "plan_change {plan, when: now|period_end}, grant {feature, kind: extra_limit|enable, amount?, "
         "expires_at}, trial_extension {days}. Checked now by the rules approval will apply: a proposal that "
         "could never be approved is refused with the reason. The same idempotency_key again returns the first."

@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -61,6 +62,8 @@ PROPOSAL = inline_serializer(
         "created_at": serializers.DateTimeField(),
         "expires_at": serializers.DateTimeField(),
         "decided_at": serializers.DateTimeField(allow_null=True),
+        "decided_by": serializers.CharField(allow_null=True),
+        "result": serializers.DictField(allow_null=True),
         "decision_reason": serializers.CharField(allow_null=True),
         "failure": serializers.CharField(allow_null=True),
     },
@@ -85,6 +88,8 @@ def proposal_document(request: ApprovalRequest, *, now: Any = None) -> dict[str,
         "created_at": request.created_at,
         "expires_at": request.expires_at,
         "decided_at": request.decided_at,
+        "decided_by": f"staff:{request.decided_by.get_username()}" if request.decided_by else None,
+        "result": request.result or None,  # what approving did (the ledger entry, the refund…)
         "decision_reason": request.decision_reason or None,
         "failure": request.failure or None,
     }
@@ -97,28 +102,38 @@ def _principal(request: Request) -> ApiPrincipal:
     return principal
 
 
-def _key(principal: ApiPrincipal) -> ApiKey:
-    return ApiKey.objects.get(pk=principal.key_id)
-
-
 def _own(principal: ApiPrincipal) -> QuerySet[ApprovalRequest]:
-    mine = ApprovalRequest.objects.filter(requested_by_key_id=principal.key_id).select_related("tenant")
+    mine = ApprovalRequest.objects.filter(requested_by_key_id=principal.key_id).select_related("tenant", "decided_by")
     if principal.tenant is not None:
         mine = mine.filter(tenant__external_id=principal.tenant)
     return mine
 
 
-def _too_many(principal: ApiPrincipal) -> bool:
-    """A key's proposals in the last hour, against PROPOSALS_PER_KEY_PER_HOUR: a human reads
-    each one, so a flood is refused before it fills the queue."""
-    since = timezone.now() - timedelta(hours=1)
-    recent = ApprovalRequest.objects.filter(requested_by_key_id=principal.key_id, created_at__gte=since).count()
-    return recent >= settings.PROPOSALS_PER_KEY_PER_HOUR
+def _hold_for(principal: ApiPrincipal) -> float | None:
+    """Seconds until the key may propose again, or None: its proposals in the last hour
+    against PROPOSALS_PER_KEY_PER_HOUR (a human reads each one, so a flood is refused
+    before it fills the queue). Counted under the key's row lock (the caller's), so
+    proposals sent in parallel cannot overshoot it."""
+    now = timezone.now()
+    recent = ApprovalRequest.objects.filter(
+        requested_by_key_id=principal.key_id, created_at__gte=now - timedelta(hours=1)
+    ).order_by("-created_at")
+    limit = settings.PROPOSALS_PER_KEY_PER_HOUR
+    times = list(recent.values_list("created_at", flat=True)[:limit])
+    if len(times) < limit:
+        return None
+    return max((times[-1] + timedelta(hours=1) - now).total_seconds(), 1.0)
 
 
-class ProposalsTooMany(InvalidRequest):
-    status_code = 429
-    code = "rate_limited"
+class ProposalsTooMany(exceptions.Throttled):
+    """429 `rate_limited` with Retry-After: the hour's oldest proposal leaves the window then."""
+
+    def __init__(self, wait: float):
+        super().__init__(
+            wait=wait,
+            detail=f"At most {settings.PROPOSALS_PER_KEY_PER_HOUR} proposals an hour from one key: "
+            "a person reads each.",
+        )
 
 
 class ProposalsApi(BillingAPIView):
@@ -161,18 +176,23 @@ class ProposalsApi(BillingAPIView):
         tenant = Tenant.objects.filter(external_id=fields["tenant"]).first()
         if tenant is None:  # named in the body: 400, as API.md wants for a body
             raise InvalidRequest(f"No tenant {fields['tenant']!r}.", code="unknown_tenant")
-        existing = _own(principal).filter(idempotency_key=fields["idempotency_key"]).exists()
-        if not existing and _too_many(principal):
-            raise ProposalsTooMany(
-                f"At most {settings.PROPOSALS_PER_KEY_PER_HOUR} proposals an hour from one key: a person reads each."
-            )
+        with transaction.atomic():
+            key = ApiKey.objects.select_for_update().get(pk=principal.key_id)  # one proposal at a time per key
+            existing = _own(principal).filter(idempotency_key=fields["idempotency_key"]).exists()
+            if not existing and (wait := _hold_for(principal)) is not None:
+                raise ProposalsTooMany(wait)
+            proposal = self._propose(fields, tenant, key)
+        return Response(proposal_document(proposal), status=200 if existing else 201)
+
+    @staticmethod
+    def _propose(fields: dict[str, Any], tenant: Tenant, key: ApiKey) -> ApprovalRequest:
         try:
-            proposal = approval_request(
+            return approval_request(
                 kind=fields["kind"],
                 tenant=tenant,
                 payload=fields["payload"],
                 reason=fields["reason"],
-                requested_by_key=_key(principal),
+                requested_by_key=key,
                 idempotency_key=fields["idempotency_key"],
             )
         except BillingError as exc:
@@ -180,7 +200,6 @@ class ProposalsApi(BillingAPIView):
                 raise
             # a proposal that could never be approved: 400 with the service's own code (API.md)
             raise InvalidRequest(exc.message, code=exc.code, details=exc.details) from exc
-        return Response(proposal_document(proposal), status=200 if existing else 201)
 
     @extend_schema(
         operation_id="proposals_list",
@@ -225,5 +244,5 @@ class ProposalApi(BillingAPIView):
         principal = _principal(request)
         proposal = _own(principal).filter(pk=proposal_id).first()
         if proposal is None:
-            raise NotFound("No such proposal of this key.", code="not_found")
+            raise NotFound("Not found.", code="not_found")  # as the binding rule says it: nothing learnt
         return Response(proposal_document(proposal))

@@ -114,24 +114,35 @@ def _fields(payload: Any, required: set[str], optional: set[str] | None = None) 
     return payload
 
 
+# no money the service moves comes near it; beyond, the ledger's columns would overflow
+AMOUNT_LIMIT = Decimal(10) ** 15
+
+
 def _amount(value: Any, name: str = "amount") -> Decimal:
+    if isinstance(value, str) and not value.isascii():
+        raise invalid_field(f"payload.{name}", "Digits 0-9 and a decimal point only.")
     try:
-        return parse_decimal(value)
+        amount = parse_decimal(value)
     except ValueError:
         raise invalid_field(
             f"payload.{name}", f"{str(value)[:40]!r} is not a decimal amount (send a string)."
         ) from None
+    if not amount.is_finite() or abs(amount) >= AMOUNT_LIMIT:
+        raise InvalidRequest(
+            f"An amount below {AMOUNT_LIMIT:,.0f}.", code="invalid_amount", details={"field": f"payload.{name}"}
+        )
+    return amount
 
 
 def _instant(value: Any, name: str) -> str:
     """An ISO 8601 time with its offset, kept in UTC with a Z."""
     try:
         when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is None:
+            raise ValueError("no offset")
+        return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError):  # the calendar's edge with an offset overflows in UTC
         raise invalid_field(f"payload.{name}", "An ISO 8601 time with its offset.") from None
-    if when.tzinfo is None:
-        raise invalid_field(f"payload.{name}", "An ISO 8601 time with its offset.")
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _from_instant(value: str) -> datetime:
@@ -183,6 +194,13 @@ class ApprovalKind:
 
     def on_close(self, *, prepared: Mapping[str, Any], reason: str) -> None:
         """The request was rejected or expired: undo what on_request prepared."""
+
+    settled: frozenset[str] = frozenset()  # payload fields settle() may fill in
+
+    def settle(self, payload: dict[str, Any], plan: Plan) -> dict[str, Any]:
+        """The payload as the approver was shown it: what the dry run decided that the
+        requester left open is fixed here, so approval does exactly what was described."""
+        return payload
 
 
 # ---------------------------------------------------------------- money
@@ -401,6 +419,7 @@ class TrialExtensionKind(ApprovalKind):
 
 class PlanChangeKind(ApprovalKind):
     code = "plan_change"
+    settled = frozenset({"when"})
 
     def clean(self, tenant: Tenant, payload: Any) -> dict[str, Any]:
         data = _fields(payload, {"plan"}, {"when"})
@@ -411,6 +430,13 @@ class PlanChangeKind(ApprovalKind):
                 raise invalid_field("payload.when", "now or period_end.")
             cleaned["when"] = when
         return cleaned
+
+    def settle(self, payload: dict[str, Any], plan: Plan) -> dict[str, Any]:
+        # "when" left out is decided by the change's direction now (upgrade now, downgrade at
+        # the period end); approving later must not decide it again differently
+        if "when" in payload:
+            return payload
+        return {**payload, "when": "now" if plan.details.get("applied") else "period_end"}
 
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
         old = tenant.subscriptions.filter(status__in=LIVE_STATUSES).select_related("plan_version").first()
@@ -432,6 +458,7 @@ class PlanChangeKind(ApprovalKind):
             f", prorated: {prorated}." if prorated else "."
         )
         details = {"applied": change.applied, "effective_at": change.effective_at.isoformat(), "proration": proration}
+        details["plan_version"] = target.pk
         event = sub.events.latest("id")
         return Outcome(Plan(text, details=details), {"subscription_event": event.pk})
 

@@ -85,7 +85,11 @@ def _same(requested_by: User | None, key: ApiKey | None, token: str) -> Approval
 
 def _replayed(existing: ApprovalRequest, *, kind: str, tenant: Tenant, payload: Any, reason: str) -> ApprovalRequest:
     sent = (kind, tenant.pk, payload, reason)
-    if (existing.kind, existing.tenant_id, existing.payload, existing.reason) != sent:
+    # what the requester sent, without what the dry run settled for them (a plan change's "when")
+    stored = existing.payload
+    if isinstance(payload, dict) and isinstance(stored, dict):
+        stored = {k: v for k, v in stored.items() if k in payload or k not in kind_for(kind).settled}
+    if (existing.kind, existing.tenant_id, stored, existing.reason) != sent:
         raise Conflict(
             f"Idempotency key {existing.idempotency_key!r} was used for another request (#{existing.pk}).",
             code="idempotency_conflict",
@@ -135,6 +139,7 @@ def approval_request(
         if idempotency_key and (existing := _same(requested_by, requested_by_key, idempotency_key)) is not None:
             return _replayed(existing, kind=kind, tenant=tenant, payload=cleaned, reason=reason)
         plan = handler.validate(tenant, cleaned)  # rolled back: nothing written
+        cleaned = handler.settle(cleaned, plan)
         try:
             with transaction.atomic():  # a savepoint: a racing duplicate is found, not an error
                 request = ApprovalRequest.objects.create(

@@ -44,7 +44,7 @@ def known_currencies() -> frozenset[str]:
 
 def normalize_currency(code: str) -> str:
     """An upper-case ISO 4217 code, or InvalidRequest(`unknown_currency`)."""
-    upper = (code or "").strip().upper()
+    upper = code.strip().upper() if isinstance(code, str) else ""
     if len(upper) != 3 or upper not in known_currencies():
         raise InvalidRequest(f"{code!r} is not an ISO 4217 currency code.", code="unknown_currency")
     return upper

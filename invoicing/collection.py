@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest
+from billing_project.text import a_status
 from subscriptions.models import Subscription
 from subscriptions.services import subscription_apply, subscription_recover_after_payment
 
@@ -52,7 +53,7 @@ def invoice_mark_paid(*, invoice_id: int, at: datetime | None = None, actor: str
     if invoice.status == Invoice.Status.PAID:
         return invoice
     if not can_move(invoice.status, Invoice.Status.PAID):
-        raise Conflict(f"A {invoice.status} invoice cannot be paid.", code="invoice_not_payable")
+        raise Conflict(f"{a_status(invoice.status)} invoice cannot be paid.", code="invoice_not_payable")
     invoice.status, invoice.paid_at, invoice.last_payment_error = Invoice.Status.PAID, at or timezone.now(), ""
     invoice.save(update_fields=["status", "paid_at", "last_payment_error"])
     if invoice.subscription_id is not None and not _other_unpaid(invoice):
@@ -116,7 +117,7 @@ def invoice_void(*, invoice_id: int, reason: str, actor: str, at: datetime | Non
     if invoice.status == Invoice.Status.VOID:
         return invoice
     if not can_move(invoice.status, Invoice.Status.VOID):
-        raise Conflict(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+        raise Conflict(f"{a_status(invoice.status)} invoice cannot be voided.", code="invoice_not_voidable")
     invoice.status, invoice.voided_at = Invoice.Status.VOID, at or timezone.now()
     invoice.save(update_fields=["status", "voided_at"])
     credit_restore(invoice=invoice, actor=actor)
@@ -137,7 +138,8 @@ def invoice_mark_uncollectible(
         and not can_move(invoice.status, Invoice.Status.UNCOLLECTIBLE)
     ):
         raise Conflict(
-            f"A {invoice.status} invoice cannot be marked uncollectible: only an open one.", code="invoice_not_open"
+            f"{a_status(invoice.status)} invoice cannot be marked uncollectible: only an open one.",
+            code="invoice_not_open",
         )
     if can_move(invoice.status, Invoice.Status.UNCOLLECTIBLE):
         invoice.status, invoice.uncollectible_at = Invoice.Status.UNCOLLECTIBLE, at or timezone.now()

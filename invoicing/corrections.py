@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest
 from billing_project.money import Money, round_line
+from billing_project.text import a_status
 from subscriptions.locks import tenant_select_for_update
 
 from .ledger import credit_from_invoice, next_invoice_number
@@ -90,7 +91,7 @@ def credit_note_issue(
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)  # then the tenant: the order of voiding
     if invoice.status != Invoice.Status.PAID:
         raise Conflict(
-            f"A {invoice.status} invoice takes no credit note (an unpaid one is voided).",
+            f"{a_status(invoice.status)} invoice takes no credit note (an unpaid one is voided).",
             code="invoice_not_creditable",
         )
     tenant_select_for_update(tenant_id=invoice.tenant_id)

@@ -324,4 +324,5 @@ def invoice_upcoming(*, tenant: Tenant) -> dict[str, Any] | None:
             transaction.set_rollback(True)
     if document is None:
         return None
-    return {**document, "number": None, "status": "upcoming", "finalized_at": None, "due_at": None, "as_of": boundary}
+    not_yet = {"number": None, "finalized_at": None, "due_at": None, "paid_at": None}
+    return {**document, **not_yet, "status": "upcoming", "as_of": boundary}

@@ -53,6 +53,7 @@ from django.utils import timezone
 
 from billing_project.errors import Conflict, InvalidRequest, NotFound, invalid_field
 from billing_project.money import Money, exponent, money_display, normalize_currency, round_line
+from billing_project.text import a_status
 from billing_project.work import work_held
 
 from . import jobs, providers
@@ -113,7 +114,8 @@ def _refusing(invoice: Invoice, amount: Money, payout_reference: str) -> None:
     that refuses them."""
     if invoice.status != Invoice.Status.PAID:
         raise Conflict(
-            f"A {invoice.status} invoice takes no refund: only money paid goes back.", code="invoice_not_refundable"
+            f"{a_status(invoice.status)} invoice takes no refund: only money paid goes back.",
+            code="invoice_not_refundable",
         )
     if refund_method(invoice=invoice) == M.STRIPE and payout_reference:
         raise invalid_field(
@@ -241,7 +243,7 @@ def refund_approve_ready(*, refund_id: int) -> Refund:
         return refund
     invoice = refund.invoice
     if invoice.status != Invoice.Status.PAID:
-        raise Conflict(f"A {invoice.status} invoice takes no refund.", code="invoice_not_refundable")
+        raise Conflict(f"{a_status(invoice.status)} invoice takes no refund.", code="invoice_not_refundable")
     left = refundable(invoice=invoice, excluding=refund)
     if refund.amount > left:
         raise Conflict(

@@ -165,6 +165,18 @@ def test_manage_py_mcp_server_over_stdio_as_an_assistant_runs_it(django_db_block
     )
     assert loaded.returncode == 0, loaded.stderr
     agent_key = json.loads(credentials.read_text())["agent_key"]
+    refused = subprocess.run(  # noqa: S603  a key the API does not know: refused at start-up, not per call
+        [sys.executable, str(ROOT / "manage.py"), "mcp_server"],
+        cwd=ROOT,
+        env={**env, "BILLING_AGENT_KEY": "bak_00000000_not-a-real-key"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode != 0
+    assert "401 invalid_api_key" in refused.stderr, refused.stderr[-500:]
     params = StdioServerParameters(
         command=sys.executable,
         args=[str(ROOT / "manage.py"), "mcp_server"],
@@ -211,3 +223,32 @@ def test_the_server_needs_a_key():
     )
     assert done.returncode != 0
     assert "BILLING_AGENT_KEY" in done.stderr
+
+
+def test_ids_that_could_name_another_route_are_refused_before_any_call(demo):
+    server = build_server(Gateway(demo["agent_key"]))
+    for tenant in ("../plans", "acme-demo/../x", "a?b", "a#b", "a\nb", ""):
+        ok, error = call(server, "billing_summary", {"tenant": tenant})
+        assert not ok, tenant
+        assert error["error"]["code"] == "validation_error", tenant
+    ok, error = call(server, "billing_summary", {"tenant": "a:b"})
+    assert (ok, error["status"]) == (False, 404)
+    assert "'a:b'" in error["error"]["message"]  # as over HTTP: the id itself, not %3A
+
+
+def test_the_server_will_not_run_with_a_service_key(make_key):
+    service = make_key("service")
+    env = subprocess_env()
+    env["BILLING_AGENT_KEY"] = service.secret
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, str(ROOT / "manage.py"), "mcp_server"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    assert "agent key" in done.stderr

@@ -87,6 +87,8 @@ def test_a_finance_approver_approves_and_the_credit_names_the_key_and_the_approv
     assert entry.actor == f"staff:bob approving agent:{agent_key.key.prefix}"
     followed = api.get(f"{URL}/{proposal_id}", **agent_key.header).json()
     assert (followed["status"], followed["decision_reason"]) == ("approved", "checked the incident log")
+    assert followed["decided_by"] == "staff:bob"
+    assert followed["result"] == {"credit_entry": entry.pk}  # what approving did
 
 
 def test_an_agent_follows_only_its_own_proposals_and_a_bound_key_only_its_tenant(api, acme, agent_key, make_key):

@@ -28,7 +28,21 @@ class Command(BaseCommand):
         key = key.strip()
         if not key:
             raise CommandError("Give the agent key: BILLING_AGENT_KEY=bak_… (or --key-file).")
-        server = build_server(Gateway(key))
+        if not key.startswith("bak_"):
+            # a service key could do more than read and propose: the tools would not, but
+            # the server is for agents and their keys only
+            raise CommandError("The tool server runs with an agent key (bak_…), never a service key.")
+        gateway = Gateway(key)
+        # fail now, not at every tool call: the key must be one the API accepts, and the
+        # service must answer (its database, Redis)
+        checked = gateway.call("GET", "/api/v1/plans")
+        if not checked.ok:
+            error = checked.body.get("error", {}) if isinstance(checked.body, dict) else {}
+            raise CommandError(
+                f"The API refused this key or could not answer: {checked.status} "
+                f"{error.get('code', '')}: {error.get('message', '')}".strip()
+            )
+        server = build_server(gateway)
         # stdout is the protocol's: nothing else may write there (logs go to stderr)
         sys.stdout.flush()
         server.run("stdio")
