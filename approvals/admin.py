@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from billing_project.admin_base import ReadOnlyAdmin
 from billing_project.errors import BillingError
@@ -40,8 +41,8 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
         "tenant_id_shown",
         "amount_shown",
         "requester",
-        "reason",
-        "description",
+        "reason_short",
+        "description_short",
         "created_at",
         "expires_at",
     ]
@@ -72,6 +73,14 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     )
     fields = SHOWN
     readonly_fields = SHOWN
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: ApprovalRequest) -> str:
+        return Truncator(obj.reason).chars(90)  # whole on the request's page
+
+    @admin.display(description="what approving would do")
+    def description_short(self, obj: ApprovalRequest) -> str:
+        return Truncator(obj.description).chars(120)
 
     @admin.display(description="status", ordering="status")
     def status_code(self, obj: ApprovalRequest) -> str:
