@@ -113,6 +113,18 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     def result_shown(self, obj: ApprovalRequest) -> str:
         return _json(obj.result)
 
+    change_form_template = "admin/approvals/approval_request_change_form.html"
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        # Approve and Reject on the request's own page too, for an approver and a pending request
+        # (the same actions as the queue's: a reason first, then the services decide)
+        obj = kwargs.get("obj")
+        context["decide"] = (
+            obj is not None and obj.status == ApprovalRequest.Status.PENDING and self.has_approve_permission(request)
+        )
+        context["action_checkbox_name"] = ACTION_CHECKBOX_NAME
+        return super().render_change_form(request, context, *args, **kwargs)
+
     def has_approve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(APPROVE_PERMISSION)
 

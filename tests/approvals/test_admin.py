@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import ApprovalRequest
-from approvals.services import approval_request
+from approvals.services import approval_approve, approval_request
 from invoicing.models import CreditEntry
 from tests.approvals.conftest import credit_request
 from tests.conftest import verified_login
@@ -114,3 +114,26 @@ def test_the_queue_is_read_only(acme, ann, bob):
     assert client.post(change, {"status": "approved"}).status_code == 403
     assert client.get(reverse("admin:approvals_approvalrequest_add")).status_code == 403
     assert ApprovalRequest.objects.get(pk=request.pk).status == "pending"
+
+
+def test_the_requests_own_page_offers_approve_and_reject_to_an_approver_only(acme, ann, bob, auditor):
+    request = credit_request(acme, ann)
+    page_url = reverse("admin:approvals_approvalrequest_change", args=[request.pk])
+    page = client_for(bob).get(page_url).content.decode()
+    assert 'id="decide"' in page
+    own_form = page.index('id="approvalrequest_form"')
+    assert page.index("</form>", own_form) < page.index('id="decide"')  # not a form inside the page's form
+    assert f'action="{QUEUE}"' in page
+    assert 'value="approve"' in page
+    assert 'value="reject"' in page
+    # the button posts what the queue's action does: the reason form comes first
+    client = client_for(bob)
+    asked = client.post(QUEUE, {"action": "approve", ACTION_CHECKBOX_NAME: str(request.pk), "index": "0"})
+    assert asked.status_code == 200
+    assert b"reason" in asked.content
+    request.refresh_from_db()
+    assert request.status == "pending"
+    assert 'id="decide"' not in client_for(ann).get(page_url).content.decode()  # finance asks, never decides
+    assert 'id="decide"' not in client_for(auditor).get(page_url).content.decode()
+    approval_approve(request_id=request.pk, approver=bob, reason="fine")
+    assert 'id="decide"' not in client_for(bob).get(page_url).content.decode()  # decided: nothing left to do
