@@ -37,9 +37,11 @@ pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed $(SCHEMATHESIS)/.installed
 # tests/conftest.py): past a year boundary, onto a leap day. A test that leans on today's
 # date fails here. PostgreSQL's and Redis's clocks stay real (see tests/clock.py).
 TEST_CLOCK ?= 2028-02-29T09:30:00Z
+# The tests marked slow (real servers, browsers, subprocesses) run once: their processes keep
+# the real clock whatever the test process's says, so a second run would test nothing new.
 pytest-shifted: $(VENV)/.installed $(LOCALSTRIPE)/.installed
 	BILLING_TEST_CLOCK=$(TEST_CLOCK) LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
-	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # schemathesis fuzzes the contract against a live server (tests/fuzz); its own venv keeps its
 # dependencies apart from the service's.

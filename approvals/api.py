@@ -215,11 +215,11 @@ class ProposalsApi(BillingAPIView):
         principal = _principal(request)
         mine = _own(principal)
         tenant = request.query_params.get("tenant")
-        if tenant:
+        if tenant is not None:
             mine = mine.filter(tenant=tenant_get(tenant))
         now = timezone.now()
         status = request.query_params.get("status")
-        if status:
+        if status is not None:  # sent empty is not "any": it is no status at all
             if status not in ApprovalRequest.Status.values:
                 raise invalid_field("status", f"One of {', '.join(ApprovalRequest.Status.values)}.")
             if status == ApprovalRequest.Status.PENDING:

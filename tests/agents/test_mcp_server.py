@@ -150,6 +150,7 @@ def test_an_agent_key_through_the_tools_can_do_nothing_a_write_route_offers(demo
         assert answer.body["error"]["code"] == "agent_write_forbidden"
 
 
+@pytest.mark.slow  # a subprocess
 def test_manage_py_mcp_server_over_stdio_as_an_assistant_runs_it(django_db_blocker, tmp_path):
     env = subprocess_env()
     env["DATABASE_URL"] = fresh_database(django_db_blocker, "mcp")
@@ -208,6 +209,7 @@ def test_manage_py_mcp_server_over_stdio_as_an_assistant_runs_it(django_db_block
     assert json.loads(getattr(proposal.content[0], "text", ""))["status"] == "pending"
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_server_needs_a_key():
     env = subprocess_env()
     env.pop("BILLING_AGENT_KEY", None)
@@ -236,6 +238,7 @@ def test_ids_that_could_name_another_route_are_refused_before_any_call(demo):
     assert "'a:b'" in error["error"]["message"]  # as over HTTP: the id itself, not %3A
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_server_will_not_run_with_a_service_key(make_key):
     service = make_key("service")
     env = subprocess_env()

@@ -121,6 +121,7 @@ def test_status_filter_and_a_proposal_past_its_expiry_reads_expired(api, acme, a
     assert api.get(URL, {"status": "pending"}, **agent_key.header).json()["proposals"] == []
     assert len(api.get(URL, {"status": "expired"}, **agent_key.header).json()["proposals"]) == 1
     assert api.get(URL, {"status": "bogus"}, **agent_key.header).status_code == 400
+    assert api.get(URL + "?status=", **agent_key.header).status_code == 400  # empty is no status, not "any"
 
 
 def test_a_key_without_the_scope_cannot_propose(api, acme, make_key):
