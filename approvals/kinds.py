@@ -29,16 +29,16 @@ normalised, which is what is stored and compared for idempotency. Shapes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
 
 from billing_project.audit import system_user
+from billing_project.dry_run import dry_run
 from billing_project.errors import InvalidRequest, invalid_field
 from billing_project.money import Money, exponent, format_decimal, normalize_currency, parse_decimal, round_line
 from entitlements.models import Grant
@@ -51,8 +51,6 @@ from invoicing.services import credit_note_issue, refund_approve_ready, refund_c
 from plans.models import Feature
 from subscriptions.models import LIVE_STATUSES, Tenant
 from subscriptions.services import TRIAL_EXTENSION_MAX_DAYS, subscription_change_plan, subscription_extend_trial
-
-T = TypeVar("T")
 
 
 def money_text(amount: Decimal, currency: str) -> str:
@@ -90,15 +88,6 @@ class Actor:
 class Outcome:
     plan: Plan
     result: dict[str, Any]
-
-
-def dry_run(work: Callable[[], T]) -> T:
-    """`work` in a transaction (a savepoint inside one) that is rolled back whatever happens."""
-    with transaction.atomic():
-        try:
-            return work()
-        finally:
-            transaction.set_rollback(True)
 
 
 # ---------------------------------------------------------------- payload helpers

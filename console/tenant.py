@@ -17,7 +17,8 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest
 from billing_project.audit import api_actor_of
-from billing_project.money import exponent, quantity_display
+from billing_project.money import money_display as money  # as finance reads it: "24,000.00 USD"
+from billing_project.money import quantity_display
 from entitlements.models import Grant
 from entitlements.services import entitlements_list
 from invoicing.corrections import credit_room, refunds_in_flight
@@ -31,13 +32,6 @@ from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Sub
 from .models import StaffAction
 
 TIMELINE_LIMIT = 200
-
-
-def money(amount: Decimal | None, currency: str) -> str:
-    """As finance reads it: the currency's precision, thousands separated ("24,000.00 USD")."""
-    if amount is None:
-        return "—"
-    return f"{amount:,.{exponent(currency)}f} {currency}"
 
 
 def stripe_url(kind: str, object_id: str) -> str | None:
@@ -257,11 +251,6 @@ def _with_quantities(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _grant_row(grant: Grant) -> Grant:
-    grant.amount_shown = quantity_display(grant.amount) if grant.amount is not None else "—"  # type: ignore[attr-defined]
-    return grant
-
-
 def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
     """Everything the tenant page shows (a read: nothing is written)."""
     subscriptions = list(
@@ -303,7 +292,8 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
             .order_by("-created_at", "-pk")[:50]
         ],
         "grants": [
-            _grant_row(g) for g in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")
+            {"grant": g, "amount": quantity_display(g.amount)}  # "—" for a feature switched on
+            for g in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")
         ],
         "approvals": list(ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:20]),
         "timeline": _timeline(tenant, subscriptions),

@@ -15,13 +15,14 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from billing_project.errors import BillingError
+from billing_project.money import money_display
 from entitlements.models import Grant
 from invoicing.models import Invoice
 from invoicing.refunds import refundable
 from subscriptions.models import Tenant
 
 from .actions import ACTIONS, Target, error_text, initial, now, perform
-from .tenant import money, tenant_picture
+from .tenant import tenant_picture
 
 VIEW_PERMISSION = "subscriptions.view_tenant"
 
@@ -69,7 +70,7 @@ def _left_to_refund(invoice: Invoice | None) -> str:
     """What the form's invoice still has to refund, when it is a paid one (else nothing to say)."""
     if invoice is None or invoice.status != Invoice.Status.PAID:
         return ""
-    return money(refundable(invoice=invoice), invoice.currency)
+    return money_display(refundable(invoice=invoice), invoice.currency)
 
 
 def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
@@ -102,7 +103,7 @@ def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
         "target": target,
         "tenant": tenant,
         "back": page,
-        "invoice_total": money(target.invoice.total, target.invoice.currency) if target.invoice else "",
+        "invoice_total": money_display(target.invoice.total, target.invoice.currency) if target.invoice else "",
         "refundable": _left_to_refund(target.invoice),
     }
     return TemplateResponse(request, "console/tenant_action.html", context, status=400 if form.errors else 200)

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing_project.dry_run import dry_run
 from billing_project.errors import Conflict
 from billing_project.money import CurrencyMismatch, Money, round_line
 from billing_project.work import Item, work_attempt
@@ -315,13 +316,13 @@ def invoice_upcoming(*, tenant: Tenant) -> dict[str, Any] | None:
         return None
     boundary = sub.current_period_end
     grace = timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
-    with transaction.atomic():
-        try:
-            subscription_roll(subscription_id=sub.pk, at=boundary)
-            made = invoice_close_periods(subscription_id=sub.pk, now=boundary + grace)
-            document = invoice_document(made[-1]) if made else None
-        finally:
-            transaction.set_rollback(True)
+
+    def close_now() -> dict[str, Any] | None:
+        subscription_roll(subscription_id=sub.pk, at=boundary)
+        made = invoice_close_periods(subscription_id=sub.pk, now=boundary + grace)
+        return invoice_document(made[-1]) if made else None
+
+    document = dry_run(close_now)
     if document is None:
         return None
     not_yet = {"number": None, "finalized_at": None, "due_at": None, "paid_at": None}

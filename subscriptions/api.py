@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
-from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -14,6 +13,7 @@ from rest_framework.response import Response
 from billing_project.api import BillingAPIView, Flag, Text
 from billing_project.api_keys import ApiPrincipal
 from billing_project.audit import api_actor
+from billing_project.dry_run import dry_run
 from billing_project.errors import InvalidRequest
 from billing_project.money import exponent, format_decimal
 from billing_project.scopes import PORTAL, SUBSCRIPTIONS_WRITE, TENANTS_WRITE
@@ -178,19 +178,18 @@ class SubscriptionChangeApi(BillingAPIView):
         data = SubscriptionChangeIn(data=request.data)
         data.is_valid(raise_exception=True)
         preview = data.validated_data["preview"]
-        with transaction.atomic():
-            change = subscription_change_plan(
+
+        def change() -> dict[str, Any]:
+            done = subscription_change_plan(
                 tenant=tenant_get(tenant),
                 plan_code=data.validated_data["plan"],
                 when=data.validated_data["when"],
                 actor=actor(request),
             )
-            answer = self._answer(change, preview=preview)
-            if preview:
-                # the very change, computed by the same service, then undone: nothing is
-                # written, nothing queued (on-commit work of a rolled-back block never runs)
-                transaction.set_rollback(True)
-        return Response(answer)
+            return self._answer(done, preview=preview)
+
+        # a preview is the very change, by the same service, then undone
+        return Response(dry_run(change) if preview else change())
 
     @staticmethod
     def _answer(change: Any, *, preview: bool) -> dict[str, Any]:

@@ -22,6 +22,21 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def manage_py(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`manage.py <args>` as a separate process of the service (its output captured; stdin
+    closed, so a command that would read it ends)."""
+    return subprocess.run(  # noqa: S603
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def fresh_database(django_db_blocker: object, suffix: str) -> str:
     """The URL of a new database `<suite db>_<suffix>`, copied from a migrated template kept
     between runs (dj-stripe's migrations take a minute); the copy is new every time."""
@@ -46,15 +61,7 @@ def fresh_database(django_db_blocker: object, suffix: str) -> str:
                 conn.execute(f'CREATE DATABASE "{template}"')
             env = subprocess_env()
             env["DATABASE_URL"] = url(template)
-            migrated = subprocess.run(  # noqa: S603
-                [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            migrated = manage_py("migrate", "--noinput", "-v", "0", env=env)
             assert migrated.returncode == 0, migrated.stderr
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')

@@ -16,3 +16,8 @@ def load_demo(folder: Path) -> dict[str, str]:
     with override_settings(DEBUG=True):  # demo_setup runs only on a developer's machine
         call_command("demo_setup", "--credentials", str(credentials), stdout=io.StringIO())
     return dict(json.loads(credentials.read_text()))
+
+
+def bearer(secret: str) -> dict[str, str]:
+    """The Authorization header of a key's secret, as the test client takes it."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}

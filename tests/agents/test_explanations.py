@@ -8,18 +8,9 @@ from decimal import Decimal
 import pytest
 
 from invoicing.models import Invoice
-from tests.agents.demo import load_demo
+from tests.agents.demo import bearer
 
 pytestmark = [pytest.mark.django_db]
-
-
-@pytest.fixture
-def demo(tmp_path, clock):
-    return load_demo(tmp_path)
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
 
 
 def test_an_invoice_explains_each_line_what_was_measured_the_price_and_the_events(api, demo):

@@ -5,7 +5,6 @@ the rules, and once over stdio against `manage.py mcp_server` as an assistant ru
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from typing import Any
 
@@ -21,8 +20,7 @@ from approvals.models import ApprovalRequest
 from approvals.services import approval_approve
 from billing_project.api_auth import method_is_write
 from invoicing.models import CreditEntry, Invoice, Refund
-from tests.agents.demo import load_demo
-from tests.livedb import ROOT, fresh_database, subprocess_env
+from tests.livedb import ROOT, fresh_database, manage_py, subprocess_env
 
 # tools run in the SDK's worker threads, on connections of their own: committed data only
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -60,11 +58,6 @@ def call(server: Any, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
             return True, json.loads(text)
 
     return anyio.run(run)
-
-
-@pytest.fixture
-def demo(tmp_path, clock):
-    return load_demo(tmp_path)
 
 
 def test_an_assistant_reads_explains_and_proposes_and_finance_decides(demo):
@@ -155,27 +148,11 @@ def test_manage_py_mcp_server_over_stdio_as_an_assistant_runs_it(django_db_block
     env = subprocess_env()
     env["DATABASE_URL"] = fresh_database(django_db_blocker, "mcp")
     credentials = tmp_path / "demo-credentials.json"
-    loaded = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "manage.py"), "demo_setup", "--credentials", str(credentials)],
-        cwd=ROOT,
-        env={**env, "DEBUG": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    loaded = manage_py("demo_setup", "--credentials", str(credentials), env={**env, "DEBUG": "1"})
     assert loaded.returncode == 0, loaded.stderr
     agent_key = json.loads(credentials.read_text())["agent_key"]
-    refused = subprocess.run(  # noqa: S603  a key the API does not know: refused at start-up, not per call
-        [sys.executable, str(ROOT / "manage.py"), "mcp_server"],
-        cwd=ROOT,
-        env={**env, "BILLING_AGENT_KEY": "bak_00000000_not-a-real-key"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    # a key the API does not know: refused at start-up, not at every call
+    refused = manage_py("mcp_server", env={**env, "BILLING_AGENT_KEY": "bak_00000000_not-a-real-key"})
     assert refused.returncode != 0
     assert "401 invalid_api_key" in refused.stderr, refused.stderr[-500:]
     params = StdioServerParameters(
@@ -213,16 +190,7 @@ def test_manage_py_mcp_server_over_stdio_as_an_assistant_runs_it(django_db_block
 def test_the_server_needs_a_key():
     env = subprocess_env()
     env.pop("BILLING_AGENT_KEY", None)
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "manage.py"), "mcp_server"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    done = manage_py("mcp_server", env=env, timeout=120)
     assert done.returncode != 0
     assert "BILLING_AGENT_KEY" in done.stderr
 
@@ -243,15 +211,6 @@ def test_the_server_will_not_run_with_a_service_key(make_key):
     service = make_key("service")
     env = subprocess_env()
     env["BILLING_AGENT_KEY"] = service.secret
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "manage.py"), "mcp_server"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    done = manage_py("mcp_server", env=env, timeout=120)
     assert done.returncode != 0
     assert "agent key" in done.stderr

@@ -9,18 +9,9 @@ import pytest
 
 from invoicing.models import Invoice, InvoiceLine, InvoiceSequence
 from subscriptions.models import ProrationItem, Subscription, SubscriptionEvent
-from tests.agents.demo import load_demo
+from tests.agents.demo import bearer
 
 pytestmark = [pytest.mark.django_db]
-
-
-@pytest.fixture
-def demo(tmp_path, clock):
-    return load_demo(tmp_path)
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
 
 
 def counts() -> tuple[object, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+import time_machine
 from auditlog.models import LogEntry
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -265,6 +266,7 @@ def test_a_dunning_retry_stripe_refuses_is_blocked_not_queued_every_hour(acme, s
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+@time_machine.travel(JAN1 + timedelta(days=10), tick=False)  # the dates below, whatever day it runs
 def test_a_subscription_whose_close_fails_is_blocked_and_the_others_still_close(db):
     catalog_import(spec=catalog_validate(CATALOG))
     acme = tenant_upsert(external_id="acme", name="Acme", currency="USD")[0]

@@ -3,6 +3,8 @@ the processing bookkeeping."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -45,8 +47,9 @@ def rows(event: StripeEvent):
         {"payload": {"forged": True}},
         {"livemode": True},
         {"api_version": "2020-08-27"},
-        {"created": timezone.now()},
-        {"received_at": timezone.now()},
+        # fixed instants, never the clock: each differs from the stored value whatever day it is
+        {"created": datetime(2020, 1, 1, tzinfo=UTC)},
+        {"received_at": datetime(2020, 1, 1, tzinfo=UTC)},
     ],
     ids=lambda change: next(iter(change)),
 )
