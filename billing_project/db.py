@@ -20,3 +20,31 @@ def append_only(table: str) -> migrations.RunSQL:
         DROP TRIGGER IF EXISTS {table}_append_only_truncate ON {table};
         """,
     )
+
+
+def chained(table: str, exclude: tuple[str, ...] = (), when: str = "") -> migrations.RunSQL:
+    """Put `table` under the audit chain (billing_project/chain.py): an AFTER trigger takes
+    each inserted row's content hash, and a new one whenever its content changes, as a link
+    for the sealer; rows already there are linked now (event `backfill`). `exclude` names
+    bookkeeping columns left out of the hash (leases, retry counters); `when` is SQL on the
+    row written `{row}.column`: only rows it holds for are chained (finalized invoices)."""
+    excluded = "{" + ",".join(exclude) + "}"
+    trigger_when = f"WHEN ({when.format(row='NEW')})" if when else ""
+    condition = when.format(row="t")
+    return migrations.RunSQL(
+        f"""
+        CREATE TRIGGER {table}_chain AFTER INSERT OR UPDATE ON {table}
+            FOR EACH ROW {trigger_when} EXECUTE FUNCTION billing_chain_link('{excluded}');
+        INSERT INTO billing_project_chainedtable (table_name, excluded, condition)
+            VALUES ('{table}', '{excluded}', $cond${condition}$cond$);
+        SET LOCAL TimeZone = 'UTC';
+        INSERT INTO billing_project_chainlink (table_name, row_id, event, content_hash, created_at, prev_hash, link_hash)
+            SELECT '{table}', t.id::text, 'backfill', billing_chain_hash(to_jsonb(t) - '{excluded}'::text[]),
+                   clock_timestamp(), '', ''
+            FROM {table} t {"WHERE " + condition if condition else ""} ORDER BY t.id;
+        """,
+        f"""
+        DROP TRIGGER IF EXISTS {table}_chain ON {table};
+        DELETE FROM billing_project_chainedtable WHERE table_name = '{table}';
+        """,
+    )

@@ -169,3 +169,60 @@ class WorkItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.subject}"
+
+
+class ChainedTable(models.Model):
+    """A table whose rows the audit chain covers (billing_project/chain.py), registered by the
+    migration that adds its trigger (billing_project.db.chained): what `audit verify` walks."""
+
+    table_name = models.CharField(max_length=63, unique=True)
+    excluded = ArrayField(
+        models.CharField(max_length=63),
+        default=list,
+        blank=True,
+        help_text="Bookkeeping columns left out of a row's hash.",
+    )
+    condition = models.TextField(blank=True, help_text="SQL on the row: only rows it holds for are chained.")
+
+    def __str__(self) -> str:
+        return self.table_name
+
+
+class ChainLink(models.Model):
+    """One link of the tamper-evident audit chain: a financial row as written (its content's
+    SHA-256, taken by a trigger in the writing transaction), then sealed into the chain by
+    `position`, the previous link's hash and its own. A row that changes again (a refund that
+    moves on, a decided approval) gets a new link; the newest must match the row as it stands."""
+
+    table_name = models.CharField(max_length=63)
+    row_id = models.CharField(max_length=40)
+    event = models.CharField(max_length=12, help_text="insert, update or backfill.")
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    position = models.BigIntegerField(null=True, blank=True, unique=True, help_text="Place in the chain once sealed.")
+    prev_hash = models.CharField(max_length=64, blank=True)
+    link_hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["table_name", "row_id", "id"], name="chainlink_row"),
+            models.Index(fields=["id"], condition=Q(position__isnull=True), name="chainlink_unsealed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"link {self.position or '(unsealed)'}: {self.table_name} #{self.row_id}"
+
+
+class ChainHead(models.Model):
+    """The chain's newest sealed link as recorded by the daily beat job. Copied out of the
+    database (README), a head proves the chain up to it was not rewritten since."""
+
+    recorded_at = models.DateTimeField()
+    position = models.BigIntegerField()
+    link_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-recorded_at"]
+
+    def __str__(self) -> str:
+        return f"head {self.position} {self.link_hash[:12]}…"

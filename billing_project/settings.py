@@ -226,6 +226,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "expire-approval-requests": {"task": "approvals.tasks.expire_approval_requests", "schedule": 3600.0},
     # Stripe events whose processing was never queued (the broker was down right after they were stored).
     "process-pending-stripe-events": {"task": "webhooks.tasks.process_pending_stripe_events", "schedule": 300.0},
+    # The audit chain: links sealed every minute, its head recorded daily (billing_project/chain.py).
+    "seal-audit-chain": {"task": "billing_project.tasks.seal_audit_chain", "schedule": 60.0},
+    "record-audit-chain-head": {"task": "billing_project.tasks.record_audit_chain_head", "schedule": 86400.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff

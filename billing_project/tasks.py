@@ -88,3 +88,21 @@ def heartbeat() -> None:
     lives READYZ_HEARTBEAT_MAX_AGE_SECONDS on Redis's clock; /readyz reads its age from
     what is left (no process clock involved) and is 503 once it is gone."""
     get_redis().set(rkey("worker-heartbeat"), "1", ex=settings.READYZ_HEARTBEAT_MAX_AGE_SECONDS)
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def seal_audit_chain() -> int:
+    """Beat, every minute: links written since are sealed into the audit chain."""
+    from .chain import chain_seal_all
+
+    return chain_seal_all()
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def record_audit_chain_head() -> None:
+    """Beat, daily: the chain's head is recorded (and logged, for a copy kept elsewhere)."""
+    from .chain import chain_record_head
+
+    head = chain_record_head()
+    if head is not None:
+        logger.info("audit_chain.head", extra={"position": head.position, "link_hash": head.link_hash})
