@@ -43,7 +43,7 @@ def last_sealed() -> tuple[int, str]:
         .values_list("position", "link_hash")
         .first()
     )
-    return (last[0], last[1]) if last else (0, GENESIS)
+    return (last[0] or 0, last[1]) if last else (0, GENESIS)
 
 
 def chain_seal(limit: int = SEAL_BATCH) -> int:

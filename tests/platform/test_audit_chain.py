@@ -6,6 +6,7 @@ with database access would, and names the first broken link."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -33,7 +34,7 @@ CHAINED = {
 }
 
 
-def below_the_orm(sql: str, params: list[object]) -> None:
+def below_the_orm(sql: str, params: list[Any]) -> None:
     """As an attacker with database access: every trigger off (guards and chain alike)."""
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL session_replication_role = replica")
@@ -67,7 +68,8 @@ def test_every_financial_table_is_chained_and_a_clean_chain_verifies(books):
     assert chain_seal_all() == ChainLink.objects.count()
     verdict = chain_verify()
     assert verdict.ok, verdict.broken
-    assert verdict.unsealed == 0 and verdict.links == ChainLink.objects.count()
+    assert verdict.unsealed == 0
+    assert verdict.links == ChainLink.objects.count()
     assert "audit chain intact" in verify_command()
 
 
@@ -134,7 +136,8 @@ def test_a_rewritten_link_breaks_the_chain_after_it(books):
 @pytest.mark.django_db
 def test_a_chain_recomputed_whole_is_caught_by_a_head_kept_elsewhere(books):
     head = chain_record_head()
-    assert head is not None and ChainHead.objects.count() == 1
+    assert head is not None
+    assert ChainHead.objects.count() == 1
     kept = f"{head.position}:{head.link_hash}"
     # the attacker edits a row and recomputes every link after it, and the recorded heads too
     entry = CreditEntry.objects.filter(reason="goodwill").get()
@@ -163,7 +166,7 @@ def test_a_chain_recomputed_whole_is_caught_by_a_head_kept_elsewhere(books):
 @pytest.mark.django_db
 def test_links_are_append_only_and_sealed_once(books):
     chain_seal_all()
-    link = ChainLink.objects.order_by("position").first()
+    link = ChainLink.objects.order_by("position")[0]
     for sql in (
         "UPDATE billing_project_chainlink SET content_hash = 'x' WHERE id = %s",
         "UPDATE billing_project_chainlink SET position = position + 1000 WHERE id = %s",
