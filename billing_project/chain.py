@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import ChainedTable, ChainHead, ChainLink
+from .models import ChainHead, ChainLink
 
 GENESIS = "0" * 64
 # One sealer at a time: links get consecutive positions in one order.
@@ -80,6 +80,35 @@ def chain_record_head() -> ChainHead | None:
     if position == 0:
         return None
     return ChainHead.objects.create(recorded_at=timezone.now(), position=position, link_hash=head)
+
+
+@dataclass(frozen=True)
+class ChainedTable:
+    """A table under the chain, as its trigger says (billing_project.db.chained)."""
+
+    table_name: str
+    excluded: list[str]
+    condition: str
+    enabled: bool
+
+
+def chained_tables() -> list[ChainedTable]:
+    """The tables whose rows the chain covers: those with a chain trigger, which carries the
+    columns left out of the hash and the rows it covers as its arguments."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, t.tgargs, t.tgenabled FROM pg_trigger t
+            JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+            WHERE p.proname = 'billing_chain_link' AND NOT t.tgisinternal ORDER BY c.relname
+            """
+        )
+        found = cursor.fetchall()
+    tables = []
+    for name, args, enabled in found:
+        excluded, condition = bytes(args).decode().split("\x00")[:2]
+        tables.append(ChainedTable(name, [c for c in excluded.strip("{}").split(",") if c], condition, enabled != "D"))
+    return tables
 
 
 @dataclass
@@ -170,7 +199,9 @@ def chain_verify(heads: list[tuple[int, str]] | None = None) -> Verdict:
             if head_position > position:
                 verdict.broken.append(f"link {head_position}: a recorded head past the chain's end ({position})")
         verdict.unsealed = ChainLink.objects.filter(position__isnull=True).count()
-        for table in ChainedTable.objects.order_by("table_name"):
+        for table in chained_tables():
+            if not table.enabled:
+                verdict.broken.append(f"no link: {table.table_name}'s chain trigger is disabled")
             rows, breaks = _row_breaks(table)
             verdict.rows += rows
             verdict.broken.extend(breaks)

@@ -27,16 +27,16 @@ def chained(table: str, exclude: tuple[str, ...] = (), when: str = "") -> migrat
     each inserted row's content hash, and a new one whenever its content changes, as a link
     for the sealer; rows already there are linked now (event `backfill`). `exclude` names
     bookkeeping columns left out of the hash (leases, retry counters); `when` is SQL on the
-    row written `{row}.column`: only rows it holds for are chained (finalized invoices)."""
+    row written `{row}.column`: only rows it holds for are chained (finalized invoices). The
+    trigger carries what `audit verify` needs (the exclusions, the condition on `t`) as its
+    arguments: the chain's registry is the database's own triggers."""
     excluded = "{" + ",".join(exclude) + "}"
     trigger_when = f"WHEN ({when.format(row='NEW')})" if when else ""
     condition = when.format(row="t")
     return migrations.RunSQL(
         f"""
         CREATE TRIGGER {table}_chain AFTER INSERT OR UPDATE ON {table}
-            FOR EACH ROW {trigger_when} EXECUTE FUNCTION billing_chain_link('{excluded}');
-        INSERT INTO billing_project_chainedtable (table_name, excluded, condition)
-            VALUES ('{table}', '{excluded}', $cond${condition}$cond$);
+            FOR EACH ROW {trigger_when} EXECUTE FUNCTION billing_chain_link('{excluded}', $cond${condition}$cond$);
         SET LOCAL TimeZone = 'UTC';
         INSERT INTO billing_project_chainlink
             (table_name, row_id, event, content_hash, created_at, prev_hash, link_hash)
@@ -46,6 +46,5 @@ def chained(table: str, exclude: tuple[str, ...] = (), when: str = "") -> migrat
         """,  # noqa: S608  (migrations' own table names)
         f"""
         DROP TRIGGER IF EXISTS {table}_chain ON {table};
-        DELETE FROM billing_project_chainedtable WHERE table_name = '{table}';
-        """,  # noqa: S608
+        """,
     )

@@ -171,23 +171,6 @@ class WorkItem(models.Model):
         return f"{self.job} {self.subject}"
 
 
-class ChainedTable(models.Model):
-    """A table whose rows the audit chain covers (billing_project/chain.py), registered by the
-    migration that adds its trigger (billing_project.db.chained): what `audit verify` walks."""
-
-    table_name = models.CharField(max_length=63, unique=True)
-    excluded = ArrayField(
-        models.CharField(max_length=63),
-        default=list,
-        blank=True,
-        help_text="Bookkeeping columns left out of a row's hash.",
-    )
-    condition = models.TextField(blank=True, help_text="SQL on the row: only rows it holds for are chained.")
-
-    def __str__(self) -> str:
-        return self.table_name
-
-
 class ChainLink(models.Model):
     """One link of the tamper-evident audit chain: a financial row as written (its content's
     SHA-256, taken by a trigger in the writing transaction), then sealed into the chain by

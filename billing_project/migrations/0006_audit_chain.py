@@ -62,15 +62,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ChainedTable',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('table_name', models.CharField(max_length=63, unique=True)),
-                ('excluded', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=63), blank=True, default=list, help_text="Bookkeeping columns left out of a row's hash.", size=None)),
-                ('condition', models.TextField(blank=True, help_text='SQL on the row: only rows it holds for are chained.')),
-            ],
-        ),
-        migrations.CreateModel(
             name='ChainHead',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from billing_project.chain import chain_record_head, chain_seal_all, chain_verify, link_hash
-from billing_project.models import ChainedTable, ChainHead, ChainLink
+from billing_project.chain import chain_record_head, chain_seal_all, chain_verify, chained_tables, link_hash
+from billing_project.models import ChainHead, ChainLink
 from billing_project.money import Money
 from invoicing.ledger import credit_grant
 from invoicing.models import CreditEntry, Invoice
@@ -60,7 +60,7 @@ def verify_command(*heads: str) -> str:
 
 @pytest.mark.django_db
 def test_every_financial_table_is_chained_and_a_clean_chain_verifies(books):
-    assert set(ChainedTable.objects.values_list("table_name", flat=True)) == CHAINED
+    assert {t.table_name for t in chained_tables()} == CHAINED
     linked = set(ChainLink.objects.values_list("table_name", flat=True))
     assert {"invoicing_invoice", "invoicing_creditentry", "invoicing_creditnote", "auditlog_logentry"} <= linked
     # a draft is not chained; finalizing it and paying it are, each a link
@@ -193,3 +193,14 @@ def test_the_beat_jobs_seal_and_record_a_head(books):
     record_audit_chain_head.apply().get()
     head = ChainHead.objects.get()
     assert head.position == ChainLink.objects.order_by("-position")[0].position
+
+
+@pytest.mark.django_db
+def test_a_chain_trigger_turned_off_is_reported(books):
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred checks pending on the table
+        cursor.execute("ALTER TABLE invoicing_creditentry DISABLE TRIGGER invoicing_creditentry_chain")
+    assert "no link: invoicing_creditentry's chain trigger is disabled" in chain_verify().broken
+    invoices = next(t for t in chained_tables() if t.table_name == "invoicing_invoice")
+    assert invoices.condition == "t.status <> 'draft'"
+    assert "collection_attempts" in invoices.excluded
