@@ -9,4 +9,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("usage.urls")),
     path("", include("invoicing.urls")),
     path("", include("approvals.urls")),  # proposals: what an agent may ask for
+    path("", include("privacy.urls")),  # GDPR access
 ]

@@ -16,6 +16,7 @@ TENANTS_WRITE: Final = "tenants:write"
 SUBSCRIPTIONS_WRITE: Final = "subscriptions:write"
 PORTAL: Final = "portal"
 PROPOSALS_WRITE: Final = "proposals:write"
+PRIVACY_ADMIN: Final = "privacy:admin"
 
 ALL_SCOPES: Final[dict[str, str]] = {
     USAGE_WRITE: "report usage events for the metrics the key lists",
@@ -25,6 +26,7 @@ ALL_SCOPES: Final[dict[str, str]] = {
     SUBSCRIPTIONS_WRITE: "create, change and cancel subscriptions",
     PORTAL: "start checkout and change plans on a tenant user's behalf",
     PROPOSALS_WRITE: "propose a credit, refund or plan change for staff to approve",
+    PRIVACY_ADMIN: "export a tenant's data (GDPR access); service keys only",
 }
 
 AGENT_SCOPES: Final[frozenset[str]] = frozenset({ENTITLEMENTS_READ, BILLING_READ, PROPOSALS_WRITE})

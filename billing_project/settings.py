@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "webhooks.apps.WebhooksConfig",
     "approvals.apps.ApprovalsConfig",
     "console.apps.ConsoleConfig",
+    "privacy.apps.PrivacyConfig",  # GDPR access (export): asks each app for what it holds
     "agents.apps.AgentsConfig",  # the MCP tool server (manage.py mcp_server): no models
 ]
 

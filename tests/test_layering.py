@@ -39,6 +39,7 @@ def test_the_contracts_catch_a_violation(tmp_path):
         "invoicing",
         "webhooks",
         "approvals",
+        "privacy",
         "console",
         "agents",
     ):

@@ -1,0 +1,132 @@
+"""A tenant's data export (GDPR access): one JSON document, streamed section by section.
+
+Each app says what it holds about the tenant (its own `privacy.py`); this module puts the
+sections in one document and streams it, rows read in chunks, so a tenant with years of
+invoices and audit entries never sits in memory whole. The schema is in the README
+("Privacy and compliance"); `schema` names its version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model, Q, QuerySet
+
+from approvals.models import ApprovalRequest
+from billing_project.models import ApiKey
+from entitlements.models import Grant
+from invoicing import privacy as invoicing_privacy
+from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
+from subscriptions import privacy as subscriptions_privacy
+from subscriptions.models import Subscription, Tenant
+from usage import privacy as usage_privacy
+
+SCHEMA = "billing.privacy-export/1"
+
+
+def _grants(tenant: Tenant) -> Iterator[dict[str, Any]]:
+    for grant in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("id").iterator(chunk_size=500):
+        yield {
+            "feature": grant.feature.code,
+            "kind": grant.kind,
+            "amount": None if grant.amount is None else str(grant.amount),
+            "reason": grant.reason,
+            "expires_at": grant.expires_at,
+            "created_at": grant.created_at,
+            "revoked_at": grant.revoked_at,
+        }
+
+
+def _approval_requests(tenant: Tenant) -> Iterator[dict[str, Any]]:
+    requests = ApprovalRequest.objects.filter(tenant=tenant).order_by("id")
+    for request in requests.iterator(chunk_size=500):
+        yield {
+            "id": request.pk,
+            "kind": request.kind,
+            "status": request.status,
+            "description": request.description,
+            "reason": request.reason,
+            "created_at": request.created_at,
+            "decided_at": request.decided_at,
+            "decision_reason": request.decision_reason,
+        }
+
+
+def _api_keys(tenant: Tenant) -> Iterator[dict[str, Any]]:
+    for key in ApiKey.objects.filter(tenant=tenant.external_id).order_by("id"):
+        yield {
+            "name": key.name,
+            "kind": key.kind,
+            "prefix": key.prefix,
+            "scopes": key.scopes,
+            "created_at": key.created_at,
+            "revoked_at": key.revoked_at,
+        }
+
+
+def audit_entries_of(tenant: Tenant) -> QuerySet[LogEntry]:
+    """Audit entries that concern the tenant: of its own row and of every row that is its."""
+    owned: list[tuple[type[Model], QuerySet[Any]]] = [
+        (Tenant, Tenant.objects.filter(pk=tenant.pk)),
+        (Subscription, Subscription.objects.filter(tenant=tenant)),
+        (Invoice, Invoice.objects.filter(tenant=tenant)),
+        (CreditEntry, CreditEntry.objects.filter(tenant=tenant)),
+        (CreditNote, CreditNote.objects.filter(tenant=tenant)),
+        (Refund, Refund.objects.filter(tenant=tenant)),
+        (Grant, Grant.objects.filter(tenant=tenant)),
+        (ApprovalRequest, ApprovalRequest.objects.filter(tenant=tenant)),
+        (ApiKey, ApiKey.objects.filter(tenant=tenant.external_id)),
+    ]
+    concerns = Q()
+    for model, rows in owned:
+        concerns |= Q(content_type=ContentType.objects.get_for_model(model), object_id__in=rows.values("pk"))
+    entries: QuerySet[LogEntry] = LogEntry.objects.filter(concerns)
+    return entries
+
+
+def _audit(tenant: Tenant) -> Iterator[dict[str, Any]]:
+    entries = audit_entries_of(tenant).select_related("content_type", "actor").order_by("timestamp", "id")
+    for entry in entries.iterator(chunk_size=1000):
+        yield {
+            "at": entry.timestamp,
+            "record": f"{entry.content_type.app_label}.{entry.content_type.model}",
+            "object": entry.object_repr,
+            "action": entry.get_action_display(),
+            "actor": entry.actor.get_username() if entry.actor else None,
+            "on_behalf_of": (entry.additional_data or {}).get("actor"),
+            "changes": entry.changes,
+        }
+
+
+SECTIONS: list[tuple[str, Callable[[Tenant], Iterable[dict[str, Any]]]]] = [
+    ("subscriptions", subscriptions_privacy.subscriptions_export),
+    ("invoices", invoicing_privacy.invoices_export),
+    ("credit_notes", invoicing_privacy.credit_notes_export),
+    ("payments", invoicing_privacy.payments_export),
+    ("refunds", invoicing_privacy.refunds_export),
+    ("credit_ledger", invoicing_privacy.credit_ledger_export),
+    ("usage", usage_privacy.usage_summary),
+    ("grants", _grants),
+    ("approval_requests", _approval_requests),
+    ("api_keys", _api_keys),
+    ("audit_entries", _audit),
+]
+
+
+def tenant_export(tenant: Tenant, *, now: datetime) -> Iterator[str]:
+    """The document as text chunks: the header, then each section one row at a time."""
+    encode = DjangoJSONEncoder(ensure_ascii=False).encode
+    head = {"schema": SCHEMA, "generated_at": now, "tenant": subscriptions_privacy.tenant_personal_data(tenant)}
+    yield encode(head)[:-1]  # the object stays open for the sections
+    for name, rows in SECTIONS:
+        yield f", {json.dumps(name)}: ["
+        for i, row in enumerate(rows(tenant)):
+            yield ("," if i else "") + encode(row)
+        yield "]"
+    yield "}\n"

@@ -1,0 +1,51 @@
+"""What subscriptions hold about a tenant, for its data export (privacy/export.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .models import Tenant
+
+
+def tenant_personal_data(tenant: Tenant) -> dict[str, Any]:
+    """The tenant's own row: the only place its name and billing email are kept."""
+    return {
+        "external_id": tenant.external_id,
+        "name": tenant.name,
+        "billing_email": tenant.billing_email,
+        "country": tenant.country,
+        "currency": tenant.currency,
+        "created_at": tenant.created_at,
+    }
+
+
+def subscriptions_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
+    """Each subscription with its history: every lifecycle event and every billing period."""
+    for sub in tenant.subscriptions.select_related("plan_version__plan").order_by("id").iterator(chunk_size=100):
+        yield {
+            "id": sub.pk,
+            "plan": sub.plan_version.plan.code,
+            "plan_version": sub.plan_version.version,
+            "status": sub.status,
+            "started_at": sub.started_at,
+            "trial_end": sub.trial_end,
+            "current_period": {"start": sub.current_period_start, "end": sub.current_period_end},
+            "cancel_at_period_end": sub.cancel_at_period_end,
+            "ended_at": sub.ended_at,
+            "events": [
+                {
+                    "action": e.action,
+                    "from_status": e.from_status,
+                    "to_status": e.to_status,
+                    "actor": e.actor,
+                    "reason": e.reason,
+                    "at": e.at,
+                }
+                for e in sub.events.order_by("at", "id")
+            ],
+            "periods": [
+                {"kind": p.kind, "start": p.start, "end": p.end, "currency": p.currency, "closed": p.closed}
+                for p in sub.periods.order_by("start", "id")
+            ],
+        }
