@@ -53,6 +53,7 @@ _FINANCE = [
     ("console", "retry_payment"),
     ("console", "extend_trial"),
     ("console", "manage_grants"),
+    ("console", "export_tenant_data"),  # GDPR access: the tenant's data as one document
 ]
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     FINANCE: _FINANCE,
@@ -72,6 +73,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("axes", "view_*"),
         ("djstripe", "view_*"),
         ("console", "view_finance_overview"),
+        ("console", "export_tenant_data"),
     ],
     SUPPORT: [
         ("plans", "view_*"),

@@ -43,6 +43,7 @@ class StaffAction(models.Model):
             ("retry_payment", "Can retry an invoice's payment now"),
             ("extend_trial", "Can extend a tenant's trial"),
             ("manage_grants", "Can add and revoke entitlement grants from the console"),
+            ("export_tenant_data", "Can download a tenant's data export (GDPR access)"),
         ]
 
     def __str__(self) -> str:

@@ -8,5 +8,6 @@ app_name = "console-tenant"
 
 urlpatterns = [
     path("<int:tenant_id>/", tenant_views.page, name="page"),
+    path("<int:tenant_id>/privacy-export/", tenant_views.privacy_export, name="privacy-export"),
     path("<int:tenant_id>/<str:code>/", tenant_views.act, name="act"),
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -19,12 +19,14 @@ from billing_project.money import money_display
 from entitlements.models import Grant
 from invoicing.models import Invoice
 from invoicing.refunds import refundable
+from privacy.export import export_recorded, tenant_export
 from subscriptions.models import Tenant
 
 from .actions import ACTIONS, Target, error_text, initial, now, perform
 from .tenant import tenant_picture
 
 VIEW_PERMISSION = "subscriptions.view_tenant"
+EXPORT_PERMISSION = "console.export_tenant_data"
 
 
 def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
@@ -39,6 +41,7 @@ def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
         # what the admin lets each group read: support reads invoices, not the credit ledger
         "see_money": request.user.has_perm("invoicing.view_invoice"),
         "see_credit": request.user.has_perm("invoicing.view_creditentry"),
+        "may_export": request.user.has_perm(EXPORT_PERMISSION),
     }
     return TemplateResponse(request, "console/tenant.html", context)
 
@@ -109,5 +112,19 @@ def act_view(request: HttpRequest, tenant_id: int, code: str) -> HttpResponse:
     return TemplateResponse(request, "console/tenant_action.html", context, status=400 if form.errors else 200)
 
 
+def privacy_export_view(request: HttpRequest, tenant_id: int) -> StreamingHttpResponse:
+    """The tenant's data export (GDPR access), the document the privacy API streams; the
+    download is in the tenant's audit trail with who took it."""
+    if not request.user.has_perm(EXPORT_PERMISSION):
+        raise PermissionDenied
+    tenant = get_object_or_404(Tenant, pk=tenant_id)
+    export_recorded(tenant, channel=f"console:{request.user.get_username()}")
+    response = StreamingHttpResponse(tenant_export(tenant, now=now()), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="privacy-export-{tenant.pk}.json"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 page = admin.site.admin_view(page_view)
+privacy_export = admin.site.admin_view(privacy_export_view)
 act = admin.site.admin_view(act_view)

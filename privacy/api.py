@@ -10,9 +10,10 @@ from rest_framework.request import Request
 
 from billing_project.api import BillingAPIView
 from billing_project.scopes import PRIVACY_ADMIN
+from subscriptions.api import actor
 from subscriptions.services import tenant_get
 
-from .export import tenant_export
+from .export import export_recorded, tenant_export
 
 
 class PrivacyExportApi(BillingAPIView):
@@ -24,6 +25,7 @@ class PrivacyExportApi(BillingAPIView):
     @extend_schema(operation_id="tenant_privacy_export", tags=["privacy"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, tenant: str) -> StreamingHttpResponse:
         found = tenant_get(tenant)
+        export_recorded(found, channel=f"api {actor(request)}")
         response = StreamingHttpResponse(tenant_export(found, now=timezone.now()), content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="privacy-export-{found.pk}.json"'
         response["Cache-Control"] = "no-store"

@@ -119,6 +119,15 @@ SECTIONS: list[tuple[str, Callable[[Tenant], Iterable[dict[str, Any]]]]] = [
 ]
 
 
+def export_recorded(tenant: Tenant, *, channel: str) -> LogEntry:
+    """Whoever takes a tenant's data leaves an `access` entry in its audit trail (the
+    actor is the request's: the staff member, the key)."""
+    entry: LogEntry = LogEntry.objects.log_create(
+        tenant, force_log=True, action=LogEntry.Action.ACCESS, changes={"privacy export": [None, channel]}
+    )
+    return entry
+
+
 def tenant_export(tenant: Tenant, *, now: datetime) -> Iterator[str]:
     """The document as text chunks: the header, then each section one row at a time."""
     encode = DjangoJSONEncoder(ensure_ascii=False).encode

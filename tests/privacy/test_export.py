@@ -46,7 +46,9 @@ def test_the_export_holds_what_we_hold_and_adds_up_to_the_books(api, make_key, d
     assert doc["tenant"]["name"] == demo.name
     assert doc["tenant"]["billing_email"] == demo.billing_email
     finalized = Invoice.objects.filter(tenant=demo).exclude(status="draft")
-    assert sorted(i["number"] for i in doc["invoices"]) == sorted(str(n) for n in finalized.values_list("number", flat=True))
+    assert sorted(i["number"] for i in doc["invoices"]) == sorted(
+        str(n) for n in finalized.values_list("number", flat=True)
+    )
     assert {i["buyer"]["name"] for i in doc["invoices"]} == {demo.name}  # as printed
     assert [p["invoice"] for p in doc["payments"]] == list(
         finalized.filter(paid_at__isnull=False).order_by("paid_at").values_list("number", flat=True)
@@ -78,3 +80,37 @@ def test_another_tenants_data_is_not_in_the_export(api, make_key, demo):
     text = json.dumps(export(api, make_key("service", scopes=[PRIVACY_ADMIN])))
     assert other.name not in text or other.name in demo.name
     assert '"demo"' not in text.replace('"acme-demo"', "")
+
+
+def test_each_download_is_in_the_tenants_audit_trail(api, make_key, demo):
+    from auditlog.models import LogEntry
+
+    key = make_key("service", scopes=[PRIVACY_ADMIN])
+    export(api, key)
+    entry = audit_entries_of(demo).filter(action=LogEntry.Action.ACCESS).get()
+    assert entry.changes == {"privacy export": [None, f"api service:{key.key.prefix}"]}
+    assert entry.object_repr == "acme-demo"  # named by its id, never by its name
+
+
+@pytest.mark.parametrize(
+    ("group", "may"), [("finance", True), ("finance-approver", True), ("auditor", True), ("support", False)]
+)
+def test_the_console_downloads_the_same_document_for_those_who_may(group, may, demo):
+    from django.urls import reverse
+
+    from tests.console.test_dashboard import staff_client
+
+    client = staff_client(group)
+    page = client.get(reverse("console-tenant:page", args=[demo.pk])).content.decode()
+    url = reverse("console-tenant:privacy-export", args=[demo.pk])
+    assert (url in page) is may
+    response = client.get(url)
+    if not may:
+        assert response.status_code == 403
+        return
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="privacy-export-{demo.pk}.json"'
+    doc = json.loads(b"".join(response.streaming_content))  # type: ignore[attr-defined]
+    assert doc["schema"] == SCHEMA
+    assert doc["tenant"]["name"] == demo.name
+    assert client.get(reverse("console-tenant:privacy-export", args=[987654])).status_code == 404
