@@ -26,12 +26,18 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(TYPECHECK_ENV) $(BIN)/mypy .
 
+# Two pytest-xdist workers (the machine's two cores: one mostly waits on PostgreSQL while the
+# other runs), each with its own database and Redis keys (settings_test.py); by file, so a
+# module's tests and fixtures stay together. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+
 # Uses DATABASE_URL / REDIS_URL when set, else the embedded engines under .data/.
 # localstripe (GPL) runs as a separate process from its own venv, for the Stripe smoke test.
 pytest: $(VENV)/.installed $(LOCALSTRIPE)/.installed $(SCHEMATHESIS)/.installed
 	BILLING_TEST_CLOCK= LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python SCHEMATHESIS_BIN=$(CURDIR)/$(SCHEMATHESIS)/bin/st \
 	  BROWSER_ARTIFACTS=$(CURDIR)/.data/browser-artifacts \
-	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The same suite again with the test process's clock moved forward (time-machine, from
 # tests/conftest.py): past a year boundary, onto a leap day. A test that leans on today's
@@ -41,7 +47,7 @@ TEST_CLOCK ?= 2028-02-29T09:30:00Z
 # the real clock whatever the test process's says, so a second run would test nothing new.
 pytest-shifted: $(VENV)/.installed $(LOCALSTRIPE)/.installed
 	BILLING_TEST_CLOCK=$(TEST_CLOCK) LOCALSTRIPE_PYTHON=$(CURDIR)/$(LOCALSTRIPE)/bin/python \
-	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	  $(BIN)/python -m billing_project.embedded exec -- $(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # schemathesis fuzzes the contract against a live server (tests/fuzz); its own venv keeps its
 # dependencies apart from the service's.

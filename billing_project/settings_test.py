@@ -21,9 +21,14 @@ STORAGES = {
 }
 # A developer's `make run` may share the embedded Redis: keep tests out of its way.
 # TEST_REDIS_KEY_PREFIX lets two suites share one Redis (e.g. two checkouts on one machine).
-REDIS_KEY_PREFIX = env.str("TEST_REDIS_KEY_PREFIX", default="billing-test")  # noqa: F405
+# Under pytest-xdist each worker has its own database (pytest-django: test_…_gw0) and its own
+# keys and queue here, so workers never see each other's caches, counters or tasks.
+_XDIST_WORKER = env.str("PYTEST_XDIST_WORKER", default="")  # noqa: F405
+REDIS_KEY_PREFIX = env.str("TEST_REDIS_KEY_PREFIX", default="billing-test") + (  # noqa: F405
+    f"-{_XDIST_WORKER}" if _XDIST_WORKER else ""
+)
 CACHES = {**CACHES}  # noqa: F405
-CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": "billing-test-cache"}
+CACHES["default"] = {**CACHES["default"], "KEY_PREFIX": f"{REDIS_KEY_PREFIX}-cache"}
 CELERY_TASK_DEFAULT_QUEUE = REDIS_KEY_PREFIX
 # A trust lease of a minute: a check warmed a moment ago stays in the fast lane however
 # loaded the machine is. The tests of the lease itself set a short one.

@@ -4,6 +4,7 @@ a gunicorn for fuzzing): committed data a subprocess can see, fresh at every use
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,8 @@ def fresh_database(django_db_blocker: object, suffix: str) -> str:
     between runs (dj-stripe's migrations take a minute); the copy is new every time."""
     params = connection.get_connection_params()
     name = f"{connection.settings_dict['NAME']}_{suffix}".replace("test_", "")
-    template = f"{connection.settings_dict['NAME']}_template".replace("test_", "")
+    # one template for every xdist worker (test_billing_gw0, _gw1, …): migrated once, under the lock
+    template = re.sub(r"_gw\d+$", "", connection.settings_dict["NAME"]).replace("test_", "") + "_template"
     admin = {k: v for k, v in params.items() if k not in ("cursor_factory", "context", "options")}
     admin["dbname"] = "postgres"
     host = params.get("host") or ""
