@@ -31,9 +31,15 @@ def json_log() -> Iterator[io.StringIO]:
 
     handler.addFilter(ContextFilter())
     logger = logging.getLogger("billing.access")
+    # as the settings configure it, whatever a test before this one in the process did to it
+    # (a worker or a command that reconfigures logging can disable existing loggers)
+    disabled, level = logger.disabled, logger.level
+    logger.disabled = False
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     yield stream
     logger.removeHandler(handler)
+    logger.disabled, logger.level = disabled, level
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:
