@@ -64,6 +64,10 @@ def test_the_export_holds_what_we_hold_and_adds_up_to_the_books(api, make_key, d
     assert sub["periods"]
     assert len(doc["audit_entries"]) == audit_entries_of(demo).count() > 0
     assert {"subscriptions.tenant", "invoicing.invoice"} <= {e["record"] for e in doc["audit_entries"]}
+    # the audit log, kept for ever, holds no personal data: the buyer as printed is masked there
+    audit_text = json.dumps(doc["audit_entries"])
+    assert demo.billing_email not in audit_text
+    assert demo.name not in audit_text
 
 
 def test_only_a_service_key_with_the_privacy_scope_exports(api, make_key, demo):
