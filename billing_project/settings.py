@@ -9,6 +9,8 @@ this module; anything else that imports it without them gets a clear error.
 from __future__ import annotations
 
 import builtins
+import hashlib
+import hmac
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,6 +54,12 @@ def _required(name: str) -> str:
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _required("SECRET_KEY")
+# Keys the pseudonyms of usage events' personal properties (usage/pseudonyms.py). Set it apart
+# from SECRET_KEY (rotating that must not re-key stored pseudonyms); derived from it if unset.
+PSEUDONYM_KEY = (
+    env.str("PSEUDONYM_KEY", default="")
+    or hmac.new(SECRET_KEY.encode(), b"billing usage pseudonyms", hashlib.sha256).hexdigest()
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 # The proxies in front (addresses or networks) whose X-Forwarded-For is believed
 # (billing_project/net.py). Empty: the client is REMOTE_ADDR.

@@ -56,6 +56,7 @@ class MetricSpec:
     properties: tuple[str, ...] = ()
     unique_property: str | None = None
     description: str = ""
+    personal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def parse_catalog(
             problems,
             f"metrics[{i}]",
             raw,
-            ("code", "name", "aggregation", "properties", "unique_property", "description"),
+            ("code", "name", "aggregation", "properties", "unique_property", "description", "personal"),
         )
         if not r.ok:
             continue
@@ -287,6 +288,12 @@ def parse_catalog(
             r.fail(".unique_property", "only applies to unique_count")
         if unique_property is not None and unique_property not in properties:
             r.fail(".unique_property", f"{unique_property!r} must be one of the metric's properties")
+        personal = tuple(str(p) for p in r.items("personal"))
+        for j, prop in enumerate(personal):
+            if prop not in properties:
+                r.fail(f".personal[{j}]", f"{prop!r} must be one of the metric's properties")
+        if len(set(personal)) != len(personal):
+            r.fail(".personal", "lists a key twice")
         spec.metrics.append(
             MetricSpec(
                 r.code(),
@@ -295,6 +302,7 @@ def parse_catalog(
                 properties,
                 unique_property,
                 r.text("description", required=False),
+                tuple(sorted(set(personal))),
             )
         )
     _unique(problems, "metrics", [m.code for m in spec.metrics], "code")
@@ -537,6 +545,8 @@ def catalog_document(spec: CatalogSpec) -> dict[str, Any]:
             doc["unique_property"] = m.unique_property
         if m.description:
             doc["description"] = m.description
+        if m.personal:
+            doc["personal"] = list(m.personal)
         return doc
 
     def feature(f: FeatureSpec) -> dict[str, Any]:

@@ -42,6 +42,12 @@ class BillableMetric(models.Model):
     unique_property = models.CharField(
         max_length=100, null=True, blank=True, help_text="Counted distinct per period (unique_count)."
     )
+    personal_properties = ArrayField(
+        models.CharField(max_length=100),
+        default=list,
+        blank=True,
+        help_text="Properties whose values identify a person: stored as keyed pseudonyms (usage/pseudonyms.py).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

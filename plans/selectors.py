@@ -14,7 +14,15 @@ from .pricing import Model, Tier
 
 def metric_specs() -> dict[str, MetricSpec]:
     return {
-        m.code: MetricSpec(m.code, m.name, m.aggregation, tuple(m.properties), m.unique_property, m.description)
+        m.code: MetricSpec(
+            m.code,
+            m.name,
+            m.aggregation,
+            tuple(m.properties),
+            m.unique_property,
+            m.description,
+            tuple(sorted(m.personal_properties)),
+        )
         for m in BillableMetric.objects.all()
     }
 

@@ -74,6 +74,20 @@ def _metric_change_problems(path: str, old: MetricSpec | None, new: MetricSpec) 
                 f"keys cannot be removed ({', '.join(sorted(removed))}): stored usage events carry them",
             )
         )
+    # A key is personal from its first event or never: stored values of a key already in use
+    # are in clear, and pseudonyms of new ones would count apart from them.
+    unmarked = set(old.personal) - set(new.personal)
+    if unmarked:
+        problems.append(Problem(f"{path}.personal", f"keys stay personal ({', '.join(sorted(unmarked))})"))
+    marked = (set(new.personal) - set(old.personal)) & set(old.properties)
+    if marked:
+        problems.append(
+            Problem(
+                f"{path}.personal",
+                f"keys already in use cannot become personal ({', '.join(sorted(marked))}): their stored values "
+                "are not pseudonyms; declare a new key",
+            )
+        )
     return problems
 
 
@@ -96,6 +110,7 @@ def catalog_import(*, spec: CatalogSpec) -> ImportReport:
                 "properties": list(m.properties),
                 "unique_property": m.unique_property,
                 "description": m.description,
+                "personal_properties": list(m.personal),
             },
         )
     metrics = {m.code: m for m in BillableMetric.objects.all()}

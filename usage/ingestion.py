@@ -32,6 +32,7 @@ from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Tenant
 
 from .counters import CounterDelta, MeteredMetric, counter_key, counters_record, delta_for
+from .pseudonyms import pseudonym
 
 MAX_BATCH = 1000
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -88,6 +89,7 @@ class _Metric:
     id: int
     properties: frozenset[str]
     counter: MeteredMetric
+    personal: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,14 @@ def _validate(
             details={"tenant": tenant_name, "occurred_at": instant},
         )
     tenant_id, period_start = tenant.id, tenant.period_start
-    clean_properties = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in sorted(properties.items())}
+    clean_properties = {
+        k: pseudonym(tenant_id=tenant_id, key=k, value=v)
+        if k in metric.personal
+        else str(v)
+        if isinstance(v, Decimal)
+        else v
+        for k, v in sorted(properties.items())
+    }
     counter = None
     when = occurred_at or now
     if tenant.period_start and tenant.period_end and tenant.period_start <= when < tenant.period_end:
@@ -289,9 +298,9 @@ def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], 
         period: tuple[datetime | None, datetime | None] = current.get(external_id) or (None, None)
         tenants[external_id] = _Tenant(tenant.id, *period, tuple(covered.get(external_id, ())))
     metrics = {
-        code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique))
-        for pk, code, props, aggregation, unique in BillableMetric.objects.values_list(
-            "pk", "code", "properties", "aggregation", "unique_property"
+        code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique), frozenset(personal))
+        for pk, code, props, aggregation, unique, personal in BillableMetric.objects.values_list(
+            "pk", "code", "properties", "aggregation", "unique_property", "personal_properties"
         )
     }
     return tenants, metrics
