@@ -19,7 +19,7 @@ from billing_project.money import money_display
 from entitlements.models import Grant
 from invoicing.models import Invoice
 from invoicing.refunds import refundable
-from privacy.export import export_recorded, tenant_export
+from privacy.export import export_download
 from subscriptions.models import Tenant
 
 from .actions import ACTIONS, Target, error_text, initial, now, perform
@@ -118,11 +118,7 @@ def privacy_export_view(request: HttpRequest, tenant_id: int) -> StreamingHttpRe
     if not request.user.has_perm(EXPORT_PERMISSION):
         raise PermissionDenied
     tenant = get_object_or_404(Tenant, pk=tenant_id)
-    export_recorded(tenant, channel=f"console:{request.user.get_username()}")
-    response = StreamingHttpResponse(tenant_export(tenant, now=now()), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="privacy-export-{tenant.pk}.json"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return export_download(tenant, channel=f"console:{request.user.get_username()}", now=now())
 
 
 page = admin.site.admin_view(page_view)

@@ -106,7 +106,7 @@ class InvoiceApi(BillingAPIView):
         },
     )
     def get(self, request: Request, number: str) -> Response:
-        invoice = invoice_by_number(number)
+        invoice = invoice_by_number(number, document=True)
         if request.accepted_renderer.format == "html":
             return Response(invoice_html(invoice))
         return Response(invoice_document(invoice))

@@ -12,6 +12,7 @@ from subscriptions.models import Tenant
 
 from .documents import invoice_document
 from .models import CreditEntry, CreditNote, Invoice, Refund
+from .selectors import DOCUMENT_RELATIONS
 
 
 def _money(amount: Any, currency: str) -> dict[str, str]:
@@ -20,8 +21,9 @@ def _money(amount: Any, currency: str) -> dict[str, str]:
 
 def invoices_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
     finalized = Invoice.objects.filter(tenant=tenant).exclude(status=Invoice.Status.DRAFT)
-    for invoice in finalized.select_related("tenant").order_by("finalized_at", "id").iterator(chunk_size=100):
-        yield invoice_document(invoice)
+    documents = finalized.select_related("tenant").prefetch_related(*DOCUMENT_RELATIONS)
+    for invoice in documents.order_by("finalized_at", "id").iterator(chunk_size=100):
+        yield invoice_document(invoice)  # its lines and notes fetched per chunk, not per invoice
 
 
 def credit_notes_export(tenant: Tenant) -> Iterator[dict[str, Any]]:

@@ -38,8 +38,14 @@ def invoices_of(tenant: Tenant, *, limit: int = 100) -> list[Invoice]:
     return list(Invoice.objects.filter(tenant=tenant, status__in=FINALIZED).order_by("-finalized_at", "-id")[:limit])
 
 
-def invoice_by_number(number: str) -> Invoice:
-    invoice = Invoice.objects.select_related("tenant").filter(number=number).first()
+# What invoice_document reads of an invoice beyond its row: fetched together, not per line.
+DOCUMENT_RELATIONS = ("lines", "credit_notes__lines__invoice_line")
+
+
+def invoice_by_number(number: str, *, document: bool = False) -> Invoice:
+    """The invoice numbered `number`; with `document`, what its document reads too."""
+    found = Invoice.objects.select_related("tenant").filter(number=number)
+    invoice = (found.prefetch_related(*DOCUMENT_RELATIONS) if document else found).first()
     if invoice is None:
         raise NotFound(f"No invoice {number!r}.", code="not_found")
     return invoice

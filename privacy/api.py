@@ -13,7 +13,7 @@ from billing_project.scopes import PRIVACY_ADMIN
 from subscriptions.api import actor
 from subscriptions.services import tenant_get
 
-from .export import export_recorded, tenant_export
+from .export import export_download
 
 
 class PrivacyExportApi(BillingAPIView):
@@ -24,9 +24,4 @@ class PrivacyExportApi(BillingAPIView):
 
     @extend_schema(operation_id="tenant_privacy_export", tags=["privacy"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, tenant: str) -> StreamingHttpResponse:
-        found = tenant_get(tenant)
-        export_recorded(found, channel=f"api {actor(request)}")
-        response = StreamingHttpResponse(tenant_export(found, now=timezone.now()), content_type="application/json")
-        response["Content-Disposition"] = f'attachment; filename="privacy-export-{found.pk}.json"'
-        response["Cache-Control"] = "no-store"
-        return response
+        return export_download(tenant_get(tenant), channel=f"api {actor(request)}", now=timezone.now())

@@ -17,9 +17,13 @@ from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, Q, QuerySet
+from django.http import StreamingHttpResponse
 
+from approvals import privacy as approvals_privacy
 from approvals.models import ApprovalRequest
+from billing_project import privacy as platform_privacy
 from billing_project.models import ApiKey
+from entitlements import privacy as entitlements_privacy
 from entitlements.models import Grant
 from invoicing import privacy as invoicing_privacy
 from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
@@ -28,46 +32,6 @@ from subscriptions.models import Subscription, Tenant
 from usage import privacy as usage_privacy
 
 SCHEMA = "billing.privacy-export/1"
-
-
-def _grants(tenant: Tenant) -> Iterator[dict[str, Any]]:
-    for grant in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("id").iterator(chunk_size=500):
-        yield {
-            "feature": grant.feature.code,
-            "kind": grant.kind,
-            "amount": None if grant.amount is None else str(grant.amount),
-            "reason": grant.reason,
-            "expires_at": grant.expires_at,
-            "created_at": grant.created_at,
-            "revoked_at": grant.revoked_at,
-        }
-
-
-def _approval_requests(tenant: Tenant) -> Iterator[dict[str, Any]]:
-    requests = ApprovalRequest.objects.filter(tenant=tenant).order_by("id")
-    for request in requests.iterator(chunk_size=500):
-        yield {
-            "id": request.pk,
-            "kind": request.kind,
-            "status": request.status,
-            "description": request.description,
-            "reason": request.reason,
-            "created_at": request.created_at,
-            "decided_at": request.decided_at,
-            "decision_reason": request.decision_reason,
-        }
-
-
-def _api_keys(tenant: Tenant) -> Iterator[dict[str, Any]]:
-    for key in ApiKey.objects.filter(tenant=tenant.external_id).order_by("id"):
-        yield {
-            "name": key.name,
-            "kind": key.kind,
-            "prefix": key.prefix,
-            "scopes": key.scopes,
-            "created_at": key.created_at,
-            "revoked_at": key.revoked_at,
-        }
 
 
 def audit_entries_of(tenant: Tenant) -> QuerySet[LogEntry]:
@@ -112,9 +76,9 @@ SECTIONS: list[tuple[str, Callable[[Tenant], Iterable[dict[str, Any]]]]] = [
     ("refunds", invoicing_privacy.refunds_export),
     ("credit_ledger", invoicing_privacy.credit_ledger_export),
     ("usage", usage_privacy.usage_summary),
-    ("grants", _grants),
-    ("approval_requests", _approval_requests),
-    ("api_keys", _api_keys),
+    ("grants", entitlements_privacy.grants_export),
+    ("approval_requests", approvals_privacy.approval_requests_export),
+    ("api_keys", lambda tenant: platform_privacy.api_keys_export(tenant.external_id)),
     ("audit_entries", _audit),
 ]
 
@@ -126,6 +90,15 @@ def export_recorded(tenant: Tenant, *, channel: str) -> LogEntry:
         tenant, force_log=True, action=LogEntry.Action.ACCESS, changes={"privacy export": [None, channel]}
     )
     return entry
+
+
+def export_download(tenant: Tenant, *, channel: str, now: datetime) -> StreamingHttpResponse:
+    """The export as a download, recorded first (the API's and the console's answer alike)."""
+    export_recorded(tenant, channel=channel)
+    response = StreamingHttpResponse(tenant_export(tenant, now=now), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="privacy-export-{tenant.pk}.json"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def tenant_export(tenant: Tenant, *, now: datetime) -> Iterator[str]:

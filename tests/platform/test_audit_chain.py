@@ -187,7 +187,13 @@ def test_bookkeeping_columns_make_no_link(books):
 
 @pytest.mark.django_db
 def test_the_beat_jobs_seal_and_record_a_head(books):
+    from django.conf import settings
+
     from billing_project.tasks import record_audit_chain_head, seal_audit_chain
+
+    schedule = {e["task"]: e["schedule"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert schedule["billing_project.tasks.seal_audit_chain"] == 60.0  # sealed every minute
+    assert schedule["billing_project.tasks.record_audit_chain_head"] == 86400.0  # a head a day
 
     assert seal_audit_chain.apply().get() > 0
     record_audit_chain_head.apply().get()

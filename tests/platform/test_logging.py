@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -10,26 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
+
+from tests.logcapture import json_log_handler
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.probe_urls")]
 
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
-    from billing_project.observability import ContextFilter
-
-    # The production formatter, built from the settings' own description of it.
-    logging_config: dict[str, Any] = settings.LOGGING
-    spec: dict[str, Any] = dict(logging_config["formatters"]["json"])
-    factory = spec.pop("()")
-    module, _, name = factory.rpartition(".")
-    formatter = getattr(importlib.import_module(module), name)(**spec)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
-
-    handler.addFilter(ContextFilter())
+    handler, stream = json_log_handler()  # the production formatter, from the settings
     logger = logging.getLogger("billing.access")
     # as the settings configure it, whatever a test before this one in the process did to it
     # (a worker or a command that reconfigures logging can disable existing loggers)

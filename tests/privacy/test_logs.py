@@ -5,18 +5,16 @@ production JSON formatter and searched for the tenant's name and email and every
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from django.conf import settings
 
 from billing_project.scopes import PRIVACY_ADMIN
 from invoicing.models import Invoice
 from tests.agents.demo import bearer, load_demo
+from tests.logcapture import json_log_handler
 
 pytestmark = pytest.mark.django_db
 
@@ -25,15 +23,7 @@ NAME, EMAIL = "Zebulon Quartermaine-Ostrowski", "zebulon.q.ostrowski@example.tes
 
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
-    logging_config: dict[str, Any] = settings.LOGGING
-    spec: dict[str, Any] = dict(logging_config["formatters"]["json"])
-    factory = spec.pop("()")
-    module, _, name = factory.rpartition(".")
-    handler = logging.StreamHandler(stream := io.StringIO())
-    handler.setFormatter(getattr(importlib.import_module(module), name)(**spec))
-    from billing_project.observability import ContextFilter
-
-    handler.addFilter(ContextFilter())
+    handler, stream = json_log_handler()
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

@@ -44,6 +44,8 @@ def database_url() -> str:
 def test_kill_minus_nine_mid_run_then_rerun_is_exact(reporter):
     tenant = Tenant.objects.get(external_id="acme")
     tokens = BillableMetric.objects.get(code="ai_tokens")
+    # a fixed past instant: the aggregation in the killed subprocess and in this process runs
+    # up to its own clock (real, or moved later by the shifted run), which is after it any day
     base = datetime(2026, 3, 1, tzinfo=UTC)
     UsageEvent.objects.bulk_create(
         [

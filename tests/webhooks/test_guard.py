@@ -24,7 +24,8 @@ def event() -> StripeEvent:
         type=payload["type"],
         api_version=payload["api_version"],
         livemode=False,
-        created=timezone.now(),
+        created=timezone.now(),  # any instant: the changes below are to fixed ones, and the guard
+        # compares values, never dates
         payload=payload,
     )
 
