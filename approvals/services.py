@@ -37,6 +37,7 @@ from billing_project.audit import audit_context
 from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest, NotFound, invalid_field
 from billing_project.models import ApiKey
 from billing_project.money import Money, format_decimal, normalize_currency
+from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import Tenant
 
 from .kinds import Actor, kind_for
@@ -136,6 +137,12 @@ def approval_request(
     if requested_by_key is not None:
         extra["api_key_id"] = requested_by_key.pk
     with transaction.atomic(), _audited(requested_by, extra):
+        # The tenant's lock first, as every service that changes a tenant's money takes it:
+        # requests for one tenant are made one at a time, so a duplicate waits here and then
+        # finds the first. Taken only inside the dry run, racers that had passed it could
+        # hold the row's key-share (the request's foreign key) while another waited for its
+        # update lock: a deadlock under load.
+        tenant_select_for_update(tenant_id=tenant.pk)
         if idempotency_key and (existing := _same(requested_by, requested_by_key, idempotency_key)) is not None:
             return _replayed(existing, kind=kind, tenant=tenant, payload=cleaned, reason=reason)
         plan = handler.validate(tenant, cleaned)  # rolled back: nothing written

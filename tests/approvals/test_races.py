@@ -68,8 +68,9 @@ def test_approvers_racing_execute_the_request_once(acme, ann):
 
 
 def test_the_same_request_sent_concurrently_is_made_once(acme, ann):
-    # each racer's dry run of credit_grant waits for the tenant's lock; released together,
-    # they all insert: the unique key lets one in and the others find it
+    # every racer waits for the tenant's lock; released, they go one at a time: the first
+    # makes the request, the others find it (an earlier version locked only in the dry run
+    # and deadlocked once in CI under two workers)
     results = released_together(
         "subscriptions_tenant", acme.pk, lambda _: credit_request(acme, ann, "600.00", idempotency_key="form-1")
     )
