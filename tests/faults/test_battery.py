@@ -271,7 +271,11 @@ def faults(proxy: FaultProxy, servers: dict[str, subprocess.Popen[bytes]], admin
         if action in ("refuse", "hang", "drop", "pass"):
             proxy.set(action)
         elif action == "terminate":
-            terminate_connections(admin, db)
+            # a burst: a connection killed while idle is reopened unnoticed (health checks),
+            # so the fault is felt only by a query in flight; one moment may catch none
+            for _ in range(5):
+                terminate_connections(admin, db)
+                time.sleep(0.1)
         elif action == "kill-web":
             kill_one(servers["web"], "gunicorn")
         elif action == "kill-worker":
