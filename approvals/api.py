@@ -31,6 +31,7 @@ from billing_project.scopes import PROPOSALS_WRITE
 from subscriptions.models import Tenant
 from subscriptions.services import tenant_get
 
+from .kinds import kind_proposable
 from .models import ApprovalRequest
 from .services import approval_request
 
@@ -40,7 +41,7 @@ REASON_MAX_CHARS = 2000
 
 
 class ProposalIn(serializers.Serializer):  # type: ignore[type-arg]
-    kind = serializers.ChoiceField(choices=ApprovalRequest.Kind.values)
+    kind = serializers.ChoiceField(choices=[k for k in ApprovalRequest.Kind.values if kind_proposable(k)])
     tenant = Text()
     payload = RawField()
     reason = Text(max_length=REASON_MAX_CHARS)

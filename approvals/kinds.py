@@ -158,6 +158,7 @@ class ApprovalKind:
 
     code: str = ""
     moves_money: bool = False  # credits, refunds, credit notes: thresholds apply to staff requests
+    proposable: bool = True  # may an agent's key propose it (an erasure: staff only)
 
     def clean(self, tenant: Tenant, payload: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -456,6 +457,19 @@ KINDS: dict[str, ApprovalKind] = {
     kind.code: kind
     for kind in (CreditKind(), CreditNoteKind(), RefundKind(), GrantKind(), TrialExtensionKind(), PlanChangeKind())
 }
+
+
+def kind_proposable(code: str) -> bool:
+    """Whether an agent may propose `code` (kinds registered by higher apps are asked for
+    by name: privacy's erasure is never proposable)."""
+    kind = KINDS.get(code)
+    return kind.proposable if kind is not None else code != "erasure"
+
+
+def kind_register(kind: ApprovalKind) -> None:
+    """A higher app's kind (privacy's erasure), registered from its AppConfig.ready: this app
+    runs it without importing that app."""
+    KINDS[kind.code] = kind
 
 
 def kind_for(code: str) -> ApprovalKind:

@@ -28,6 +28,7 @@ class ApprovalRequest(models.Model):
         PLAN_CHANGE = "plan_change", "plan change"
         GRANT = "grant", "grant"
         TRIAL_EXTENSION = "trial_extension", "trial extension"
+        ERASURE = "erasure", "erasure of personal data"  # registered by privacy/ (above this app)
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending (waiting for a second person)"
@@ -81,7 +82,9 @@ class ApprovalRequest(models.Model):
         constraints = [
             models.CheckConstraint(
                 name="approvalrequest_kind_valid",
-                condition=Q(kind__in=["credit", "refund", "credit_note", "plan_change", "grant", "trial_extension"]),
+                condition=Q(
+                    kind__in=["credit", "refund", "credit_note", "plan_change", "grant", "trial_extension", "erasure"]
+                ),
             ),
             models.CheckConstraint(
                 name="approvalrequest_status_valid",

@@ -126,6 +126,8 @@ def approval_request(
         raise Forbidden("An inactive user cannot request anything.", code="requester_inactive")
     if requested_by_key is not None and not requested_by_key.is_active:
         raise Forbidden("A revoked key cannot propose anything.", code="requester_inactive")
+    if requested_by_key is not None and not handler.proposable:
+        raise invalid_field("kind", f"{kind} is asked for by staff, never proposed by an agent.")
     reason = (reason or "").strip() if isinstance(reason, str) else ""
     if not reason:
         raise invalid_field("reason", "Say why (the approver reads it).")

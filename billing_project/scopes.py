@@ -26,7 +26,7 @@ ALL_SCOPES: Final[dict[str, str]] = {
     SUBSCRIPTIONS_WRITE: "create, change and cancel subscriptions",
     PORTAL: "start checkout and change plans on a tenant user's behalf",
     PROPOSALS_WRITE: "propose a credit, refund or plan change for staff to approve",
-    PRIVACY_ADMIN: "export a tenant's data (GDPR access); service keys only",
+    PRIVACY_ADMIN: "export or erase a tenant's data (GDPR access and erasure); service keys only",
 }
 
 AGENT_SCOPES: Final[frozenset[str]] = frozenset({ENTITLEMENTS_READ, BILLING_READ, PROPOSALS_WRITE})

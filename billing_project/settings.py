@@ -238,6 +238,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # The audit chain: links sealed every minute, its head recorded daily (billing_project/chain.py).
     "seal-audit-chain": {"task": "billing_project.tasks.seal_audit_chain", "schedule": 60.0},
     "record-audit-chain-head": {"task": "billing_project.tasks.record_audit_chain_head", "schedule": 86400.0},
+    # erased tenants' invoices whose retention ended lose their buyer; Stripe erasures retried
+    "erase-retained-buyers": {"task": "privacy.tasks.erase_retained_buyers", "schedule": 86400.0},
+    "retry-stripe-erasures": {"task": "privacy.tasks.retry_stripe_erasures", "schedule": 600.0},
 }
 
 # ---------------------------------------------------------------- Auth, staff
@@ -433,7 +436,20 @@ INVOICE_SELLER = {
     "tax_id": env.str("INVOICE_SELLER_TAX_ID", default=""),
     "email": env.str("INVOICE_SELLER_EMAIL", default="billing@example.com"),
 }
+# The seller's country (ISO 3166-1 alpha-2): its law says how long invoices keep their buyer.
+INVOICE_SELLER_COUNTRY = env.str("INVOICE_SELLER_COUNTRY", default="US").upper()
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+
+# ---------------------------------------------------------------- Privacy
+# Years an issued invoice is kept whole (its buyer included) after the end of the calendar
+# year it was issued in, per seller country; README "Privacy and compliance" has the sources.
+# A country not listed keeps the longest period. Override: PRIVACY_RETENTION_YEARS="DE=8,FR=10".
+PRIVACY_RETENTION_YEARS: dict[str, int] = {
+    code.strip().upper(): int(years)
+    for code, years in (
+        pair.split("=", 1) for pair in env.str("PRIVACY_RETENTION_YEARS", default="DE=8,FR=10,GB=6,US=7").split(",")
+    )
+}
 
 # ---------------------------------------------------------------- Audit
 AUDITLOG_CID_GETTER = "billing_project.observability.current_request_id"

@@ -64,6 +64,8 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("invoicing", "approve_*"),
         ("entitlements", "approve_*"),
         ("approvals", "approve_*"),
+        ("console", "request_erasure"),  # GDPR erasure: asked by one approver, decided by another
+        ("privacy", "view_erasure"),
     ],
     AUDITOR: [
         *_READ_BILLING,
@@ -74,6 +76,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("djstripe", "view_*"),
         ("console", "view_finance_overview"),
         ("console", "export_tenant_data"),
+        ("privacy", "view_erasure"),
     ],
     SUPPORT: [
         ("plans", "view_*"),

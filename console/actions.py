@@ -267,6 +267,19 @@ def _revoke_grant(user: User, target: Target, data: dict[str, Any]) -> Done:
     return Done(f"Grant revoked: {target.grant}.")
 
 
+def _erase(user: User, target: Target, data: dict[str, Any]) -> Done:
+    """Always four eyes: a finance-approver asks, another decides (privacy/kinds.py)."""
+    request = approval_request(
+        kind="erasure",
+        tenant=target.tenant,
+        payload={},
+        reason=data["reason"],
+        requested_by=user,
+        idempotency_key=data["token"],
+    )
+    return Done(f"Asked for approval (an erasure always waits for a second person): {request.description}", request.pk)
+
+
 def _invoice(target: Target) -> Invoice:
     if target.invoice is None:
         raise InvalidRequest("Choose the invoice.")
@@ -330,6 +343,19 @@ ACTIONS: dict[str, ConsoleAction] = {
         ConsoleAction("add_grant", "Add a grant", "console.manage_grants", GrantForm, _add_grant),
         ConsoleAction(
             "revoke_grant", "Revoke the grant", "console.manage_grants", ReasonForm, _revoke_grant, needs="grant"
+        ),
+        ConsoleAction(
+            "erase",
+            "Erase personal data",
+            "console.request_erasure",
+            ReasonForm,
+            _erase,
+            warning=(
+                "For good: its live subscriptions end (what they owe to now is invoiced at once, and an erasure"
+                " that would leave money owed is refused), its keys are revoked, its name and email are"
+                " pseudonymised here and at Stripe. Its invoices keep the buyer until the retention period"
+                " ends. Another finance-approver must approve."
+            ),
         ),
     )
 }

@@ -44,6 +44,7 @@ class StaffAction(models.Model):
             ("extend_trial", "Can extend a tenant's trial"),
             ("manage_grants", "Can add and revoke entitlement grants from the console"),
             ("export_tenant_data", "Can download a tenant's data export (GDPR access)"),
+            ("request_erasure", "Can ask for a tenant's erasure (GDPR; another approver decides)"),
         ]
 
     def __str__(self) -> str:

@@ -155,14 +155,15 @@ def _boundary_invoice(
 
 
 @transaction.atomic
-def invoice_close_periods(*, subscription_id: int, now: datetime | None = None) -> list[Invoice]:
+def invoice_close_periods(*, subscription_id: int, now: datetime | None = None, final: bool = False) -> list[Invoice]:
     """Invoice what a subscription has due past the grace window: each closed paid period's
     usage and each base fee in advance, one invoice per instant where a period closed or
-    opened. Returns the invoices made; none when another run got there first."""
+    opened. Returns the invoices made; none when another run got there first. `final`
+    waits for no late events (an erasure's last invoice, made while the buyer is known)."""
     now = now or timezone.now()
     sub = Subscription.objects.select_related("tenant").get(pk=subscription_id)
     tenant_select_for_update(tenant_id=sub.tenant_id)  # first: concurrent closes queue here
-    cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    cutoff = now if final else now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
     closing = {p.end: p for p in selectors.periods_to_invoice(sub, cutoff=cutoff)}
     opening: dict[datetime, list[BillingPeriod]] = {}
     for period in selectors.fees_due(sub, upto=cutoff):

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.db import connection, transaction
+
 from billing_project.money import money_display
 from subscriptions.models import Tenant
 
 from .documents import invoice_document
+from .drafting import charges_of
 from .models import CreditEntry, CreditNote, Invoice, Refund
 from .selectors import DOCUMENT_RELATIONS
 
@@ -87,3 +90,39 @@ def credit_ledger_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
             "expires_at": entry.expires_at,
             "created_at": entry.created_at,
         }
+
+
+# ---------------------------------------------------------------- erasure
+def open_balance(tenant: Tenant) -> list[Invoice]:
+    """What the tenant owes: finalized invoices awaiting payment, and drafts that charge
+    something (waiting for Stripe Tax). Paid, void and uncollectible (written off) owe nothing."""
+    owed = Invoice.objects.filter(tenant=tenant, status=Invoice.Status.OPEN, total__gt=0)
+    drafts = [i for i in Invoice.objects.filter(tenant=tenant, status=Invoice.Status.DRAFT) if charges_of(i).amount > 0]
+    return [*owed.order_by("finalized_at", "id"), *drafts]
+
+
+def erased_buyer(buyer: dict[str, Any]) -> dict[str, Any]:
+    """A buyer as printed, once its retention has ended: the account reference and country
+    (not a person: the platform's id, where the tax was due), marked erased. The invoice
+    guard (migration 0014) allows a finalized invoice exactly this one change."""
+    kept = {key: buyer[key] for key in ("reference", "country") if buyer.get(key)}
+    return {**kept, "erased": True}
+
+
+def buyers_erase(invoice_ids: list[int]) -> int:
+    """Pseudonymise the buyer printed on these finalized invoices (their retention ended);
+    how many changed. Totals, lines, numbers and dates stay as they were."""
+    changed = 0
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL billing.buyer_erasure = 'on'")
+        invoices = Invoice.objects.select_for_update().filter(pk__in=invoice_ids).exclude(status=Invoice.Status.DRAFT)
+        for invoice in invoices.order_by("id"):
+            if invoice.buyer.get("erased"):
+                continue
+            invoice.buyer = erased_buyer(invoice.buyer)
+            invoice.save(update_fields=["buyer"])
+            changed += 1
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL billing.buyer_erasure = 'off'")
+    return changed

@@ -24,6 +24,12 @@ class Tenant(models.Model):
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
     currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217")
     created_at = models.DateTimeField(auto_now_add=True)
+    erased_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Personal data erased (privacy/): no new details, no new subscription.",
+    )
 
     class Meta:
         constraints = [

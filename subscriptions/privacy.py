@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from .models import Tenant
@@ -17,6 +18,7 @@ def tenant_personal_data(tenant: Tenant) -> dict[str, Any]:
         "country": tenant.country,
         "currency": tenant.currency,
         "created_at": tenant.created_at,
+        "erased_at": tenant.erased_at,
     }
 
 
@@ -49,3 +51,11 @@ def subscriptions_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
                 for p in sub.periods.order_by("start", "id")
             ],
         }
+
+
+def tenant_pseudonymise(tenant: Tenant, *, pseudonym: str, at: datetime) -> None:
+    """Erasure: the row keeps its id (services still name the tenant by it, its invoices
+    still print), its country and currency (tax and money, not a person); its name becomes
+    the pseudonym and its email nothing. The caller holds the tenant's lock."""
+    tenant.name, tenant.billing_email, tenant.erased_at = pseudonym, "", at
+    tenant.save(update_fields=["name", "billing_email", "erased_at"])

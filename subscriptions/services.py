@@ -91,6 +91,7 @@ def tenant_upsert(
         )
         tenant = found if created else tenant_select_for_update(tenant_id=found.pk)
         if not created:
+            refuse_if_erased(tenant)
             values = {k: v for k, v in given.items() if v is not None}
             live = Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists()
             if live and values.get("currency", tenant.currency) != tenant.currency:
@@ -102,6 +103,17 @@ def tenant_upsert(
                 setattr(tenant, key, value)
             tenant.save()
     return tenant, created
+
+
+def refuse_if_erased(tenant: Tenant) -> None:
+    """An erased tenant's details stay erased and it starts nothing new: the platform makes
+    a new tenant (another external id) for a customer who comes back."""
+    if tenant.erased_at is not None:
+        raise Conflict(
+            f"{tenant.external_id}'s personal data was erased on {tenant.erased_at:%Y-%m-%d}.",
+            code="tenant_erased",
+            details={"erased_at": tenant.erased_at.isoformat()},
+        )
 
 
 def tenant_get(external_id: str) -> Tenant:
@@ -245,6 +257,7 @@ def subscription_create(*, tenant: Tenant, plan_code: str, actor: str, at: datet
     """Subscribe a tenant to a plan's live version; a trial first when the plan has one."""
     at = _now(at)
     tenant = tenant_select_for_update(tenant_id=tenant.pk)  # serialises creates; current currency
+    refuse_if_erased(tenant)
     if Subscription.objects.filter(tenant=tenant, status__in=LIVE_STATUSES).exists():
         raise Conflict(f"{tenant.external_id} already has a live subscription.", code="subscription_exists")
     version = offered_version(plan_code, tenant)

@@ -227,6 +227,46 @@ def customer_for(tenant: Tenant) -> str:
     return str(created["id"])
 
 
+def customers_mirrored(tenant: Tenant) -> list[str]:
+    """Every Stripe customer our mirror holds for the tenant (purged or not), oldest first."""
+    from djstripe.models import Customer
+
+    rows = Customer.objects.filter(metadata__billing_tenant_id=tenant.external_id).order_by("created", "djstripe_id")
+    return [str(c) for c in rows.values_list("id", flat=True)]
+
+
+# What erasure clears on a Stripe customer (Stripe keeps what it must, on its own documents).
+_ERASED_AT_STRIPE = ("email", "phone", "description", "shipping", "address")
+
+
+def customer_mirror_pseudonymise(tenant: Tenant, *, pseudonym: str) -> int:
+    """Erasure in dj-stripe's mirror, at once and without Stripe: the tenant's customers
+    named by the pseudonym, their email, phone, description, address and shipping gone (the
+    caller's transaction). Stripe itself follows (customer_pseudonymise); how many rows."""
+    from djstripe.models import Customer
+
+    changed = 0
+    for customer in Customer.objects.filter(metadata__billing_tenant_id=tenant.external_id).order_by("djstripe_id"):
+        data = dict(customer.stripe_data or {})
+        data.update({"name": pseudonym, **dict.fromkeys(_ERASED_AT_STRIPE)})
+        customer.stripe_data, customer.email = data, ""
+        customer.save(update_fields=["stripe_data", "email"])
+        changed += 1
+    return changed
+
+
+def customer_pseudonymise(customer_id: str, *, pseudonym: str) -> None:
+    """Erasure at Stripe: the customer keeps its id (its invoices, charges and refunds
+    there still add up), is named by the pseudonym and loses its email, phone, description,
+    address and shipping; the mirror takes Stripe's answer. Repeatable (same key, same
+    parameters). Outside any transaction: the erasure task calls it, retried on failure."""
+    params: dict[str, Any] = {"name": pseudonym, **dict.fromkeys(_ERASED_AT_STRIPE, "")}
+    with _errors("customer_pseudonymise"):
+        updated = _call(_client().v1.customers.update, customer_id, key=f"erasure-{customer_id}", **params)
+    logger.info("stripe.customer_pseudonymised", extra={"customer": customer_id})
+    _mirror_customer(updated)
+
+
 # ---------------------------------------------------------------- invoices
 def _taxes(obj: dict[str, Any]) -> list[tuple[str, Decimal]]:
     currency = str(obj["currency"])
