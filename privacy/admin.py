@@ -15,6 +15,22 @@ class ErasureAdmin(ReadOnlyAdmin):
     list_display = ["tenant_ref", "erased_at", "status", "requested_by", "approved_by", "retention_until"]
     list_filter = ["erased_at"]
     search_fields = ["tenant__external_id"]
+    fields = [
+        "tenant_ref",
+        "status",
+        "reason",
+        "requested_by",
+        "approved_by",
+        "approval_request",
+        "erased_at",
+        "done",
+        "stripe_customers",
+        "stripe_done_at",
+        "stripe_attempts",
+        "stripe_last_error",
+        "retention_until",
+        "buyers_erased_at",
+    ]
     readonly_fields = [
         "tenant_ref",
         "status",
@@ -31,7 +47,6 @@ class ErasureAdmin(ReadOnlyAdmin):
         "retention_until",
         "buyers_erased_at",
     ]
-    fields = readonly_fields
 
     @admin.display(description="tenant")
     def tenant_ref(self, obj: Erasure) -> str:
