@@ -403,3 +403,19 @@ def test_an_agent_cannot_propose_an_erasure(api, make_key, demo):
     )
     assert response.status_code == 400
     assert not ApprovalRequest.objects.exists()
+
+
+def test_the_erasures_dry_run_writes_nothing_and_queues_nothing(demo, django_capture_on_commit_callbacks):
+    from approvals.kinds import KINDS
+    from tests.approvals.test_requests import snapshot
+
+    settle(demo)
+    before = snapshot()
+    with django_capture_on_commit_callbacks() as queued:
+        plan = KINDS["erasure"].validate(demo, {})
+    assert "Erase acme-demo's personal data" in plan.description
+    assert snapshot() == before
+    assert queued == []
+    demo.refresh_from_db()
+    assert demo.erased_at is None
+    assert demo.name == "Acme Demo GmbH"
