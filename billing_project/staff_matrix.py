@@ -56,6 +56,8 @@ PAGES: dict[str, dict[str, str]] = {
     "webhooks.StripeEvent": _finance("v"),
     # four eyes: the queue is read by finance and auditors, decided through the actions only
     "approvals.ApprovalRequest": _finance("v"),
+    # erasures: recorded without what they erased; read by those who decide them and audit
+    "privacy.Erasure": {FINANCE_APPROVER: "v", AUDITOR: "v"},
     # operations
     "billing_project.TaskFailure": _finance("vc"),
     "billing_project.WorkItem": _finance("v"),
@@ -114,7 +116,7 @@ TENANT_PAGE: tuple[str, ...] = (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT)
 TENANT_ACTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
     ("credit", "refund", "credit_note", "void", "uncollectible", "retry", "extend_trial", "add_grant", "revoke_grant"),
     _FINANCE_TEAM,
-)
+) | {"erase": (FINANCE_APPROVER,)}  # GDPR erasure: asked by one finance-approver, approved by another
 
 
 def page_rights(label: str) -> dict[str, str] | None:

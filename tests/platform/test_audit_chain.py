@@ -31,6 +31,7 @@ CHAINED = {
     "invoicing_creditnoteline",
     "invoicing_refund",
     "approvals_approvalrequest",
+    "privacy_erasure",
 }
 
 
