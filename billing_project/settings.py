@@ -430,14 +430,16 @@ INVOICE_GRACE_MINUTES = env.int("INVOICE_GRACE_MINUTES", default=60)
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
 # Usage of periods that ended this long ago is re-priced at each close for late events.
 LATE_USAGE_WINDOW_DAYS = env.int("LATE_USAGE_WINDOW_DAYS", default=90)
+# The seller's country (ISO 3166-1 alpha-2): printed, and its law says how long invoices
+# keep an erased tenant's buyer (PRIVACY_RETENTION_YEARS).
+INVOICE_SELLER_COUNTRY = env.str("INVOICE_SELLER_COUNTRY", default="US").upper()
 INVOICE_SELLER = {
     "name": env.str("INVOICE_SELLER_NAME", default="Example Platform Inc."),
     "address": env.str("INVOICE_SELLER_ADDRESS", default="1 Example Street, Springfield"),
+    "country": INVOICE_SELLER_COUNTRY,
     "tax_id": env.str("INVOICE_SELLER_TAX_ID", default=""),
     "email": env.str("INVOICE_SELLER_EMAIL", default="billing@example.com"),
 }
-# The seller's country (ISO 3166-1 alpha-2): its law says how long invoices keep their buyer.
-INVOICE_SELLER_COUNTRY = env.str("INVOICE_SELLER_COUNTRY", default="US").upper()
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 
 # ---------------------------------------------------------------- Privacy

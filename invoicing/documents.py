@@ -19,7 +19,7 @@ from billing_project.money import (
     round_line,
 )
 
-from .models import Invoice, InvoiceLine
+from .models import REVERSE_CHARGE, Invoice, InvoiceLine
 
 
 def _money(value: Any, currency: str) -> str:
@@ -210,6 +210,7 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
         "credit_applied": show(-invoice.credit_applied) if invoice.credit_applied else "",
         "total": money_display(invoice.total, currency),
         "credit_notes": [(note, money_display(note.total, currency)) for note in invoice.credit_notes.all()],
+        "reverse_charge": any(x.description.startswith(REVERSE_CHARGE) for x in tax_lines),
     }
 
 

@@ -58,8 +58,10 @@ def _buyer(invoice: Invoice) -> dict[str, str]:
     tenant = invoice.tenant
     return {
         "name": tenant.name,
-        "email": tenant.billing_email,
+        "address": tenant.address,
         "country": tenant.country,
+        "tax_id": tenant.tax_id,
+        "email": tenant.billing_email,
         "reference": tenant.external_id,
     }
 

@@ -17,6 +17,11 @@ from billing_project.money import money_display
 AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
 
 
+# A tax line's label begins so when Stripe Tax says the buyer accounts for the VAT (an EU
+# B2B supply across borders): the invoice then prints the note an EU invoice needs.
+REVERSE_CHARGE = "Reverse charge"
+
+
 class InvoiceSequence(models.Model):
     """The last number handed out per series and year. Finalization locks the row, so
     numbers are consecutive and a rolled-back finalization returns its number."""

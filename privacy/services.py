@@ -112,7 +112,7 @@ def tenant_erase(
     ended, final_invoices = _end_and_invoice(tenant, actor=actor, now=now)
     _refuse_if_owed(tenant, after_final=True)  # rolls all of it back
 
-    personal = [tenant.name, tenant.billing_email]
+    personal = [tenant.name, tenant.billing_email, tenant.tax_id, *tenant.address.splitlines()]
     pseudonym = pseudonym_of(tenant)
     customers = customers_mirrored(tenant)
     done = {

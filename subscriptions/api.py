@@ -42,6 +42,10 @@ class TenantIn(serializers.Serializer):  # type: ignore[type-arg]
         help_text="Default USD for a new tenant; omitted on an update, the stored one stays.",
     )
     country = Text(max_length=2, required=False, allow_blank=True)
+    address = Text(
+        max_length=600, required=False, allow_blank=True, help_text="Billing address lines, newline-separated."
+    )
+    tax_id = Text(max_length=40, required=False, allow_blank=True, help_text="VAT or tax ID in the country's format.")
 
 
 class TenantOut(serializers.Serializer):  # type: ignore[type-arg]
@@ -50,6 +54,8 @@ class TenantOut(serializers.Serializer):  # type: ignore[type-arg]
     email = serializers.CharField()
     currency = serializers.CharField()
     country = serializers.CharField()
+    address = serializers.CharField()
+    tax_id = serializers.CharField()
     created_at = serializers.DateTimeField()
 
 
@@ -83,6 +89,8 @@ class TenantApi(BillingAPIView):
                 billing_email=d.get("email"),
                 country=d.get("country"),
                 currency=d.get("currency"),
+                address=d.get("address"),
+                tax_id=d.get("tax_id"),
             )
         body = {
             "tenant": obj.external_id,
@@ -90,6 +98,8 @@ class TenantApi(BillingAPIView):
             "email": obj.billing_email,
             "currency": obj.currency,
             "country": obj.country,
+            "address": obj.address,
+            "tax_id": obj.tax_id,
             "created_at": obj.created_at,
         }
         return Response(body, status=201 if created else 200)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PERSONAL_FIELDS = ["name", "billing_email"]
+PERSONAL_FIELDS = ["name", "billing_email", "address", "tax_id"]
 MASK_CALLABLE = "subscriptions.audit.mask_personal_data"
 MASK = "(personal data, not logged)"
 

@@ -12,8 +12,8 @@ from billing_project.money import money_display
 class Tenant(models.Model):
     """A customer account of the platform, named by the platform's own id (`external_id`).
 
-    Personal data (name, billing email) is kept in this table only, so that
-    financial tables never copy it and erasure has one place to act.
+    Personal data (name, billing email, address, tax ID) is kept in this table only (and
+    frozen on finalized invoices as their buyer), so that erasure has one place to act.
     """
 
     external_id = models.CharField(
@@ -22,6 +22,14 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(blank=True)
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    address = models.TextField(
+        max_length=500,
+        blank=True,
+        help_text="Billing address as printed on invoices: street, postal code and city lines.",
+    )
+    tax_id = models.CharField(
+        max_length=40, blank=True, help_text="VAT or other tax ID, in its country's format (subscriptions/taxids.py)."
+    )
     currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217")
     created_at = models.DateTimeField(auto_now_add=True)
     erased_at = models.DateTimeField(

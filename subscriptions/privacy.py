@@ -16,6 +16,8 @@ def tenant_personal_data(tenant: Tenant) -> dict[str, Any]:
         "name": tenant.name,
         "billing_email": tenant.billing_email,
         "country": tenant.country,
+        "address": tenant.address,
+        "tax_id": tenant.tax_id,
         "currency": tenant.currency,
         "created_at": tenant.created_at,
         "erased_at": tenant.erased_at,
@@ -56,6 +58,7 @@ def subscriptions_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
 def tenant_pseudonymise(tenant: Tenant, *, pseudonym: str, at: datetime) -> None:
     """Erasure: the row keeps its id (services still name the tenant by it, its invoices
     still print), its country and currency (tax and money, not a person); its name becomes
-    the pseudonym and its email nothing. The caller holds the tenant's lock."""
-    tenant.name, tenant.billing_email, tenant.erased_at = pseudonym, "", at
-    tenant.save(update_fields=["name", "billing_email", "erased_at"])
+    the pseudonym; its email, address and tax ID nothing. The caller holds the tenant's lock."""
+    tenant.name, tenant.billing_email, tenant.address, tenant.tax_id = pseudonym, "", "", ""
+    tenant.erased_at = at
+    tenant.save(update_fields=["name", "billing_email", "address", "tax_id", "erased_at"])

@@ -30,6 +30,7 @@ from . import periods, proration
 from .lifecycle import CHANGEABLE, next_status
 from .locks import tenant_select_for_update
 from .models import LIVE_STATUSES, BillingPeriod, ProrationItem, Subscription, SubscriptionEvent, Tenant
+from .taxids import tax_id_clean
 from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
 SYSTEM = "system"
@@ -58,9 +59,13 @@ def tenant_upsert(
     billing_email: str | None = "",
     country: str | None = "",
     currency: str | None = "USD",
+    address: str | None = "",
+    tax_id: str | None = "",
 ) -> tuple[Tenant, bool]:
     """Create the tenant or update its details; returns (tenant, created). On an update,
-    a detail given as None keeps its stored value (a new tenant pays in USD unless told)."""
+    a detail given as None keeps its stored value (a new tenant pays in USD unless told).
+    The tax ID is checked against the tenant's country (given, else stored): InvalidRequest
+    `invalid_tax_id`."""
     if (problem := tenant_id_problem(external_id)) is not None:
         raise InvalidRequest(
             f"{external_id!r} is not a valid tenant id ({TENANT_ID_RULE}).",
@@ -81,11 +86,16 @@ def tenant_upsert(
         "billing_email": billing_email.strip() if billing_email is not None else None,
         "country": tenant_country(country) if country is not None else None,
         "currency": normalize_currency(currency) if currency is not None else None,
+        "address": _address(address) if address is not None else None,
+        "tax_id": tax_id,
     }
-    defaults = {"billing_email": "", "country": "", "currency": "USD"}
+    defaults = {"billing_email": "", "country": "", "currency": "USD", "address": "", "tax_id": ""}
     with transaction.atomic():
         # created if new (a concurrent create waits on the unique id, then finds it), then
         # locked through the one helper, in its documented order
+        if tax_id is not None:  # checked before any write, against the country it will have
+            stored = Tenant.objects.filter(external_id=external_id).values_list("country", flat=True).first()
+            given["tax_id"] = tax_id_clean(tax_id, given["country"] if given["country"] is not None else stored or "")
         found, created = Tenant.objects.get_or_create(
             external_id=external_id, defaults={k: v if v is not None else defaults[k] for k, v in given.items()}
         )
@@ -101,8 +111,21 @@ def tenant_upsert(
                 )
             for key, value in values.items():
                 setattr(tenant, key, value)
+            tenant.tax_id = tax_id_clean(tenant.tax_id, tenant.country)  # the stored one against a new country too
             tenant.save()
     return tenant, created
+
+
+def _address(value: str) -> str:
+    """Lines as printed, trimmed, no blank ones; at most 6 lines of 100 characters."""
+    lines = [line.strip() for line in str(value).replace("\r", "").split("\n") if line.strip()]
+    if len(lines) > 6 or any(len(line) > 100 for line in lines):
+        raise InvalidRequest(
+            "An address of at most 6 lines of 100 characters.",
+            code="validation_error",
+            details={"fields": {"address": "at most 6 lines of 100 characters"}},
+        )
+    return "\n".join(lines)
 
 
 def refuse_if_erased(tenant: Tenant) -> None:

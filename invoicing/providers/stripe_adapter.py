@@ -38,7 +38,8 @@ from django.conf import settings
 from django.db import transaction
 from prometheus_client import Counter
 
-from billing_project.money import Money, from_minor_units, to_minor_units
+from billing_project.money import Money, exponent, from_minor_units, to_minor_units
+from invoicing.models import REVERSE_CHARGE
 
 from .base import (
     ProviderDeclined,
@@ -272,10 +273,17 @@ def _taxes(obj: dict[str, Any]) -> list[tuple[str, Decimal]]:
     currency = str(obj["currency"])
     taxes = []
     for tax in obj.get("total_taxes") or []:
-        details = tax.get("tax_rate_details") or {}
-        rate = details.get("tax_rate") if isinstance(details, dict) else None
-        label = f"Tax ({rate})" if isinstance(rate, str) and rate else f"Tax ({tax.get('taxability_reason') or 'tax'})"
-        taxes.append((label, _money(tax.get("amount"), currency)))
+        amount, taxable = _money(tax.get("amount"), currency), _money(tax.get("taxable_amount"), currency)
+        reason = str(tax.get("taxability_reason") or "")
+        if reason == "reverse_charge":
+            label = f"{REVERSE_CHARGE} (0% on {taxable:,.{exponent(currency)}f})"
+        elif taxable:
+            # an EU invoice states the tax per rate: the rate as Stripe applied it to this base
+            rate = (amount * 100 / taxable).quantize(Decimal("0.01")).normalize()
+            label = f"Tax {rate:f}% on {taxable:,.{exponent(currency)}f}"
+        else:
+            label = f"Tax ({reason or 'tax'})"
+        taxes.append((label, amount))
     return taxes
 
 
