@@ -163,6 +163,10 @@ class ApprovalKind:
     def clean(self, tenant: Tenant, payload: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check_new(self, tenant: Tenant, reason: str) -> None:
+        """What refuses a new request of this kind at once, beyond its dry run (under the
+        tenant's lock): nothing, but for an erasure."""
+
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
         raise NotImplementedError
 

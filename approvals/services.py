@@ -144,9 +144,14 @@ def approval_request(
         # finds the first. Taken only inside the dry run, racers that had passed it could
         # hold the row's key-share (the request's foreign key) while another waited for its
         # update lock: a deadlock under load.
-        tenant_select_for_update(tenant_id=tenant.pk)
+        locked = tenant_select_for_update(tenant_id=tenant.pk)
         if idempotency_key and (existing := _same(requested_by, requested_by_key, idempotency_key)) is not None:
             return _replayed(existing, kind=kind, tenant=tenant, payload=cleaned, reason=reason)
+        if locked.erased_at is not None:
+            raise Conflict(
+                f"{tenant.external_id}'s personal data was erased: nothing more is done for it.", code="tenant_erased"
+            )
+        handler.check_new(locked, reason)
         plan = handler.validate(tenant, cleaned)  # rolled back: nothing written
         cleaned = handler.settle(cleaned, plan)
         try:
@@ -260,6 +265,8 @@ def approval_approve(*, request_id: int, approver: User, reason: str, now: datet
             )
             try:
                 with transaction.atomic():  # a refusal rolls back whatever the service began
+                    if request.tenant.erased_at is not None:
+                        raise Conflict(f"{request.tenant.external_id} is erased.", code="tenant_erased")
                     outcome = handler.run(request.tenant, request.payload, actor, request.result)
                     moved = outcome.plan.amount
                     if (moved.amount if moved else None, moved.currency if moved else "") != (

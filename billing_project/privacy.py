@@ -36,45 +36,54 @@ def api_keys_revoke(external_id: str, *, reason: str) -> int:
     return len([api_key_revoke(key=key, reason=reason) for key in live])
 
 
-def scrub(value: Any, personal: list[str]) -> tuple[Any, bool]:
-    """`value` (JSON) with every string holding one of the `personal` values (a name, an
-    email, compared case-blind) replaced by ERASED; and whether anything was."""
-    if isinstance(value, str):
-        folded = value.casefold()
-        # a value of one or two characters would match nearly anything: only itself
-        if any(p.casefold() in folded if len(p) > 2 else p.casefold() == folded for p in personal):
-            return ERASED, True
-        return value, False
+def erase_fields(value: Any, fields: frozenset[str] | set[str]) -> tuple[Any, bool]:
+    """`value` (JSON) with the value of every key in `fields`, wherever it is, replaced by
+    ERASED (null, empty and already masked ones left as they are); and whether any was.
+    By key, never by matching text: a tenant called "Paid" leaves every status alone."""
     if isinstance(value, list):
-        pairs = [scrub(v, personal) for v in value]
+        pairs = [erase_fields(v, fields) for v in value]
         return [v for v, _ in pairs], any(c for _, c in pairs)
-    if isinstance(value, dict):
-        items = {k: scrub(v, personal) for k, v in value.items()}
-        return {k: v for k, (v, _) in items.items()}, any(c for _, c in items.values())
-    return value, False
+    if not isinstance(value, dict):
+        return value, False
+    out, changed = {}, False
+    for key, item in value.items():
+        if key in fields and item not in (None, "", [], {}, ERASED) and not _masked(item):
+            out[key], changed = _erased_like(item), True
+        else:
+            out[key], hit = erase_fields(item, fields)
+            changed = changed or hit
+    return out, changed
 
 
-def audit_entries_pseudonymise(entries: QuerySet[LogEntry], personal: list[str]) -> int:
+def _masked(item: Any) -> bool:
+    # auditlog's masked values, and [old, new] pairs of them
+    if isinstance(item, str):
+        return item == ERASED or item.startswith("(personal data")
+    return isinstance(item, list) and all(x in (None, "") or _masked(x) for x in item)
+
+
+def _erased_like(item: Any) -> Any:
+    """An audit entry's [old, new] pair keeps its shape (each side erased); anything else
+    becomes ERASED."""
+    if isinstance(item, list) and len(item) == 2:
+        return [x if x in (None, "", "{}", "[]") or _masked(x) else ERASED for x in item]
+    return ERASED
+
+
+def audit_entries_pseudonymise(entries: QuerySet[LogEntry], fields_by_model: dict[int, frozenset[str]]) -> int:
     """Erasure: audit entries written before their record's personal fields were masked (the
-    log never holds them since) may hold the tenant's name or email in what they recorded:
-    those values become ERASED, nothing else about the entry changes. The audit log is
-    append-only: its guard (migration 0008) allows exactly this, in a transaction that
-    says so. The chain links the changed entry anew (`audit verify` holds). How many."""
-    personal = [p for p in personal if p]
-    if not personal:
-        return 0
+    log never holds them since) may hold personal values in what they recorded: those of
+    the fields named per content type (the tenant's name, email, address, tax ID; an
+    invoice's buyer) become ERASED, nothing else about the entry changes. The audit log is
+    append-only: its guard (migration 0008) allows exactly this, in a transaction that says
+    so. The chain links the changed entry anew (`audit verify` holds). How many changed."""
     changed = 0
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL billing.audit_erasure = 'on'")
-    for entry in entries.order_by("id").iterator(chunk_size=500):
-        fields: dict[str, Any] = {}
-        # object_repr names the record (a tenant by its id, an invoice by its number): kept
-        for name in ("changes", "serialized_data", "additional_data", "changes_text"):
-            value, hit = scrub(getattr(entry, name), personal)
-            if hit:
-                fields[name] = value
-        if fields:
-            LogEntry.objects.filter(pk=entry.pk).update(**fields)
+    for entry in entries.filter(content_type_id__in=list(fields_by_model)).order_by("id").iterator(chunk_size=500):
+        value, hit = erase_fields(entry.changes, fields_by_model[entry.content_type_id])
+        if hit:
+            LogEntry.objects.filter(pk=entry.pk).update(changes=value, changes_text="")
             changed += 1
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL billing.audit_erasure = 'off'")

@@ -277,7 +277,9 @@ def _erase(user: User, target: Target, data: dict[str, Any]) -> Done:
         requested_by=user,
         idempotency_key=data["token"],
     )
-    return Done(f"Asked for approval (an erasure always waits for a second person): {request.description}", request.pk)
+    return Done(
+        f"Asked for approval (an erasure always waits for a second finance-approver): {request.description}", request.pk
+    )
 
 
 def _invoice(target: Target) -> Invoice:
@@ -396,6 +398,11 @@ def perform(*, action: ConsoleAction, user: User, target: Target, data: dict[str
     """Run the action once per form token: a repeated token answers with what it did; the
     token sent again with other values (edited after Back, another form) is refused, never
     taken for the first submission."""
+    if target.tenant.erased_at is not None:
+        raise Conflict(
+            f"{target.tenant.external_id}'s personal data was erased: nothing more is done for it.",
+            code="tenant_erased",
+        )
     token = data["token"]
     submission = _submission(action, user, target, data)
     try:

@@ -37,7 +37,8 @@ def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
         **admin.site.each_context(request),
         **tenant_picture(tenant=tenant, now=now()),
         "title": f"{tenant.name} ({tenant.external_id})",
-        "may": {code: request.user.has_perm(a.permission) for code, a in ACTIONS.items()},
+        # an erased tenant: nothing more is done for it (perform refuses too)
+        "may": {code: request.user.has_perm(a.permission) and tenant.erased_at is None for code, a in ACTIONS.items()},
         # what the admin lets each group read: support reads invoices, not the credit ledger
         "see_money": request.user.has_perm("invoicing.view_invoice"),
         "see_credit": request.user.has_perm("invoicing.view_creditentry"),

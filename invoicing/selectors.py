@@ -242,6 +242,9 @@ def late_usage_due(*, now: datetime) -> list[int]:
     ended = (
         Subscription.objects.filter(status__in=("canceled", "ended"), ended_at__gte=since)
         .exclude(work_held(job=jobs.LATE_USAGE, now=now))
+        # an erased tenant's usage was invoiced to its erasure; an event that raced it is not
+        # billed to a buyer no invoice may name (README, Privacy and compliance)
+        .exclude(tenant__erased_at__isnull=False)
         .annotate(last_drafted=Max(Coalesce("invoices__drafted_at", "invoices__created_at")))
     )
     due = []

@@ -86,7 +86,7 @@ class PrivacyEraseApi(BillingAPIView):
     def post(self, request: Request, tenant: str) -> Response:
         data = ErasureIn(data=request.data)
         data.is_valid(raise_exception=True)
-        erasure = tenant_erase(
+        erasure, _ = tenant_erase(
             tenant=tenant_get(tenant), reason=data.validated_data["reason"], requested_by=actor(request)
         )
         return Response(erasure_document(erasure), status=202)

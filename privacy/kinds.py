@@ -10,7 +10,7 @@ from approvals.kinds import Actor, ApprovalKind, Outcome, Plan, _fields
 from billing_project.errors import Conflict
 from subscriptions.models import Tenant
 
-from .services import tenant_erase
+from .services import check_erasure_request, tenant_erase
 
 
 class ErasureKind(ApprovalKind):
@@ -25,17 +25,20 @@ class ErasureKind(ApprovalKind):
         _fields(payload, set())
         return {}
 
+    def check_new(self, tenant: Tenant, reason: str) -> None:
+        check_erasure_request(tenant, reason)
+
     def run(self, tenant: Tenant, payload: dict[str, Any], actor: Actor, prepared: Mapping[str, Any]) -> Outcome:
-        if tenant.erased_at is not None:
-            raise Conflict(f"{tenant.external_id} is already erased.", code="tenant_erased")
         approver, approving, requester = actor.label.partition(" approving ")  # "staff:bob approving staff:ann"
-        erasure = tenant_erase(
+        erasure, made = tenant_erase(
             tenant=tenant,
             reason=actor.reason,
             requested_by=requester if approving else actor.label,
             approved_by=approver if approving else "",
             approval_request_id=actor.request_id,
         )
+        if not made:  # erased meanwhile by another request (the API): not this approval's doing
+            raise Conflict(f"{tenant.external_id} is already erased.", code="tenant_erased")
         done = erasure.done
         until = f"{erasure.retention_until:%Y-%m-%d}" if erasure.retention_until else "—"
         text = (

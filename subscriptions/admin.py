@@ -21,6 +21,7 @@ from billing_project.money import normalize_currency
 from .models import BillingPeriod, ProrationItem, Subscription, SubscriptionEvent, Tenant
 from .selectors import live_subscription
 from .services import subscription_apply, tenant_country, tenant_upsert
+from .taxids import tax_id_clean
 from .tenant_ids import TENANT_ID_RULE, tenant_id_problem
 
 
@@ -29,7 +30,7 @@ class TenantForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = Tenant
-        fields = ["external_id", "name", "billing_email", "country", "currency"]
+        fields = ["external_id", "name", "billing_email", "address", "tax_id", "country", "currency"]
 
     def clean_external_id(self) -> str:
         value: str = self.cleaned_data["external_id"]
@@ -52,6 +53,10 @@ class TenantForm(forms.ModelForm):  # type: ignore[type-arg]
     def clean(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clean() or {}
         tenant = self.instance
+        try:
+            data["tax_id"] = tax_id_clean(data.get("tax_id") or "", data.get("country") or "")
+        except BillingError as exc:
+            self.add_error("tax_id", exc.message)
         if tenant.pk is not None and data.get("currency", tenant.currency) != tenant.currency:
             stored = Tenant.objects.get(pk=tenant.pk)
             if live_subscription(stored) is not None:
@@ -80,6 +85,12 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
+        # an erased tenant's details stay erased: read-only here, as the service refuses them
+        if obj is not None and obj.erased_at is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         d = form.cleaned_data
         saved, _ = tenant_upsert(
@@ -88,6 +99,8 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             billing_email=d.get("billing_email") or "",
             country=d.get("country") or "",
             currency=d["currency"],
+            address=d.get("address") or "",
+            tax_id=d.get("tax_id") or "",
         )
         obj.pk, obj.created_at = saved.pk, saved.created_at
 

@@ -95,6 +95,7 @@ class _Metric:
 @dataclass(frozen=True)
 class _Tenant:
     id: int
+    erased: bool = False
     period_start: datetime | None = None
     period_end: datetime | None = None
     # [start, end) of the tenant's billing periods within reach of the close; end None: a
@@ -228,6 +229,14 @@ def _validate(
                 },
             )
     tenant = tenants[tenant_name]
+    if tenant.erased:
+        # its periods are closed and invoiced for good: late usage would bill a person no
+        # invoice may name any more
+        raise InvalidRequest(
+            f"{tenant_name!r} was erased: its usage is no longer accepted.",
+            code="tenant_erased",
+            details={"tenant": tenant_name},
+        )
     if not tenant.covers(occurred_at or now):
         # no period would ever bill it: refused, never accepted and dropped
         instant = (occurred_at or now).isoformat()
@@ -272,8 +281,10 @@ def _validate(
 def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
     names = {e.get("tenant") for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
     tenants = {
-        external_id: _Tenant(pk)
-        for pk, external_id in Tenant.objects.filter(external_id__in=names).values_list("pk", "external_id")
+        external_id: _Tenant(pk, erased is not None)
+        for pk, external_id, erased in Tenant.objects.filter(external_id__in=names).values_list(
+            "pk", "external_id", "erased_at"
+        )
     }
     current: dict[str, tuple[datetime, datetime]] = {
         external_id: (start, end)
@@ -296,7 +307,7 @@ def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], 
         covered.setdefault(external_id, []).append((start, None if runs_on else end))
     for external_id, tenant in tenants.items():
         period: tuple[datetime | None, datetime | None] = current.get(external_id) or (None, None)
-        tenants[external_id] = _Tenant(tenant.id, *period, tuple(covered.get(external_id, ())))
+        tenants[external_id] = _Tenant(tenant.id, tenant.erased, *period, tuple(covered.get(external_id, ())))
     metrics = {
         code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique), frozenset(personal))
         for pk, code, props, aggregation, unique, personal in BillableMetric.objects.values_list(

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import pytest
 import responses
 from auditlog.models import LogEntry
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
@@ -201,7 +201,8 @@ def test_refused_while_the_tenant_owes_money_with_nothing_written(api, make_key,
     invoices = Invoice.objects.count()
     response = api.post(ERASE.format("acme-demo"), {"reason": "customer asked"}, format="json", **key.header)
     assert response.status_code == 409, response.content
-    assert "ending its subscription now would invoice" in response.json()["error"]["message"]
+    assert "its usage and fees up to now would be invoiced at" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"]["amount_due"][0]["display"].endswith("USD")
     assert Invoice.objects.count() == invoices  # the final invoice it tried went back
     assert Subscription.objects.filter(tenant=demo, status="active").exists()
     demo.refresh_from_db()
@@ -210,7 +211,7 @@ def test_refused_while_the_tenant_owes_money_with_nothing_written(api, make_key,
 
 def test_a_tenant_with_nothing_owed_has_its_subscription_ended_by_the_erasure(make_key):
     tenant, _ = tenant_upsert(external_id="free-co", name="Free Person", billing_email="free@example.org")
-    erasure = tenant_erase(tenant=tenant, reason="asked", requested_by="service:test")
+    erasure, _ = tenant_erase(tenant=tenant, reason="asked", requested_by="service:test")
     assert erasure.done["subscriptions_ended"] == 0
     assert erasure.retention_until is None
     assert erasure.status == "completed"
@@ -231,10 +232,28 @@ def test_only_a_service_key_with_the_privacy_scope_erases_and_says_why(api, make
     assert not Erasure.objects.exists()
 
 
-def test_old_audit_entries_and_stripe_events_lose_the_personal_values_and_the_chain_holds(demo):
+def mirror_customer(demo: Tenant, settings: Any) -> dict[str, Any]:
+    """The tenant's Stripe customer in dj-stripe's mirror, as customer_for leaves it."""
+    customer = {**recorded("customer"), "metadata": {"billing_tenant_id": "acme-demo"}}
+    customer.update(email=demo.billing_email, name=demo.name)
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/v1/account", json=recorded("account"))
+        DjstripeCustomer.sync_from_stripe_data(customer, api_key=settings.STRIPE_TEST_SECRET_KEY)
+    return customer
+
+
+def event(stripe_id: str, obj: dict[str, Any], **data: Any) -> StripeEvent:
+    return StripeEvent.objects.create(
+        stripe_id=stripe_id, type=f"{obj['object']}.updated", livemode=False, created=timezone.now(),
+        payload={"id": stripe_id, "data": {"object": obj, **data}},
+    )  # fmt: skip
+
+
+def test_old_audit_entries_and_stripe_events_lose_the_personal_values_and_the_chain_holds(demo, settings):
     settle(demo)
     name, email = demo.name, demo.billing_email
-    # an entry written before personal fields were masked, as older deployments hold them
+    customer = mirror_customer(demo, settings)["id"]
+    # entries written before personal fields were masked, as older deployments hold them
     old = LogEntry.objects.create(
         content_type=ContentType.objects.get_for_model(Tenant),
         object_pk=str(demo.pk),
@@ -243,25 +262,60 @@ def test_old_audit_entries_and_stripe_events_lose_the_personal_values_and_the_ch
         action=LogEntry.Action.UPDATE,
         changes={"name": ["", name], "billing_email": ["", email], "country": ["", "DE"]},
     )
-    mine = StripeEvent.objects.create(
-        stripe_id="evt_erase_1", type="customer.updated", livemode=False, created=timezone.now(),
-        payload={"data": {"object": {"object": "customer", "email": email, "name": name}}},
-    )  # fmt: skip
-    other = StripeEvent.objects.create(
-        stripe_id="evt_erase_2", type="customer.updated", livemode=False, created=timezone.now(),
-        payload={"data": {"object": {"object": "customer", "email": "someone@else.org", "name": name}}},
-    )  # fmt: skip
+    invoice = Invoice.objects.filter(tenant=demo).exclude(status="draft").first()
+    assert invoice is not None
+    printed = LogEntry.objects.create(
+        content_type=ContentType.objects.get_for_model(Invoice),
+        object_pk=str(invoice.pk),
+        object_id=invoice.pk,
+        object_repr=str(invoice.number),
+        action=LogEntry.Action.UPDATE,
+        changes={"status": ["draft", "open"], "buyer": ["{}", json.dumps(invoice.buyer)], "total": ["0", "12.00"]},
+    )
+    mine = event("evt_erase_1", {"object": "customer", "id": customer, "email": email, "name": name,
+                                 "phone": "+49 30 1234567", "description": "Acme's account"},
+                 previous_attributes={"email": "old@acme.example"})  # fmt: skip
+    paid = event("evt_erase_2", {"object": "invoice", "id": "in_1", "customer": customer, "customer_email": email,
+                                 "customer_name": name, "customer_address": {"line1": "Hauptstr. 5"},
+                                 "amount_paid": 1200,
+                                 "lines": {"data": [{"price": {"product": {"name": "Pro"}}}]}})  # fmt: skip
+    # another customer whose email holds this one's and whose name holds no more than it
+    other = event("evt_erase_3", {"object": "customer", "id": "cus_OTHER", "email": f"jo{email}", "name": name,
+                                  "description": "Channel partner"})  # fmt: skip
     assert_chain_holds()
-    erasure = tenant_erase(tenant=demo, reason="asked", requested_by="service:test")
-    assert erasure.done["audit_entries_pseudonymised"] >= 1
+    erasure, made = tenant_erase(tenant=demo, reason="customer asked", requested_by="service:test")
+    assert made
+    assert erasure.done["audit_entries_pseudonymised"] >= 2
+    assert erasure.done["stripe_events_pseudonymised"] == 2
     old.refresh_from_db()
     assert old.changes == {"name": ["", "(erased)"], "billing_email": ["", "(erased)"], "country": ["", "DE"]}
     assert old.object_repr == "acme-demo"
+    printed.refresh_from_db()  # by field: the status and total stay, the buyer goes
+    assert printed.changes == {"status": ["draft", "open"], "buyer": ["{}", "(erased)"], "total": ["0", "12.00"]}
     mine.refresh_from_db()
-    assert mine.payload["data"]["object"] == {"object": "customer", "email": "(erased)", "name": "(erased)"}
-    other.refresh_from_db()  # another customer who shares the name is not this tenant
-    assert other.payload["data"]["object"]["name"] == name
+    assert mine.payload["data"]["object"] == {
+        "object": "customer", "id": customer, "email": "(erased)", "name": "(erased)",
+        "phone": "(erased)", "description": "(erased)",
+    }  # fmt: skip
+    assert mine.payload["data"]["previous_attributes"] == {"email": "(erased)"}
+    paid.refresh_from_db()
+    obj = paid.payload["data"]["object"]
+    assert (obj["customer_email"], obj["customer_name"], obj["customer_address"]) == ("(erased)",) * 3
+    assert obj["amount_paid"] == 1200
+    assert obj["lines"]["data"][0]["price"]["product"]["name"] == "Pro"
+    other.refresh_from_db()  # not this tenant's customer: untouched
+    assert other.payload["data"]["object"]["email"] == f"jo{email}"
+    assert other.payload["data"]["object"]["description"] == "Channel partner"
     assert_chain_holds()
+
+
+def test_a_reason_holding_the_personal_data_is_refused(demo):
+    settle(demo)
+    for reason in (f"asked by {demo.billing_email}", f"{demo.name.upper()} asked", "\u200b"):
+        with pytest.raises(BillingError) as refused:
+            tenant_erase(tenant=demo, reason=reason, requested_by="service:test")
+        assert refused.value.code == "validation_error"
+    assert not Erasure.objects.exists()
 
 
 def test_the_guards_allow_exactly_the_erasures_change_and_nothing_else(demo):
@@ -295,9 +349,26 @@ def test_the_guards_allow_exactly_the_erasures_change_and_nothing_else(demo):
     assert refused("UPDATE auditlog_logentry SET changes = '{}'::jsonb WHERE id = %s", [entry.pk])
     assert refused("UPDATE auditlog_logentry SET action = 3 WHERE id = %s", [entry.pk], "billing.audit_erasure")
     assert refused("DELETE FROM auditlog_logentry WHERE id = %s", [entry.pk], "billing.audit_erasure")
-    assert not refused(
+    forged = "UPDATE auditlog_logentry SET changes = %s::jsonb WHERE id = %s"
+    entry = LogEntry.objects.create(
+        content_type=ContentType.objects.get_for_model(Invoice), object_pk="1", object_id=1, object_repr="INV",
+        action=LogEntry.Action.UPDATE, changes={"total": ["0", "12.00"], "buyer": ["", "Acme"]},
+    )  # fmt: skip
+    assert refused(
         "UPDATE auditlog_logentry SET changes = '{}'::jsonb WHERE id = %s", [entry.pk], "billing.audit_erasure"
     )
+    erase = "billing.audit_erasure"
+    assert refused(forged, [json.dumps({"total": ["0", "999999"], "buyer": ["", "Acme"]}), entry.pk], erase)
+    assert refused(forged, [json.dumps({"total": ["0", "12.00"]}), entry.pk], erase)  # a key dropped
+    assert refused("UPDATE auditlog_logentry SET object_repr = 'forged' WHERE id = %s", [entry.pk], erase)
+    assert not refused(forged, [json.dumps({"total": ["0", "12.00"], "buyer": ["", "(erased)"]}), entry.pk], erase)
+    stored = event("evt_guard", {"object": "invoice", "id": "in_1", "amount_paid": 100, "customer_name": "Acme"})
+    payload = "UPDATE webhooks_stripeevent SET payload = %s::jsonb WHERE id = %s"
+    changed = {**stored.payload, "data": {"object": {**stored.payload["data"]["object"], "amount_paid": 1}}}
+    assert refused(payload, [json.dumps(changed), stored.pk], "billing.stripe_event_erasure")
+    scrubbed = {**stored.payload, "data": {"object": {**stored.payload["data"]["object"], "customer_name": "(erased)"}}}
+    assert refused(payload, [json.dumps(scrubbed), stored.pk])  # not in an erasure's transaction
+    assert not refused(payload, [json.dumps(scrubbed), stored.pk], "billing.stripe_event_erasure")
 
 
 @responses.activate
@@ -307,7 +378,7 @@ def test_the_stripe_customer_is_pseudonymised_there_and_in_the_mirror_retried_th
     customer.update(email=demo.billing_email, name=demo.name)
     responses.get(f"{API}/v1/account", json=recorded("account"))
     DjstripeCustomer.sync_from_stripe_data(customer, api_key=settings.STRIPE_TEST_SECRET_KEY)
-    erasure = tenant_erase(tenant=demo, reason="asked", requested_by="service:test")
+    erasure, _ = tenant_erase(tenant=demo, reason="asked", requested_by="service:test")
     assert erasure.stripe_customers == [customer["id"]]
     assert erasure.status == "stripe_pending"
     mirrored = DjstripeCustomer.objects.get(id=customer["id"])
@@ -419,3 +490,63 @@ def test_the_erasures_dry_run_writes_nothing_and_queues_nothing(demo, django_cap
     demo.refresh_from_db()
     assert demo.erased_at is None
     assert demo.name == "Acme Demo GmbH"
+
+
+def test_after_an_erasure_nothing_more_is_billed_asked_or_edited(api, make_key, demo, admin_client):
+    settle(demo)
+    ann = User.objects.create_user("ann", password="x" * 16, is_staff=True)
+    bob = User.objects.create_user("bob", password="x" * 16, is_staff=True)
+    bob.groups.add(Group.objects.get(name="finance-approver"))
+    pending = approval_request(
+        kind="credit", tenant=demo, payload={"amount": "5000.00"}, reason="big goodwill", requested_by=ann
+    )
+    tenant_erase(tenant=demo, reason="customer asked", requested_by="service:test")
+    # usage: refused, never stored to be billed to a buyer no invoice may name
+    key = make_key("service", metrics=["ai_tokens"])
+    late = api.post(
+        "/api/v1/usage/events",
+        {"tenant": "acme-demo", "metric": "ai_tokens", "quantity": "1", "idempotency_key": "after-erasure"},
+        format="json",
+        **key.header,
+    )
+    assert late.status_code == 400, late.content
+    assert late.json()["error"]["code"] == "tenant_erased"
+    # four eyes: nothing new is asked for it, and what was pending fails when approved
+    with pytest.raises(Conflict) as refused:
+        approval_request(kind="credit", tenant=demo, payload={"amount": "1.00"}, reason="x", requested_by=ann)
+    assert refused.value.code == "tenant_erased"
+    decided = approval_approve(request_id=pending.pk, approver=bob, reason="ok")
+    assert decided.status == "failed"
+    assert decided.failure.startswith("tenant_erased")
+    # the admin shows its details read-only
+    change = reverse("admin:subscriptions_tenant_change", args=[demo.pk])
+    assert admin_client.get(change).status_code == 200
+    posted = admin_client.post(change, {"name": "Back Again", "currency": "USD"})
+    assert posted.status_code == 403
+    demo.refresh_from_db()
+    assert demo.name == f"erased-tenant-{demo.pk}"
+
+
+def test_a_second_erasure_request_waits_for_the_first(demo):
+    settle(demo)
+    ann = User.objects.create_user("ann", password="x" * 16, is_staff=True)
+    first = approval_request(kind="erasure", tenant=demo, payload={}, reason="customer asked", requested_by=ann)
+    with pytest.raises(Conflict) as refused:
+        approval_request(kind="erasure", tenant=demo, payload={}, reason="again", requested_by=ann)
+    assert refused.value.code == "erasure_pending"
+    assert str(first.pk) in refused.value.message
+
+
+def test_the_buyers_wait_for_the_retention_the_erasure_promised_whatever_the_settings_say_later(demo, clock, settings):
+    settle(demo)
+    settings.INVOICE_SELLER = {**settings.INVOICE_SELLER, "country": "FR"}
+    settings.INVOICE_SELLER_COUNTRY = "FR"
+    erasure, _ = tenant_erase(tenant=demo, reason="customer asked", requested_by="service:test")
+    # invoices issued before the seller moved print their own seller's country (US: 7 years)
+    assert erasure.retention_until is not None
+    settings.INVOICE_SELLER_COUNTRY = "GB"
+    settings.PRIVACY_RETENTION_YEARS = {"GB": 6, "US": 6, "FR": 10, "DE": 8}
+    clock.move_to(erasure.retention_until - timedelta(days=1))
+    assert buyers_erase_due() == 0
+    clock.move_to(erasure.retention_until)
+    assert buyers_erase_due() > 0

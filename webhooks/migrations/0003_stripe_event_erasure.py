@@ -1,6 +1,8 @@
 """A stored Stripe event stays what Stripe sent, with one exception: an erasure (privacy/) may
-replace the tenant's personal values in its payload (a customer's name and email, as Stripe
-put them in the event), in a transaction that says so (billing.stripe_event_erasure)."""
+replace the personal values in its payload (a customer's name, email, phone, address, as
+Stripe put them in the event) by "(erased)", in a transaction that says so
+(billing.stripe_event_erasure), and nothing else about it (billing_erased_only, billing_project
+migration 0008)."""
 
 from django.db import migrations
 
@@ -36,10 +38,13 @@ $$;
 
 
 class Migration(migrations.Migration):
-    dependencies = [("webhooks", "0002_stripe_events_guard")]
+    dependencies = [("webhooks", "0002_stripe_events_guard"), ("billing_project", "0008_audit_entry_erasure")]
 
     operations = [
         migrations.RunSQL(
-            guard("coalesce(current_setting('billing.stripe_event_erasure', true), '') = 'on'"), guard("false")
+            guard(
+                "coalesce(current_setting('billing.stripe_event_erasure', true), '') = 'on'"
+                " AND billing_erased_only(OLD.payload::jsonb, NEW.payload::jsonb)"
+            ), guard("false")
         )
     ]
