@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -20,10 +21,13 @@ from subscriptions.services import tenant_get
 
 from .documents import invoice_document, invoice_html, invoice_summary
 from .issuing import invoice_upcoming
+from .models import CreditNote, IssuedDocument
 from .payments import checkout_start
+from .pdf import issued_pdf
 from .selectors import (
     billing_summary,
     billing_view,
+    credit_note_owner,
     invoice_by_number,
     invoice_explanation,
     invoice_owner,
@@ -110,6 +114,50 @@ class InvoiceApi(BillingAPIView):
         if request.accepted_renderer.format == "html":
             return Response(invoice_html(invoice))
         return Response(invoice_document(invoice))
+
+
+def pdf_response(document: IssuedDocument, filename: str) -> HttpResponse:
+    """The stored bytes as issued, with their checksum (ETag and X-Checksum-SHA256)."""
+    response = HttpResponse(bytes(document.content), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{filename}.pdf"'
+    response["ETag"] = f'"{document.sha256}"'
+    response["X-Checksum-SHA256"] = document.sha256
+    response["Cache-Control"] = "private, max-age=0"
+    return response
+
+
+class InvoicePdfApi(BillingAPIView):
+    """GET /api/v1/invoices/{number}/pdf — the invoice's PDF as it was issued."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    def tenant_of_path(self, kwargs: Mapping[str, Any]) -> str | None:
+        return invoice_owner(str(kwargs.get("number", "")))
+
+    @extend_schema(
+        operation_id="invoice_pdf", tags=["invoices"], responses={(200, "application/pdf"): OpenApiTypes.BINARY}
+    )
+    def get(self, request: Request, number: str) -> HttpResponse:
+        invoice = invoice_by_number(number, document=True)
+        return pdf_response(issued_pdf(invoice=invoice), str(invoice.number))
+
+
+class CreditNotePdfApi(BillingAPIView):
+    """GET /api/v1/credit-notes/{number}/pdf — a credit note's PDF as it was issued."""
+
+    required_scopes = {"GET": (BILLING_READ,)}
+
+    def tenant_of_path(self, kwargs: Mapping[str, Any]) -> str | None:
+        return credit_note_owner(str(kwargs.get("number", "")))
+
+    @extend_schema(
+        operation_id="credit_note_pdf", tags=["invoices"], responses={(200, "application/pdf"): OpenApiTypes.BINARY}
+    )
+    def get(self, request: Request, number: str) -> HttpResponse:
+        note = CreditNote.objects.select_related("invoice").filter(number=number).first()
+        if note is None:
+            raise NotFound(f"No credit note {number!r}.")
+        return pdf_response(issued_pdf(credit_note=note), note.number)
 
 
 class BillingSummaryApi(BillingAPIView):

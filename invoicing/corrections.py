@@ -22,6 +22,7 @@ from subscriptions.locks import tenant_select_for_update
 
 from .ledger import credit_from_invoice, next_invoice_number
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, Refund
+from .pdf import credit_note_document_issue
 
 CREDITABLE = (
     InvoiceLine.Kind.BASE_FEE,
@@ -150,6 +151,7 @@ def credit_note_issue(
             for line, amount in note_lines
         ]
     )
+    credit_note_document_issue(note)  # its PDF, once
     if settlement == CreditNote.Settlement.CREDIT:  # a refund's note: the money went back in cash
         credit_from_invoice(
             invoice=invoice,

@@ -44,6 +44,7 @@ from .drafting import (
 )
 from .ledger import credit_apply, credit_from_invoice, next_invoice_number
 from .models import Invoice, InvoiceLine
+from .pdf import invoice_document_issue
 
 logger = logging.getLogger(__name__)
 SYSTEM = "system"
@@ -117,6 +118,7 @@ def _finalize(invoice: Invoice, *, now: datetime, tax_lines: list[DraftLine] | N
         invoice.paid_at = now  # nothing to collect
     invoice.seller, invoice.buyer = _seller(), _buyer(invoice)
     invoice.save()
+    invoice_document_issue(invoice)  # its PDF, once, as it is now
     return invoice
 
 

@@ -358,3 +358,32 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.pk} of {self.invoice_id}: {money_display(self.amount, self.currency)} ({self.status})"
+
+
+class IssuedDocument(models.Model):
+    """The PDF of a finalized invoice or a credit note, rendered once when it was issued
+    (invoicing/pdf.py), with its SHA-256: served as these bytes for ever. A trigger refuses
+    every change but one: after an erased tenant's retention has ended, the re-rendering
+    without its buyer (in a transaction that says so, as the invoice's own guard does)."""
+
+    invoice = models.OneToOneField(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="issued_document"
+    )
+    credit_note = models.OneToOneField(
+        CreditNote, null=True, blank=True, on_delete=models.PROTECT, related_name="issued_document"
+    )
+    content = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    rendered_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="issueddocument_of_one",
+                condition=Q(invoice__isnull=False, credit_note__isnull=True)
+                | Q(invoice__isnull=True, credit_note__isnull=False),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"PDF of {self.invoice or self.credit_note}"

@@ -15,6 +15,7 @@ from subscriptions.models import Tenant
 from .documents import invoice_document
 from .drafting import charges_of
 from .models import CreditEntry, CreditNote, Invoice, Refund
+from .pdf import documents_rerender_after_buyer_erasure
 from .selectors import DOCUMENT_RELATIONS
 
 
@@ -122,6 +123,7 @@ def buyers_erase(invoice_ids: list[int]) -> int:
                 continue
             invoice.buyer = erased_buyer(invoice.buyer)
             invoice.save(update_fields=["buyer"])
+            documents_rerender_after_buyer_erasure(invoice)  # the PDFs lose it too
             changed += 1
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL billing.buyer_erasure = 'off'")

@@ -28,7 +28,7 @@ from usage.selectors import usage_over
 from . import jobs
 from .documents import explanation_rows, invoice_summary, line_document
 from .ledger import credit_balance, credit_balances
-from .models import Invoice, InvoiceLine
+from .models import CreditNote, Invoice, InvoiceLine
 
 FINALIZED = ("open", "paid", "void", "uncollectible")
 
@@ -54,6 +54,10 @@ def invoice_by_number(number: str, *, document: bool = False) -> Invoice:
 def invoice_owner(number: str) -> str | None:
     """The external id of the tenant an invoice number belongs to (the tenant-binding rule)."""
     return Invoice.objects.filter(number=number).values_list("tenant__external_id", flat=True).first()
+
+
+def credit_note_owner(number: str) -> str | None:
+    return CreditNote.objects.filter(number=number).values_list("tenant__external_id", flat=True).first()
 
 
 def billing_view(tenant: Tenant, *, now: datetime) -> dict[str, Any]:

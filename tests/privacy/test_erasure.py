@@ -31,7 +31,8 @@ from billing_project.models import ApiKey
 from billing_project.money import Money
 from billing_project.scopes import BILLING_READ, PRIVACY_ADMIN, PROPOSALS_WRITE
 from invoicing.collection import invoice_mark_paid, invoice_mark_uncollectible
-from invoicing.models import Invoice
+from invoicing.models import Invoice, IssuedDocument
+from invoicing.pdf import invoice_pdf
 from invoicing.refunds import refund_request, refund_submit
 from privacy.models import Erasure
 from privacy.retention import retention_end
@@ -160,8 +161,14 @@ def test_an_erased_tenant_keeps_its_books_and_loses_its_personal_data(api, make_
     erasure.refresh_from_db()
     assert erasure.buyers_erased_at is None
     assert erasure.status == "retained"
+    pdfs = dict(IssuedDocument.objects.filter(invoice__tenant=demo).values_list("invoice_id", "sha256"))
+    assert len(pdfs) == len(before)
     clock.move_to(erasure.retention_until)
     assert buyers_erase_due() == len(before)
+    # the PDFs are issued anew without the buyer; until now they were the bytes first issued
+    for document in IssuedDocument.objects.filter(invoice__tenant=demo).select_related("invoice"):
+        assert document.sha256 != pdfs[document.invoice_id]
+        assert bytes(document.content) == invoice_pdf(document.invoice)
     assert not Invoice.objects.filter(tenant=demo).exclude(status="draft").exclude(buyer__has_key="erased").exists()
     erasure.refresh_from_db()
     assert erasure.buyers_erased_at is not None
