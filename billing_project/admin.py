@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from .admin_base import ReadOnlyAdmin
 from .api_keys import CreatedKey, api_key_create, api_key_revoke, api_key_update_limits
 from .audit import api_actor_of
-from .models import ApiKey, TaskFailure, WorkItem
+from .models import ApiKey, ChainHead, ChainLink, TaskFailure, WorkItem
 from .scopes import ALL_SCOPES
 from .services import task_failure_resolve
 from .work import work_retry
@@ -242,3 +242,25 @@ class BillingLogEntryAdmin(LogEntryAdmin):  # type: ignore[misc]
         if obj.actor is None and (key := api_actor_of(obj)) is not None:
             return f"API key {key}"
         return str(super().user_url(obj))
+
+
+# ---------------------------------------------------------------- the audit chain (auditors read it)
+@admin.register(ChainHead)
+class ChainHeadAdmin(ReadOnlyAdmin):
+    """The heads the daily job recorded: what `audit verify --head` checks against (copies kept
+    outside the database are the proof; README, Privacy and compliance)."""
+
+    list_display = ["position", "link_hash", "recorded_at"]
+    ordering = ["-position"]
+
+
+@admin.register(ChainLink)
+class ChainLinkAdmin(ReadOnlyAdmin):
+    """Every link of the chain: which row of which table, its content hash, and once sealed
+    its position and the hashes that tie it to the one before."""
+
+    list_display = ["position", "table_name", "row_id", "event", "content_hash", "link_hash", "created_at"]
+    list_filter = ["table_name", "event"]
+    search_fields = ["=row_id", "=content_hash", "=link_hash"]
+    ordering = ["-id"]
+    show_full_result_count = False  # the chain grows for ever: no COUNT(*) per page

@@ -62,6 +62,8 @@ PAGES: dict[str, dict[str, str]] = {
     "billing_project.TaskFailure": _finance("vc"),
     "billing_project.WorkItem": _finance("v"),
     "billing_project.ApiKey": {AUDITOR: "v"},  # keys are the superusers'
+    "billing_project.ChainLink": {AUDITOR: "v"},  # the audit chain: auditors read it
+    "billing_project.ChainHead": {AUDITOR: "v"},
     "auditlog.LogEntry": _finance("v"),
     "axes.AccessAttempt": {AUDITOR: "v"},
     "axes.AccessLog": {AUDITOR: "v"},
