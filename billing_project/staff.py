@@ -78,12 +78,13 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("console", "export_tenant_data"),
         ("privacy", "view_erasure"),
     ],
+    # Support sees tenants, subscriptions, usage and entitlements, and the billing view's
+    # figures on the tenant page (usage and cost to date), never invoices, the ledger or refunds.
     SUPPORT: [
         ("plans", "view_*"),
         ("subscriptions", "view_*"),
         ("usage", "view_*"),
         ("entitlements", "view_*"),
-        ("invoicing", "view_invoice*"),
     ],
 }
 

@@ -49,7 +49,7 @@ PAGES: dict[str, dict[str, str]] = {
     "usage.UsageRollup": _all("v"),
     "usage.AggregationWatermark": _all("v"),
     # money: read here, changed through the actions and services only
-    "invoicing.Invoice": _finance("v", support="v"),
+    "invoicing.Invoice": _finance("v"),  # support: the billing view's figures only (tenant page)
     "invoicing.CreditEntry": _finance("v"),
     "invoicing.CreditNote": _finance("v"),
     "invoicing.Refund": _finance("v"),  # requested and followed through the services (admin actions)
@@ -102,7 +102,7 @@ ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
 # (model label, admin URL name suffix) → the groups that may open it: every page a model's
 # admin adds beyond Django's list, add, change, delete and history
 EXTRA_PAGES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("invoicing.Invoice", "document"): (FINANCE, FINANCE_APPROVER, AUDITOR, SUPPORT),
+    ("invoicing.Invoice", "document"): (FINANCE, FINANCE_APPROVER, AUDITOR),
 }
 
 # admin pages that belong to no model admin (URL name) → the groups that may open them;

@@ -51,6 +51,7 @@ class Happening:
     who: str
     why: str = ""
     link: str | None = None
+    money: bool = True  # names amounts or money records: only for those who read invoices
 
 
 @dataclass
@@ -136,7 +137,9 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
     happened: list[Happening] = []
     for event in SubscriptionEvent.objects.filter(subscription__tenant=tenant).order_by("-at")[:TIMELINE_LIMIT]:
         move = f"{event.from_status or '—'} → {event.to_status}" if event.from_status != event.to_status else ""
-        happened.append(Happening(event.at, f"Subscription: {event.action} {move}".strip(), event.actor, event.reason))
+        happened.append(
+            Happening(event.at, f"Subscription: {event.action} {move}".strip(), event.actor, event.reason, money=False)
+        )
     invoices = list(
         Invoice.objects.filter(tenant=tenant).exclude(number=None).order_by("-finalized_at")[:TIMELINE_LIMIT]
     )
@@ -220,13 +223,19 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
         Grant.objects.filter(tenant=tenant).select_related("created_by").order_by("-created_at")[:TIMELINE_LIMIT]
     ):
         happened.append(
-            Happening(grant.created_at, f"Grant: {grant}", f"staff:{grant.created_by.get_username()}", grant.reason)
+            Happening(
+                grant.created_at,
+                f"Grant: {grant}",
+                f"staff:{grant.created_by.get_username()}",
+                grant.reason,
+                money=False,
+            )
         )
         if grant.revoked_at:
             revoked = asked.get(("revoke_grant", grant.pk))
             who = f"staff:{revoked.user.get_username()}" if revoked else "staff"
             why = revoked.outcome.get("reason", "") if revoked else ""
-            happened.append(Happening(grant.revoked_at, f"Grant revoked: {grant}", who, why))
+            happened.append(Happening(grant.revoked_at, f"Grant revoked: {grant}", who, why, money=False))
     # the audit trail of the tenant and its subscriptions (who changed what)
     targets = [(ContentType.objects.get_for_model(Tenant), [tenant.pk])]
     targets.append((ContentType.objects.get_for_model(Subscription), [s.pk for s in subscriptions]))
@@ -240,7 +249,7 @@ def _timeline(tenant: Tenant, subscriptions: list[Subscription]) -> list[Happeni
             else:
                 changed = ", ".join(sorted((entry.changes_dict or {}).keys()))[:120]
                 what = f"Audit: {content_type.name} changed: {changed}"
-            happened.append(Happening(entry.timestamp, what, who))
+            happened.append(Happening(entry.timestamp, what, who, money=False))
     happened.sort(key=lambda h: h.at, reverse=True)
     return happened[:TIMELINE_LIMIT]
 
@@ -251,8 +260,9 @@ def _with_quantities(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
-    """Everything the tenant page shows (a read: nothing is written)."""
+def tenant_picture(*, tenant: Tenant, now: datetime, see_money: bool = True) -> dict[str, Any]:
+    """Everything the tenant page shows (a read: nothing is written); without `see_money`
+    (support) the timeline keeps what names no amount and no money record."""
     subscriptions = list(
         Subscription.objects.filter(tenant=tenant).select_related("plan_version__plan").order_by("-started_at")
     )
@@ -296,7 +306,7 @@ def tenant_picture(*, tenant: Tenant, now: datetime) -> dict[str, Any]:
             for g in Grant.objects.filter(tenant=tenant).select_related("feature").order_by("-created_at")
         ],
         "approvals": list(ApprovalRequest.objects.filter(tenant=tenant).order_by("-created_at")[:20]),
-        "timeline": _timeline(tenant, subscriptions),
+        "timeline": [h for h in _timeline(tenant, subscriptions) if see_money or not h.money],
         "now": now,
         "currency": live.plan_version.currency if live else tenant.currency,
     }

@@ -35,12 +35,14 @@ def page_view(request: HttpRequest, tenant_id: int) -> HttpResponse:
     tenant = get_object_or_404(Tenant, pk=tenant_id)
     context = {
         **admin.site.each_context(request),
-        **tenant_picture(tenant=tenant, now=now()),
+        **tenant_picture(tenant=tenant, now=now(), see_money=request.user.has_perm("invoicing.view_invoice")),
         "title": f"{tenant.name} ({tenant.external_id})",
         # an erased tenant: nothing more is done for it (perform refuses too)
         "may": {code: request.user.has_perm(a.permission) and tenant.erased_at is None for code, a in ACTIONS.items()},
         # what the admin lets each group read: support reads invoices, not the credit ledger
         "see_money": request.user.has_perm("invoicing.view_invoice"),
+        # the billing view (usage and cost to date): everyone who reads subscriptions, support too
+        "see_billing_view": request.user.has_perm("subscriptions.view_subscription"),
         "see_credit": request.user.has_perm("invoicing.view_creditentry"),
         "may_export": request.user.has_perm(EXPORT_PERMISSION),
     }

@@ -103,7 +103,11 @@ def test_the_page_shows_the_whole_picture(ledger):
 def test_support_sees_what_the_admin_lets_it_read_and_no_action(ledger):
     html = client_for(staff("support")).get(page(ledger.tenants["acme"])).content.decode()
     assert 'id="tp-subscription"' in html
-    assert 'id="tp-invoices"' in html  # support reads invoices in the admin too
+    assert 'id="tp-usage"' in html  # the billing view: usage and cost to date
+    assert 'id="tp-invoices"' not in html  # no invoices: no amounts beyond the billing view
+    assert "1,200.00" not in html  # nor in the timeline or the approvals
+    assert "Refund of" not in html
+    assert 'id="tp-approvals"' not in html
     assert 'id="tp-ledger"' not in html  # not the credit ledger
     assert 'id="tp-credit"' not in html
     assert "/refund/" not in html
