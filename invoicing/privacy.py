@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from billing_project.money import money_display
+from billing_project.money import Money, money_display
 from subscriptions.models import Tenant
 
 from .documents import invoice_document
@@ -94,12 +94,13 @@ def credit_ledger_export(tenant: Tenant) -> Iterator[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- erasure
-def open_balance(tenant: Tenant) -> list[Invoice]:
-    """What the tenant owes: finalized invoices awaiting payment, and drafts that charge
-    something (waiting for Stripe Tax). Paid, void and uncollectible (written off) owe nothing."""
-    owed = Invoice.objects.filter(tenant=tenant, status=Invoice.Status.OPEN, total__gt=0)
-    drafts = [i for i in Invoice.objects.filter(tenant=tenant, status=Invoice.Status.DRAFT) if charges_of(i).amount > 0]
-    return [*owed.order_by("finalized_at", "id"), *drafts]
+def open_balance(tenant: Tenant) -> list[tuple[Invoice, Money]]:
+    """What the tenant owes, invoice by invoice: finalized invoices awaiting payment (their
+    total), and drafts that charge something (waiting for Stripe Tax: their charges). Paid,
+    void and uncollectible (written off) owe nothing."""
+    owed = Invoice.objects.filter(tenant=tenant, status=Invoice.Status.OPEN, total__gt=0).order_by("finalized_at", "id")
+    drafts = [(i, charges_of(i)) for i in Invoice.objects.filter(tenant=tenant, status=Invoice.Status.DRAFT)]
+    return [*((i, Money(i.total, i.currency)) for i in owed), *((i, c) for i, c in drafts if c.amount > 0)]
 
 
 def erased_buyer(buyer: dict[str, Any]) -> dict[str, Any]:

@@ -9,44 +9,31 @@ from billing_project.admin_base import ReadOnlyAdmin
 
 from .models import Erasure
 
+FIELDS = (
+    "tenant_ref",
+    "status",
+    "reason",
+    "requested_by",
+    "approved_by",
+    "approval_request",
+    "erased_at",
+    "done",
+    "stripe_customers",
+    "stripe_done_at",
+    "stripe_attempts",
+    "stripe_last_error",
+    "retention_until",
+    "buyers_erased_at",
+)
+
 
 @admin.register(Erasure)
 class ErasureAdmin(ReadOnlyAdmin):
     list_display = ["tenant_ref", "erased_at", "status", "requested_by", "approved_by", "retention_until"]
     list_filter = ["erased_at"]
     search_fields = ["tenant__external_id"]
-    fields = [
-        "tenant_ref",
-        "status",
-        "reason",
-        "requested_by",
-        "approved_by",
-        "approval_request",
-        "erased_at",
-        "done",
-        "stripe_customers",
-        "stripe_done_at",
-        "stripe_attempts",
-        "stripe_last_error",
-        "retention_until",
-        "buyers_erased_at",
-    ]
-    readonly_fields = [
-        "tenant_ref",
-        "status",
-        "reason",
-        "requested_by",
-        "approved_by",
-        "approval_request",
-        "erased_at",
-        "done",
-        "stripe_customers",
-        "stripe_done_at",
-        "stripe_attempts",
-        "stripe_last_error",
-        "retention_until",
-        "buyers_erased_at",
-    ]
+    fields = FIELDS
+    readonly_fields = FIELDS
 
     @admin.display(description="tenant")
     def tenant_ref(self, obj: Erasure) -> str:

@@ -19,8 +19,3 @@ def retention_years(country: str | None = None) -> int:
 def retention_end(issued_at: datetime, country: str | None = None) -> datetime:
     """The first instant an invoice issued at `issued_at` need no longer name its buyer."""
     return datetime(issued_at.astimezone(UTC).year + retention_years(country) + 1, 1, 1, tzinfo=UTC)
-
-
-def issued_before_retention_ended(now: datetime, country: str | None = None) -> datetime:
-    """Invoices issued before this instant are past their retention at `now`."""
-    return datetime(now.astimezone(UTC).year - retention_years(country), 1, 1, tzinfo=UTC)

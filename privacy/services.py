@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
@@ -28,7 +29,6 @@ from billing_project.errors import Conflict, invalid_field
 from billing_project.jobs import send_after_commit
 from billing_project.money import format_decimal, money_display
 from billing_project.privacy import api_keys_revoke, audit_entries_pseudonymise
-from invoicing.drafting import charges_of
 from invoicing.models import Invoice
 from invoicing.privacy import buyers_erase, open_balance
 from invoicing.providers import (
@@ -67,11 +67,10 @@ def _refuse_if_owed(tenant: Tenant, *, after_final: bool = False) -> None:
     if not owed:
         return
     due: dict[str, Decimal] = {}
-    for invoice in owed:
-        amount = invoice.total if invoice.status != Invoice.Status.DRAFT else charges_of(invoice).amount
-        due[invoice.currency] = due.get(invoice.currency, Decimal(0)) + amount
+    for _, amount in owed:
+        due[amount.currency] = due.get(amount.currency, Decimal(0)) + amount.amount
     amounts = ", ".join(money_display(v, c) for c, v in sorted(due.items()))
-    numbers = [i.number or f"draft #{i.pk}" for i in owed]
+    numbers = [i.number or f"draft #{i.pk}" for i, _ in owed]
     if after_final:
         what = (
             f"its usage and fees up to now would be invoiced at {amounts}: cancel its subscription, then, once "
@@ -217,7 +216,7 @@ def erasure_at_stripe(*, erasure_id: int, now: datetime | None = None) -> Erasur
             try:
                 customer_pseudonymise(customer, pseudonym=pseudonym)
             except ProviderRejected as exc:
-                if "404" not in str(exc):
+                if exc.status != 404:
                     raise
                 logger.warning("privacy.stripe_customer_gone", extra={"erasure": erasure.pk, "customer": customer})
     except (ProviderUnavailable, ProviderRejected) as exc:
@@ -234,8 +233,6 @@ def erasure_at_stripe(*, erasure_id: int, now: datetime | None = None) -> Erasur
 
 
 def _count_attempt(erasure: Erasure) -> None:
-    from django.db.models import F
-
     Erasure.objects.filter(pk=erasure.pk).update(stripe_attempts=F("stripe_attempts") + 1)
 
 

@@ -18,7 +18,12 @@ class ProviderUnavailable(ProviderError):
 
 
 class ProviderRejected(ProviderError):
-    """The request itself was refused (invalid request, card declined, auth): retrying changes nothing."""
+    """The request itself was refused (invalid request, card declined, auth): retrying changes nothing.
+    `status` is the provider's HTTP status (404: it has no such object), 0 when it gave none."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ProviderDeclined(ProviderRejected):

@@ -99,7 +99,7 @@ def _errors(action: str) -> Iterator[None]:
         status = exc.http_status or 0
         if status >= 500 or isinstance(exc, stripe.APIError):
             raise ProviderUnavailable(f"{action}: HTTP {status}: {exc.user_message or exc}") from exc
-        raise ProviderRejected(f"{action}: HTTP {status}: {exc.user_message or exc}") from exc
+        raise ProviderRejected(f"{action}: HTTP {status}: {exc.user_message or exc}", status=status) from exc
 
 
 def _call(fn: Callable[..., Any], *args: Any, key: str | None = None, **params: Any) -> dict[str, Any]:

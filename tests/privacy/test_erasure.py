@@ -238,6 +238,10 @@ def test_only_a_service_key_with_the_privacy_scope_erases_and_says_why(api, make
         response = api.post(ERASE.format("acme-demo"), body, format="json", **key.header)
         assert response.status_code == 400, body
     assert api.post(ERASE.format("nobody"), {"reason": "x"}, format="json", **key.header).status_code == 404
+    bound_elsewhere = make_key("service", scopes=[PRIVACY_ADMIN], tenant="demo")
+    assert (
+        api.post(ERASE.format("acme-demo"), {"reason": "x"}, format="json", **bound_elsewhere.header).status_code == 404
+    )
     assert not Erasure.objects.exists()
 
 

@@ -3,7 +3,7 @@ the processing bookkeeping."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -81,9 +81,11 @@ def test_it_cannot_be_deleted_or_truncated(event):
 
 def test_processing_bookkeeping_may_change_and_processed_at_only_once(event):
     rows(event).update(attempts=1, last_error="CardError: declined")
-    rows(event).update(attempts=2, last_error="", processed_at=timezone.now())
+    processed = timezone.now()
+    rows(event).update(attempts=2, last_error="", processed_at=processed)
     refused(lambda: rows(event).update(processed_at=None))
-    refused(lambda: rows(event).update(processed_at=timezone.now()))
+    # another instant, whatever the clock does (a frozen one would give the same twice)
+    refused(lambda: rows(event).update(processed_at=processed + timedelta(seconds=1)))
     refused(lambda: rows(event).update(attempts=1))
     event.refresh_from_db()
     assert event.attempts == 2
