@@ -77,6 +77,29 @@ def check_limits(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> lis
     return errors
 
 
+@register(TAG)
+def check_personal_data_keys(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Personal data at rest (billing_project/personal_data.py): every key a Fernet key."""
+    from cryptography.fernet import Fernet
+
+    named = [("PERSONAL_DATA_KEY", settings.PERSONAL_DATA_KEY)]
+    named += [(f"PERSONAL_DATA_KEY_FALLBACKS[{i}]", k) for i, k in enumerate(settings.PERSONAL_DATA_KEY_FALLBACKS)]
+    errors: list[CheckMessage] = []
+    for name, key in named:
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            errors.append(
+                Error(
+                    f"{name} must be a Fernet key (32 bytes in URL-safe base64, 44 characters); it is not.",
+                    hint='Make one with: python -c "from cryptography.fernet import Fernet; '
+                    'print(Fernet.generate_key().decode())"',
+                    id="billing.E012",
+                )
+            )
+    return errors
+
+
 def refuse_bad_settings() -> None:
     """Raise ImproperlyConfigured listing every error of the `billing` checks (warnings pass)."""
     errors = [m for m in run_checks(tags=[TAG]) if m.is_serious()]

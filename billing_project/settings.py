@@ -8,6 +8,7 @@ this module; anything else that imports it without them gets a clear error.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import hashlib
 import hmac
@@ -60,6 +61,17 @@ PSEUDONYM_KEY = (
     env.str("PSEUDONYM_KEY", default="")
     or hmac.new(SECRET_KEY.encode(), b"billing usage pseudonyms", hashlib.sha256).hexdigest()
 )
+# Encrypts personal fields at rest (billing_project/personal_data.py): a Fernet key (32 bytes,
+# URL-safe base64). Older keys, still decrypting while `personal_data rekey` moves their
+# values to the new one, go in the fallbacks. Derived from SECRET_KEY if unset (set it apart
+# in production: rotating SECRET_KEY must not make stored personal data unreadable).
+PERSONAL_DATA_KEY = (
+    env.str("PERSONAL_DATA_KEY", default="")
+    or base64.urlsafe_b64encode(
+        hmac.new(SECRET_KEY.encode(), b"billing personal data at rest", hashlib.sha256).digest()
+    ).decode()
+)
+PERSONAL_DATA_KEY_FALLBACKS = env.list("PERSONAL_DATA_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 # The proxies in front (addresses or networks) whose X-Forwarded-For is believed
 # (billing_project/net.py). Empty: the client is REMOTE_ADDR.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,8 +118,12 @@ class InvoiceApi(BillingAPIView):
 
 
 def pdf_response(document: IssuedDocument, filename: str) -> HttpResponse:
-    """The stored bytes as issued, with their checksum (ETag and X-Checksum-SHA256)."""
-    response = HttpResponse(bytes(document.content), content_type="application/pdf")
+    """The stored bytes as issued, with their checksum (ETag and X-Checksum-SHA256). Bytes
+    that no longer match it are an error, never served as the document."""
+    content = bytes(document.content)
+    if hashlib.sha256(content).hexdigest() != document.sha256:
+        raise RuntimeError(f"issued document {document.pk} does not match its checksum")
+    response = HttpResponse(content, content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="{filename}.pdf"'
     response["ETag"] = f'"{document.sha256}"'
     response["X-Checksum-SHA256"] = document.sha256

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from billing_project.money import money_display
+from billing_project.personal_data import EncryptedBinaryField, PartlyEncryptedJSONField
 
 # Amounts rounded to a minor unit: at most 4 digits after the point (CLF).
 AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
@@ -20,6 +21,9 @@ AMOUNT_DIGITS, AMOUNT_PLACES = 20, 4
 # A tax line's label begins so when Stripe Tax says the buyer accounts for the VAT (an EU
 # B2B supply across borders): the invoice then prints the note an EU invoice needs.
 REVERSE_CHARGE = "Reverse charge"
+# The buyer's values encrypted at rest; its account reference and country stay plain (the
+# tenant's own are: the platform's id, where tax was due), and the invoice guard reads them.
+BUYER_PERSONAL = ("name", "address", "tax_id", "email")
 
 
 class InvoiceSequence(models.Model):
@@ -75,7 +79,12 @@ class Invoice(models.Model):
     total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=0)
     tax_status = models.CharField(max_length=14, choices=Tax.choices, default=Tax.NOT_CALCULATED)
     seller = models.JSONField(default=dict, blank=True, help_text="Seller details as printed, frozen at finalization.")
-    buyer = models.JSONField(default=dict, blank=True, help_text="Buyer details as printed, frozen at finalization.")
+    buyer = PartlyEncryptedJSONField(
+        default=dict,
+        blank=True,
+        personal=BUYER_PERSONAL,
+        help_text="Buyer details as printed, frozen at finalization (its personal values encrypted at rest).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     drafted_at = models.DateTimeField(
         null=True,
@@ -372,7 +381,7 @@ class IssuedDocument(models.Model):
     credit_note = models.OneToOneField(
         CreditNote, null=True, blank=True, on_delete=models.PROTECT, related_name="issued_document"
     )
-    content = models.BinaryField()
+    content = EncryptedBinaryField()  # the PDF prints the buyer: encrypted at rest
     sha256 = models.CharField(max_length=64)
     rendered_at = models.DateTimeField()
 

@@ -72,7 +72,8 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     form = TenantForm
     list_display = ["external_id", "name", "currency", "country", "created_at", "whole_picture"]
-    search_fields = ["external_id", "name"]
+    search_fields = ["external_id"]  # names are encrypted at rest: found by the platform's id
+    sortable_by = ["external_id", "currency", "country", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         return ["whole_picture", "external_id", "created_at"] if obj is not None else []
@@ -191,7 +192,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "plan_version__plan"]
     list_select_related = ["tenant", "plan_version__plan", "scheduled_plan_version__plan"]
-    search_fields = ["tenant__external_id", "tenant__name"]
+    search_fields = ["tenant__external_id"]
     inlines = [BillingPeriodInline, SubscriptionEventInline]
     actions = ["suspend", "resume", "cancel_now"]
 

@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 
 from billing_project.money import money_display
+from billing_project.personal_data import EncryptedCharField, EncryptedEmailField, EncryptedTextField
 
 
 class Tenant(models.Model):
@@ -19,15 +20,17 @@ class Tenant(models.Model):
     external_id = models.CharField(
         max_length=200, unique=True, help_text="The platform's own tenant id, as services send it."
     )
-    name = models.CharField(max_length=200)
-    billing_email = models.EmailField(blank=True)
+    # Personal data: encrypted at rest (billing_project/personal_data.py), so never filtered
+    # or searched in SQL; a tenant is found by its external id.
+    name = EncryptedCharField(max_length=200)
+    billing_email = EncryptedEmailField(blank=True)
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
-    address = models.TextField(
+    address = EncryptedTextField(
         max_length=500,
         blank=True,
         help_text="Billing address as printed on invoices: street, postal code and city lines.",
     )
-    tax_id = models.CharField(
+    tax_id = EncryptedCharField(
         max_length=40, blank=True, help_text="VAT or other tax ID, in its country's format (subscriptions/taxids.py)."
     )
     currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217")
