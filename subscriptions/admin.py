@@ -72,7 +72,8 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     form = TenantForm
     list_display = ["external_id", "name", "currency", "country", "created_at", "whole_picture"]
-    search_fields = ["external_id"]  # names are encrypted at rest: found by the platform's id
+    search_fields = ["external_id"]
+    search_help_text = "Find a tenant by its external id (names are encrypted at rest)."
     sortable_by = ["external_id", "currency", "country", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:

@@ -8,6 +8,7 @@ encrypted fields are refused rather than matching nothing."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -211,3 +212,24 @@ def test_a_bad_key_is_refused_at_start_up_without_printing_it(settings: Any) -> 
         ("billing.E012", "PERSONAL_DATA_KEY_FALLBACKS[1]"),
     ]
     assert not any("not-a-fernet" in e.msg or "short" in e.msg for e in errors)
+
+
+def test_the_migrations_encrypt_what_was_stored_plain_and_their_reverse_decrypts(invoice: Invoice) -> None:
+    tenants = importlib.import_module("subscriptions.migrations.0011_personal_data_encrypted")
+    invoices = importlib.import_module("invoicing.migrations.0016_personal_data_encrypted")
+    pdf = bytes(IssuedDocument.objects.get(invoice=invoice).content)
+    for migration in (tenants, invoices):
+        migration.decrypt(None, None)  # back to before: plain values (the guards check the PDF's checksum)
+    assert raw("SELECT name FROM subscriptions_tenant WHERE id = %s", [invoice.tenant_id]) == (NAME,)
+    (buyer,) = raw("SELECT buyer::text FROM invoicing_invoice WHERE id = %s", [invoice.pk])
+    assert json.loads(buyer)["tax_id"] == TAX_ID
+    assert bytes(raw("SELECT content FROM invoicing_issueddocument WHERE invoice_id = %s", [invoice.pk])[0]) == pdf
+    for migration in (tenants, invoices):
+        migration.encrypt(None, None)  # what the migrations do to a database with data
+    (name,) = raw("SELECT name FROM subscriptions_tenant WHERE id = %s", [invoice.tenant_id])
+    assert name.startswith("gAAAAA")
+    assert Tenant.objects.get(pk=invoice.tenant_id).name == NAME
+    assert Invoice.objects.get(pk=invoice.pk).buyer["tax_id"] == TAX_ID
+    assert bytes(IssuedDocument.objects.get(invoice=invoice).content) == pdf
+    chain_seal_all()
+    assert chain_verify().ok
