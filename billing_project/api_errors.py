@@ -12,6 +12,7 @@ import logging
 import math
 from typing import Any
 
+from django.core.exceptions import DisallowedHost, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -105,6 +106,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             message = "Request rate exceeded for this API key; retry later."
     set_rollback()
     return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+
+
+def json_400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's own 400s (a Host outside ALLOWED_HOSTS, another suspicious request): the API
+    answers them in its error shape, like every other error."""
+    if request.path.startswith(API_PREFIX):
+        if isinstance(exception, DisallowedHost):
+            return error_response(400, "invalid_host", "The Host header names no host this service answers for.")
+        return error_response(400, "bad_request", "The request was refused as malformed or suspicious.")
+    return defaults.bad_request(request, exception or SuspiciousOperation())
 
 
 def json_404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -20,5 +20,6 @@ urlpatterns = [
     path("webhooks/", include("webhooks.urls")),
 ]
 
+handler400 = "billing_project.api_errors.json_400"
 handler404 = "billing_project.api_errors.json_404"
 handler500 = "billing_project.api_errors.json_500"

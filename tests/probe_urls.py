@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from billing_project.urls import handler404, handler500
+from billing_project.urls import handler400, handler404, handler500
 from billing_project.urls import urlpatterns as real_urlpatterns
 
 from . import probe_views as v
@@ -17,4 +17,4 @@ urlpatterns = [
     *real_urlpatterns,
 ]
 
-__all__ = ["handler404", "handler500", "urlpatterns"]
+__all__ = ["handler400", "handler404", "handler500", "urlpatterns"]

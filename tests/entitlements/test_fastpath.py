@@ -69,7 +69,7 @@ def served(
     lane = "fast" if after.get("fast", 0) > before.get("fast", 0) else "django"
     try:
         parsed: Any = json.loads(content)
-    except ValueError:  # Django's own 400 page for a disallowed host is not JSON
+    except ValueError:  # an answer that is not JSON is kept as text, for the assertion to show
         parsed = content.decode()
     return started["status"], started["headers"], parsed, lane
 

@@ -127,7 +127,8 @@ def test_a_host_outside_allowed_hosts(api, reader, subscribed):
     warm(reader, CHECKS[0])
     status, _, _, lane = served(CHECKS[0], key=reader, headers={"HTTP_HOST": "evil.example"})
     view = api.post("/api/v1/entitlements/check", CHECKS[0], format="json", HTTP_HOST="evil.example", **reader.header)
-    assert view.status_code == 400  # DisallowedHost
+    assert view.status_code == 400  # DisallowedHost, in the API's shape
+    assert view.json()["error"]["code"] == "invalid_host"
     assert (status, lane) == (400, "django")
 
 

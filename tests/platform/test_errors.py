@@ -20,6 +20,19 @@ def test_unknown_api_path_is_json_404_without_a_key_too(api):
     assert_error(api.get("/api/v1/nothing-here"), 404, "not_found")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/plans", "/api/v1/usage/events", "/api/v1/no/such/thing"])
+def test_a_host_outside_allowed_hosts_is_the_apis_json_error(api, service_key, path):
+    response = api.get(path, HTTP_HOST="evil.example", **service_key.header)
+    assert_error(response, 400, "invalid_host")
+    assert "evil.example" not in response.content.decode()  # not echoed back
+
+
+def test_a_host_outside_allowed_hosts_stays_djangos_page_outside_the_api(client: Client):
+    response = client.get("/admin/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+
+
 def test_non_api_404_stays_html(client: Client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
