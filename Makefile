@@ -13,12 +13,21 @@ PORT   ?= 8000
 # mypy's Django plugin imports the settings, which insist on these; it connects to nothing.
 TYPECHECK_ENV := DATABASE_URL=postgresql://typecheck@localhost/none REDIS_URL=redis://localhost:1/0 SECRET_KEY=typecheck
 
-.PHONY: run test lint typecheck pytest pytest-shifted install clean-data stop-embedded
+.PHONY: run test lint typecheck alert-rules pytest pytest-shifted install clean-data stop-embedded
 
 run: $(VENV)/.installed
 	PORT=$(PORT) $(BIN)/python -m billing_project.devrun
 
-test: $(VENV)/.installed lint typecheck pytest pytest-shifted
+test: $(VENV)/.installed lint typecheck alert-rules pytest pytest-shifted
+
+# The alert rules (ops/prometheus) checked and unit-tested by promtool, from Debian's
+# `prometheus` package. Without it they are skipped, loudly, unless REQUIRE_PROMTOOL=1
+# (.ci/run installs it and sets that, so CI never skips them).
+alert-rules:
+	@command -v promtool >/dev/null || { \
+	  echo "promtool missing (Debian: apt-get install prometheus): alert rules NOT checked"; \
+	  test -z "$$REQUIRE_PROMTOOL"; exit $$?; }; \
+	cd ops/prometheus && promtool check rules billing.rules.yml && promtool test rules billing.rules.test.yml
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -11,7 +11,7 @@ class BillingProjectConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         # The Celery app first, so that every shared_task binds to it.
-        from . import api_schema, audit, celery, checks, login_throttle, staff, tasks  # noqa: F401  (registers app, models, tasks, signals)
+        from . import api_schema, audit, celery, checks, login_throttle, metrics_state, staff, tasks  # noqa: F401  (registers app, models, tasks, signals, metrics)
 
         post_migrate.connect(staff.sync_staff_groups, dispatch_uid="billing_sync_staff_groups")
 

@@ -15,10 +15,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from .observability import scrape_registry
+from .observability import StateCollector, scrape_registry
 from .redis_client import get_redis, rkey
 
 logger = logging.getLogger(__name__)
@@ -90,10 +88,8 @@ PROBES = {"database": _database, "redis": _redis, "broker": _broker, "worker": _
 _probe_pool = ThreadPoolExecutor(max_workers=2 * len(PROBES), thread_name_prefix="readyz")
 
 
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable, and the worker
-    heartbeat fresh, each answered within READYZ_DEADLINE_SECONDS; else 503, naming which."""
+def readiness_checks() -> dict[str, dict[str, Any]]:
+    """Each probe's answer, all within READYZ_DEADLINE_SECONDS whatever hangs."""
     deadline = time.monotonic() + settings.READYZ_DEADLINE_SECONDS
     pending = {name: _probe_pool.submit(_check, name, probe) for name, probe in PROBES.items()}
     checks: dict[str, dict[str, Any]] = {}
@@ -103,22 +99,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
         except FutureTimeout:
             future.cancel()
             checks[name] = {"ok": False, "error": "timeout"}
+    return checks
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready to serve: PostgreSQL, Redis and the Celery broker each reachable, and the worker
+    heartbeat fresh, each answered within READYZ_DEADLINE_SECONDS; else 503, naming which."""
+    checks = readiness_checks()
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
-
-
-class _TaskFailureCollector(Collector):
-    """Open task failures, read from PostgreSQL at scrape time (true across all processes)."""
-
-    def collect(self) -> Any:
-        from .models import TaskFailure
-
-        gauge = GaugeMetricFamily("billing_task_failures_open", "Failed background tasks nobody has resolved yet")
-        try:
-            gauge.add_metric([], TaskFailure.objects.filter(resolved_at__isnull=True).count())
-        except Exception:  # noqa: BLE001  a scrape must not fail because the DB is down
-            return
-        yield gauge
 
 
 @require_GET
@@ -139,6 +129,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     from prometheus_client import CollectorRegistry
 
     extra = CollectorRegistry()
-    extra.register(_TaskFailureCollector())
+    extra.register(StateCollector())
     output += generate_latest(extra)
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
 from prometheus_client import (
@@ -11,6 +12,10 @@ from prometheus_client import (
     Counter,
     Histogram,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 principal_var: ContextVar[str | None] = ContextVar("principal", default=None)
@@ -56,3 +61,45 @@ def scrape_registry() -> CollectorRegistry:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
+
+
+# ------------------------------------------------------------------ state read at scrape time
+# What the alert rules watch (ops/prometheus/billing.rules.yml) that no counter in a process
+# can know: backlogs, lags and blocked work, read from PostgreSQL when /metrics is scraped,
+# so every web process tells the same truth. Each app registers what it owns (in its
+# AppConfig.ready), so the foundation names no app above it.
+StateReader = Callable[[], Iterable[Metric]]
+STATE_READERS: dict[str, StateReader] = {}
+
+
+def state_reader(name: str) -> Callable[[StateReader], StateReader]:
+    def register(reader: StateReader) -> StateReader:
+        STATE_READERS[name] = reader
+        return reader
+
+    return register
+
+
+def gauge(name: str, documentation: str, value: float, labels: dict[str, str] | None = None) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+class StateCollector(Collector):
+    """Every registered reader, each on its own: one that fails (the database down) is
+    left out of this scrape and counted in billing_state_read_failures, never failing it."""
+
+    def collect(self) -> Iterable[Metric]:
+        failures = GaugeMetricFamily(
+            "billing_state_read_failures", "State readers that failed in this scrape", labels=["reader"]
+        )
+        for name, reader in sorted(STATE_READERS.items()):
+            try:
+                metrics = list(reader())
+            except Exception:  # noqa: BLE001  (a scrape must answer; the failure is a metric)
+                logger.warning("metrics.state_read_failed", extra={"reader": name}, exc_info=True)
+                failures.add_metric([name], 1)
+                continue
+            yield from metrics
+        yield failures

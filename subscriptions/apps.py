@@ -9,7 +9,7 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from . import audit, models
+        from . import audit, metrics_state, models  # noqa: F401  (metrics_state: what /metrics reads)
 
         auditlog.register(models.Subscription)
         # Personal data: every change is logged, but the log (append-only, kept for ever)

@@ -138,6 +138,8 @@ class SubscriptionEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+        # /metrics counts the last hour's suspensions at every scrape (subscriptions/metrics_state.py)
+        indexes = [models.Index(fields=["at"], name="subscriptionevent_suspend_at", condition=Q(action="suspend"))]
 
     def __str__(self) -> str:
         return f"{self.action}: {self.from_status or '—'} → {self.to_status}"
