@@ -10,6 +10,7 @@ class InvoicingConfig(AppConfig):
         from auditlog.registry import auditlog
 
         from . import (
+            backup_checks,  # noqa: F401  (registers what a backup's manifest and restore check)
             checks,  # noqa: F401  (registers the settings checks)
             models,
         )
