@@ -9,6 +9,7 @@ version, which nobody reads again (no invalidation race).
 from __future__ import annotations
 
 import logging
+import secrets
 
 import redis
 from django.db import transaction
@@ -31,8 +32,13 @@ def catalog_version_key() -> str:
 
 
 def _bump(key: str) -> None:
+    """A new version. A key missing (never set, or lost with Redis) starts at a random
+    number, so a version never comes back to a value a process may have kept from before."""
     try:
-        get_redis().incr(key)
+        with get_redis().pipeline(transaction=True) as pipe:
+            pipe.set(key, secrets.randbelow(2**52), nx=True)
+            pipe.incr(key)
+            pipe.execute()
     except redis.RedisError:
         # Cached contexts live at most ENTITLEMENT_CONTEXT_SECONDS; say so loudly.
         logger.error("cache.invalidation_failed", extra={"key": key})

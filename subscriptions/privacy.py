@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from billing_project.cache import tenant_changed
+
 from .models import Tenant
 
 
@@ -62,3 +64,4 @@ def tenant_pseudonymise(tenant: Tenant, *, pseudonym: str, at: datetime) -> None
     tenant.name, tenant.billing_email, tenant.address, tenant.tax_id = pseudonym, "", "", ""
     tenant.erased_at = at
     tenant.save(update_fields=["name", "billing_email", "address", "tax_id", "erased_at"])
+    tenant_changed(tenant.pk)  # what is cached of it (ingestion refuses an erased tenant's usage)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -26,8 +29,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing_project.api_keys import ApiPrincipal
+from billing_project.cache import catalog_version_key, tenant_version_key
 from billing_project.errors import BillingError, Conflict, Forbidden, InvalidRequest, invalid_field
 from billing_project.money import CONTEXT, parse_decimal
+from billing_project.redis_client import get_redis
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Tenant
 
@@ -278,14 +283,15 @@ def _validate(
     )
 
 
-def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
-    names = {e.get("tenant") for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
+def _tenants_from_db(names: set[str], now: datetime) -> dict[str, _Tenant]:
     tenants = {
         external_id: _Tenant(pk, erased is not None)
         for pk, external_id, erased in Tenant.objects.filter(external_id__in=names).values_list(
             "pk", "external_id", "erased_at"
         )
     }
+    if not tenants:
+        return tenants
     current: dict[str, tuple[datetime, datetime]] = {
         external_id: (start, end)
         for external_id, start, end in Subscription.objects.filter(
@@ -308,12 +314,76 @@ def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], 
     for external_id, tenant in tenants.items():
         period: tuple[datetime | None, datetime | None] = current.get(external_id) or (None, None)
         tenants[external_id] = _Tenant(tenant.id, tenant.erased, *period, tuple(covered.get(external_id, ())))
-    metrics = {
+    return tenants
+
+
+def _metrics_from_db() -> dict[str, _Metric]:
+    return {
         code: _Metric(pk, frozenset(props), MeteredMetric(pk, aggregation, unique), frozenset(personal))
         for pk, code, props, aggregation, unique, personal in BillableMetric.objects.values_list(
             "pk", "code", "properties", "aggregation", "unique_property", "personal_properties"
         )
     }
+
+
+# What ingestion looks up per event (a tenant's id, erasure, current and covered periods;
+# the catalog's metrics), kept in this process under the version stamps the entitlement
+# cache already uses (billing_project/cache.py): a subscription operation bumps its
+# tenant's version, a catalog change the catalog's, after commit. The versions are read
+# from Redis before anything is read from PostgreSQL, so state read before a change is
+# kept under the old version, which no later request matches. LOOKUP_SECONDS bounds how
+# long an entry lives should a bump be lost (Redis down at that commit: logged).
+LOOKUP_SECONDS = 30.0
+_tenant_memo: dict[str, tuple[bytes | None, float, _Tenant]] = {}
+_metric_memo: list[tuple[bytes | None, float, dict[str, _Metric]]] = []
+
+
+def _versions(keys: list[str]) -> list[bytes]:
+    """The version stamps of `keys`. One never set (or lost with a Redis restart) starts at
+    a random number, never at a value an entry kept from before could carry."""
+    r = get_redis()
+    found: list[Any] = r.mget(keys)
+    if any(v is None for v in found):
+        with r.pipeline(transaction=False) as pipe:
+            for key, version in zip(keys, found, strict=True):
+                if version is None:
+                    pipe.set(key, secrets.randbelow(2**52), nx=True)
+            pipe.execute()
+        found = r.mget(keys)
+    return [bytes(v) if isinstance(v, bytes) else str(v or "").encode() for v in found]
+
+
+def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], dict[str, _Metric]]:
+    names: set[str] = {e["tenant"] for e in events if isinstance(e, Mapping) and isinstance(e.get("tenant"), str)}
+    if connection.in_atomic_block:
+        # inside a caller's transaction what is read may be its own uncommitted writes, which
+        # no version stamps: read, and keep, nothing but committed state
+        return _tenants_from_db(names, now), _metrics_from_db()
+    known = {name: _tenant_memo[name] for name in names if name in _tenant_memo}
+    try:
+        versions = _versions([catalog_version_key(), *(tenant_version_key(memo[2].id) for memo in known.values())])
+    except redis.RedisError:  # no stamps to trust: read everything from PostgreSQL
+        return _tenants_from_db(names, now), _metrics_from_db()
+    catalog, tenant_versions = versions[0], versions[1:]
+    clock = time.monotonic()
+    tenants: dict[str, _Tenant] = {}
+    for (name, (stamp, stored_at, tenant)), version in zip(known.items(), tenant_versions, strict=True):
+        if stamp == catalog + b":" + version and clock - stored_at < LOOKUP_SECONDS:
+            tenants[name] = tenant
+    unread = names - set(tenants)
+    if unread:
+        stamps = {name: catalog + b":" + v for name, v in zip(known, tenant_versions, strict=True)}
+        for name, tenant in _tenants_from_db(unread, now).items():
+            tenants[name] = tenant
+            # a tenant first seen has no stamp read before its rows: kept unstamped, read again next time
+            _tenant_memo[name] = (stamps.get(name), clock, tenant)
+        if len(_tenant_memo) > 10_000:
+            _tenant_memo.clear()
+    if _metric_memo and _metric_memo[0][0] == catalog and clock - _metric_memo[0][1] < LOOKUP_SECONDS:
+        metrics = _metric_memo[0][2]
+    else:
+        metrics = _metrics_from_db()
+        _metric_memo[:] = [(catalog, clock, metrics)]
     return tenants, metrics
 
 
