@@ -140,7 +140,9 @@ def event(i: int, tag: str) -> dict[str, Any]:
         "metric": "ai_tokens",
         "quantity": str(100 + i % 900),
         "idempotency_key": f"{tag}-{i}",
-        "occurred_at": "2026-11-25T10:00:00Z",
+        # now (the bench's tenants were subscribed just before): a fixed date would fall out of
+        # their billing periods and be refused (no_billing_period) as the calendar moves on
+        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "properties": {"model": "large"},
     }
 
@@ -421,6 +423,7 @@ def main() -> int:
         **os.environ,
         "DATABASE_URL": url,
         "API_DEFAULT_RATE_PER_MINUTE": "100000000",
+        "SECURE_SSL_REDIRECT": "false",  # plain http over loopback, as in front of a TLS proxy
         "LOG_LEVEL": "WARNING",
         "REDIS_KEY_PREFIX": "billing-bench",
         "CELERY_QUEUE": "billing-bench",

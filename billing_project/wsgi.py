@@ -1,4 +1,5 @@
-"""The WSGI application: Django's, with the entitlement check's fast lane in front of it."""
+"""The WSGI application: Django's, with the entitlement check's and the single usage
+event's fast lanes in front of it."""
 
 import gc
 import os
@@ -13,8 +14,9 @@ from billing_project.checks import refuse_bad_settings  # noqa: E402
 refuse_bad_settings()  # money and time settings are checked before serving (gunicorn exits)
 
 from entitlements.fastpath import EntitlementCheckFastPath  # noqa: E402
+from usage.fastpath import UsageEventFastPath  # noqa: E402
 
-application = EntitlementCheckFastPath(django_application)
+application = EntitlementCheckFastPath(UsageEventFastPath(django_application))
 
 # Everything imported so far lives as long as the process: keep it out of the garbage
 # collector's generations, so that collections during requests stay short (tail latency).

@@ -91,9 +91,9 @@ for i, key in ipairs(KEYS) do
       if not pcall(redis.call, 'INCRBY', key, value) then redis.call('DEL', key) end
     elseif kind == 'max' then
       if tonumber(value) > tonumber(redis.call('GET', key)) then redis.call('SET', key, value, 'KEEPTTL') end
-    else
+    elseif kind == 'set' then
       redis.call('SADD', key, value)
-    end
+    end  -- 'unmark': the mark only (an event that turned out to be a duplicate)
   end
 end
 return 1
@@ -151,7 +151,7 @@ def counter_key(tenant_id: int, metric_id: int, period_start: datetime) -> str:
 @dataclass(frozen=True)
 class CounterDelta:
     key: str
-    kind: str  # add | max | set
+    kind: str  # add | max | set (| unmark: only the mark taken off)
     value: str
 
 
@@ -184,6 +184,32 @@ def counters_record(deltas: list[CounterDelta]) -> None:
     transaction.on_commit(lambda: _apply(deltas, token))
 
 
+def counters_mark(deltas: list[CounterDelta]) -> str | None:
+    """Before an ingesting statement that commits by itself (usage/ingestion.py outside a
+    transaction): mark the counters it may increment. The token to settle them with, ""
+    when there is nothing to mark, None when Redis does not answer (the caller then takes
+    the transactional path, which records the repair with the events)."""
+    keys = sorted({d.key for d in deltas})
+    if not keys:
+        return ""
+    token = secrets.token_hex(8)
+    try:
+        get_redis().eval(MARK, len(keys), *keys, token)
+    except redis.RedisError:
+        return None
+    return token
+
+
+def counters_settle(applied: list[CounterDelta], marked: list[CounterDelta], token: str) -> None:
+    """After that statement committed: increment by what it inserted, and take the mark
+    off the counters of events it did not insert (duplicates), in one round trip."""
+    if not token:
+        return
+    applied_keys = {d.key for d in applied}
+    unmarked = sorted({d.key for d in marked} - applied_keys)
+    _apply([*applied, *(CounterDelta(key, "unmark", "") for key in unmarked)], token)
+
+
 def _apply(deltas: Iterable[CounterDelta], token: str) -> None:
     """After commit: fold accepted events into existing counters (one round trip)."""
     merged: dict[tuple[str, str], list[str]] = {}
@@ -198,6 +224,9 @@ def _apply(deltas: Iterable[CounterDelta], token: str) -> None:
         elif kind == "max":
             keys.append(key)
             args += [kind, str(max(int(v) for v in values))]
+        elif kind == "unmark":
+            keys.append(key)
+            args += [kind, ""]
         else:
             for value in set(values):
                 keys.append(key)

@@ -36,7 +36,15 @@ from billing_project.redis_client import get_redis
 from plans.models import BillableMetric
 from subscriptions.models import LIVE_STATUSES, BillingPeriod, Subscription, Tenant
 
-from .counters import CounterDelta, MeteredMetric, counter_key, counters_record, delta_for
+from .counters import (
+    CounterDelta,
+    MeteredMetric,
+    counter_key,
+    counters_mark,
+    counters_record,
+    counters_settle,
+    delta_for,
+)
 from .pseudonyms import pseudonym
 
 MAX_BATCH = 1000
@@ -406,6 +414,68 @@ SELECT e.id, e.tenant_id, e.idempotency_key, e.payload_hash
 """
 
 
+def _insert(cursor: Any, principal: ApiPrincipal, rows: list[_Row], now: datetime) -> dict[tuple[int, str], int]:
+    cursor.execute(
+        INSERT,
+        [
+            principal.key_id,
+            [r.tenant_id for r in rows],
+            [r.metric_id for r in rows],
+            [r.quantity for r in rows],
+            [json.dumps(r.properties, default=str) for r in rows],
+            # absent: the instant the request was decided at (its counter and period
+            # were chosen by it), never the database's clock, which may differ
+            [r.occurred_at or now for r in rows],
+            [r.key for r in rows],
+            [r.payload_hash for r in rows],
+            [r.correlation_id for r in rows],
+            [r.late for r in rows],
+        ],
+    )
+    return {(t, k): pk for pk, t, k in cursor.fetchall()}
+
+
+def _existing(cursor: Any, rows: list[_Row], inserted: dict[tuple[int, str], int]) -> dict[tuple[int, str], Any]:
+    missing = [r for r in rows if (r.tenant_id, r.key) not in inserted]
+    if not missing:
+        return {}
+    cursor.execute(EXISTING, [[r.tenant_id for r in missing], [r.key for r in missing]])
+    return {(t, k): (pk, h) for pk, t, k, h in cursor.fetchall()}
+
+
+Written = tuple[dict[tuple[int, str], int], dict[tuple[int, str], tuple[int, str]]]
+
+
+def _write_in_transaction(principal: ApiPrincipal, rows: list[_Row], now: datetime) -> Written:
+    with transaction.atomic(), connection.cursor() as cursor:
+        inserted = _insert(cursor, principal, rows, now) if rows else {}
+        deltas = [r.counter for r in rows if r.counter is not None and (r.tenant_id, r.key) in inserted]
+        counters_record(deltas)  # marked before COMMIT, incremented after it
+        return inserted, _existing(cursor, rows, inserted)
+
+
+def _write_autocommit(principal: ApiPrincipal, rows: list[_Row], now: datetime) -> Written | None:
+    """Outside a transaction, the rows in one statement that commits by itself: one round
+    trip to PostgreSQL instead of BEGIN, INSERT, COMMIT. An accepted event is committed
+    when the statement returns, as before. The counters are marked before it (what the
+    transactional path marks before COMMIT), and settled after; None when Redis does not
+    answer the mark: the transactional path then records the repair with the events."""
+    marked = [r.counter for r in rows if r.counter is not None]
+    token = counters_mark(marked)
+    if token is None:
+        return None
+    with connection.cursor() as cursor:
+        try:
+            inserted = _insert(cursor, principal, rows, now)
+        except BaseException:
+            counters_settle([], marked, token)  # nothing was written: the marks come off
+            raise
+        counters_settle(
+            [r.counter for r in rows if r.counter is not None and (r.tenant_id, r.key) in inserted], marked, token
+        )
+        return inserted, _existing(cursor, rows, inserted)
+
+
 def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[EventResult]:
     """Record a batch of usage events; each is decided on its own. Accepted ones are
     committed when this returns."""
@@ -427,34 +497,10 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
             results[i] = _repeat(i, same=seen.payload_hash == row.payload_hash)
     # A fixed order: concurrent batches sharing keys then wait for each other instead of deadlocking.
     rows = sorted(first.values(), key=lambda r: (r.tenant_id, r.key))
-    with transaction.atomic(), connection.cursor() as cursor:
-        inserted: dict[tuple[int, str], int] = {}
-        if rows:
-            cursor.execute(
-                INSERT,
-                [
-                    principal.key_id,
-                    [r.tenant_id for r in rows],
-                    [r.metric_id for r in rows],
-                    [r.quantity for r in rows],
-                    [json.dumps(r.properties, default=str) for r in rows],
-                    # absent: the instant the request was decided at (its counter and period
-                    # were chosen by it), never the database's clock, which may differ
-                    [r.occurred_at or now for r in rows],
-                    [r.key for r in rows],
-                    [r.payload_hash for r in rows],
-                    [r.correlation_id for r in rows],
-                    [r.late for r in rows],
-                ],
-            )
-            inserted = {(t, k): pk for pk, t, k in cursor.fetchall()}
-        deltas = [r.counter for r in rows if r.counter is not None and (r.tenant_id, r.key) in inserted]
-        counters_record(deltas)  # marked before COMMIT, incremented after it
-        missing = [r for r in rows if (r.tenant_id, r.key) not in inserted]
-        existing: dict[tuple[int, str], tuple[int, str]] = {}
-        if missing:
-            cursor.execute(EXISTING, [[r.tenant_id for r in missing], [r.key for r in missing]])
-            existing = {(t, k): (pk, h) for pk, t, k, h in cursor.fetchall()}
+    written = _write_autocommit(principal, rows, now) if rows and not connection.in_atomic_block else None
+    if written is None:
+        written = _write_in_transaction(principal, rows, now)
+    inserted, existing = written
     for row in rows:
         pk = inserted.get((row.tenant_id, row.key))
         if pk is not None:
