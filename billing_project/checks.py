@@ -12,12 +12,13 @@ ignores what they find.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register, run_checks
+from django.core.checks import CheckMessage, Error, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
 
 TAG = "billing"
@@ -97,6 +98,15 @@ def check_personal_data_keys(app_configs: Iterable[Any] | None = None, **kwargs:
                     id="billing.E012",
                 )
             )
+    if not errors and not settings.DEBUG and not os.environ.get("PERSONAL_DATA_KEY"):
+        errors.append(
+            Warning(
+                "PERSONAL_DATA_KEY is unset: personal data is encrypted under a key derived from SECRET_KEY, so "
+                "rotating SECRET_KEY (or its leak) is the data key's too.",
+                hint="Set PERSONAL_DATA_KEY apart (README, Privacy and compliance: Rotating the key).",
+                id="billing.W002",
+            )
+        )
     return errors
 
 

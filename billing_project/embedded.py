@@ -12,8 +12,10 @@ whoever started them.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -161,6 +163,22 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+def derived_personal_data_key(secret_key: str) -> str:
+    """The key settings derive from SECRET_KEY when PERSONAL_DATA_KEY is unset (the same
+    formula: tests/platform/test_embedded_keys.py holds them together)."""
+    digest = hmac.new(secret_key.encode(), b"billing personal data at rest", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _personal_data_key(secret_key: str) -> str:
+    """Kept in .data/personal_data_key, apart from the secret key (local only): first made
+    as the key data written so far was encrypted under, so existing demo data still reads."""
+    path = data_dir() / "personal_data_key"
+    if not path.exists():
+        write_private(path, derived_personal_data_key(secret_key))
+    return path.read_text().strip()
+
+
 @contextlib.contextmanager
 def local_environment(*, keep_running: bool = False) -> Iterator[dict[str, str]]:
     """Fill DATABASE_URL, REDIS_URL and SECRET_KEY where unset; stop what was started on exit."""
@@ -174,6 +192,8 @@ def local_environment(*, keep_running: bool = False) -> Iterator[dict[str, str]]
         env["REDIS_URL"] = redis_server.url
     if not os.environ.get("SECRET_KEY"):
         env["SECRET_KEY"] = _secret_key()
+    if not os.environ.get("PERSONAL_DATA_KEY"):
+        env["PERSONAL_DATA_KEY"] = _personal_data_key(env.get("SECRET_KEY") or os.environ["SECRET_KEY"])
     try:
         yield env
     finally:

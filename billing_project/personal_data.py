@@ -262,7 +262,7 @@ def columns_rewrite(
                 )
                 rows = cursor.fetchall()
                 for pk, value in rows:
-                    new = _rewritten(kind, value, personal, change, f"{table}.{column}")
+                    new = _rewritten(kind, value, personal, change, f"{table}.{column} (row id {pk})")
                     if new is not None:
                         rewritten += 1
                         if write:

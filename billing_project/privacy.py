@@ -88,3 +88,20 @@ def audit_entries_pseudonymise(entries: QuerySet[LogEntry], fields_by_model: dic
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL billing.audit_erasure = 'off'")
     return changed
+
+
+def admin_log_pseudonymise(name: str, pseudonym: str) -> int:
+    """Django's admin log names each object it logs as str(object) did then: entries written
+    while a tenant's str() held its name (before it became the external id) are renamed.
+    By the name's text, as that is all the log holds; a name too short to be told apart
+    from other text is left (README, Privacy and compliance)."""
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+    if len(name.strip()) < 4:
+        return 0
+    entries = AdminLogEntry.objects.filter(object_repr__contains=name)
+    changed = 0
+    for entry in entries.only("id", "object_repr"):
+        AdminLogEntry.objects.filter(pk=entry.pk).update(object_repr=entry.object_repr.replace(name, pseudonym))
+        changed += 1
+    return changed

@@ -40,7 +40,7 @@ class Grant(models.Model):
         indexes = [models.Index(fields=["tenant", "expires_at"], name="grant_active_idx")]
 
     def __str__(self) -> str:
-        return f"{self.feature} {self.kind} for {self.tenant} until {self.expires_at:%Y-%m-%d}"
+        return f"{self.feature} {self.kind} for {self.tenant.external_id} until {self.expires_at:%Y-%m-%d}"
 
 
 class ConsumeRecord(models.Model):

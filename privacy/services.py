@@ -28,7 +28,7 @@ from approvals.privacy import approval_reasons_pseudonymise
 from billing_project.errors import Conflict, invalid_field
 from billing_project.jobs import send_after_commit
 from billing_project.money import format_decimal, money_display
-from billing_project.privacy import api_keys_revoke, audit_entries_pseudonymise
+from billing_project.privacy import admin_log_pseudonymise, api_keys_revoke, audit_entries_pseudonymise
 from invoicing.models import Invoice
 from invoicing.privacy import buyers_erase, open_balance
 from invoicing.providers import (
@@ -179,6 +179,7 @@ def tenant_erase(
         ),
         "stripe_events_pseudonymised": stripe_events_pseudonymise(customers),
         "stripe_mirror_pseudonymised": customer_mirror_pseudonymise(tenant, pseudonym=pseudonym),
+        "admin_log_pseudonymised": admin_log_pseudonymise(tenant.name, pseudonym),
     }
     tenant_pseudonymise(tenant, pseudonym=pseudonym, at=now)
     finalized = Invoice.objects.filter(tenant=tenant).exclude(status=Invoice.Status.DRAFT)

@@ -49,7 +49,9 @@ class Tenant(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.external_id})"
+        # The external id, never the name: str() of a tenant (and of whatever names one) is
+        # copied into logs kept for ever (the admin's log, the audit log's object names).
+        return self.external_id
 
 
 LIVE_STATUSES = ("trialing", "active", "past_due", "suspended")

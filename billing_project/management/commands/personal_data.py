@@ -29,6 +29,8 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
 
     def _act(self, options: dict[str, Any]) -> None:
+        if options["batch"] < 1:
+            raise CommandError("--batch is a number of rows, 1 or more")
         columns = encrypted_columns()
         if options["action"] == "rekey":
             rewritten = columns_rewrite(columns, token_rekey, batch=options["batch"])
