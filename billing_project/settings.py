@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -253,6 +254,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # erased tenants' invoices whose retention ended lose their buyer; Stripe erasures retried
     "erase-retained-buyers": {"task": "privacy.tasks.erase_retained_buyers", "schedule": 86400.0},
     "retry-stripe-erasures": {"task": "privacy.tasks.retry_stripe_erasures", "schedule": 600.0},
+    # Our invoices, payments and refunds against Stripe's (invoicing/reconciliation.py), daily at 03:30 UTC.
+    "reconcile-with-stripe": {
+        "task": "invoicing.tasks.reconcile_with_stripe",
+        "schedule": crontab(hour=3, minute=30),
+    },
 }
 
 # ---------------------------------------------------------------- Auth, staff
@@ -433,6 +439,9 @@ STRIPE_TAX_ENABLED = env.bool("STRIPE_TAX_ENABLED", default=False)
 _stripe_key = STRIPE_LIVE_SECRET_KEY if STRIPE_LIVE_MODE else STRIPE_TEST_SECRET_KEY
 _placeholder_key = set(_stripe_key.removeprefix("sk_test_").removeprefix("sk_live_")) <= {"0"}
 STRIPE_COLLECTION_ENABLED = env.bool("STRIPE_COLLECTION_ENABLED", default=not _placeholder_key)
+# The daily reconciliation compares what was created in these last days (longer than the 30
+# days Stripe keeps its events); it runs only while collection at Stripe is on.
+STRIPE_RECONCILIATION_DAYS = env.int("STRIPE_RECONCILIATION_DAYS", default=35)
 
 # ---------------------------------------------------------------- Invoicing
 INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")

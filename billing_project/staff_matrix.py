@@ -110,6 +110,8 @@ EXTRA_PAGES: dict[tuple[str, str], tuple[str, ...]] = {
 VIEWS: dict[str, tuple[str, ...]] = {
     "console:dashboard": (FINANCE, FINANCE_APPROVER, AUDITOR),  # the finance overview
     "console:export": (FINANCE, FINANCE_APPROVER, AUDITOR),  # its CSV exports
+    "console:reconciliation": (FINANCE, FINANCE_APPROVER, AUDITOR),  # a day's reconciliation with Stripe
+    "console:reconciliation_csv": (FINANCE, FINANCE_APPROVER, AUDITOR),  # and its CSV
 }
 
 # the tenant page (console/tenant_views.py) and each of its actions → the groups that may use

@@ -34,6 +34,9 @@ def _text(value: object) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
+text_cell = _text  # a spreadsheet never runs what a cell holds (other CSVs of the console use it)
+
+
 def _amount(value: Decimal | None, currency: str) -> str:
     return "" if value is None else format_decimal(value, exponent(currency))
 

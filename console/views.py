@@ -4,6 +4,7 @@ Thin: every figure comes from console/selectors.py, every CSV from console/expor
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -12,12 +13,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing_project.money import Money
+from invoicing.models import StripeMismatch, StripeReconciliation
+from invoicing.reconciliation import reconciliation_kinds, stripe_url
 
 from . import charts, exports, selectors
 
@@ -226,5 +229,72 @@ def export_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return response
 
 
+def _report(request: HttpRequest) -> StripeReconciliation | None:
+    """The report of `?day=YYYY-MM-DD` (404 when that day has none), else the latest."""
+    day = request.GET.get("day")
+    if day is None:
+        return StripeReconciliation.objects.order_by("-day").first()
+    try:
+        return StripeReconciliation.objects.get(day=date.fromisoformat(day))
+    except (ValueError, StripeReconciliation.DoesNotExist) as exc:
+        raise Http404("no reconciliation that day") from exc
+
+
+def _mismatch_rows(report: StripeReconciliation) -> list[dict[str, Any]]:
+    rows = []
+    for m in report.mismatches.select_related("invoice", "refund"):
+        if m.refund_id:
+            ours = (f"refund {m.refund_id}", _link("admin:invoicing_refund_change", m.refund_id))
+        elif m.invoice_id:
+            ours = (f"invoice {m.invoice}", _link("admin:invoicing_invoice_change", m.invoice_id))
+        else:
+            ours = ("", None)
+        rows.append({"m": m, "ours_label": ours[0], "ours_link": ours[1], "stripe_link": stripe_url(m)})
+    return rows
+
+
+def reconciliation_view(request: HttpRequest) -> HttpResponse:
+    """A day's reconciliation with Stripe (`?day=`, else the latest): each mismatch, its
+    kind and both sides; the days before, listed."""
+    report = _report(request)
+    days = [
+        {"r": r, "count": r.mismatches.count(), "link": _link("console:reconciliation", query=f"day={r.day}")}
+        for r in StripeReconciliation.objects.order_by("-day")[:60]
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Reconciliation with Stripe",
+        "report": report,
+        "kinds": reconciliation_kinds(report) if report else {},
+        "rows": _mismatch_rows(report) if report else [],
+        "days": days,
+        "csv_link": _link("console:reconciliation_csv", query=f"day={report.day}") if report else None,
+        "kind_labels": dict(StripeMismatch.Kind.choices),
+    }
+    return TemplateResponse(request, "console/reconciliation.html", context)
+
+
+def reconciliation_csv_view(request: HttpRequest) -> HttpResponse:
+    """The same day's mismatches as CSV (no report yet: the header only)."""
+    report = _report(request)
+    rows = _mismatch_rows(report) if report else []
+    fields = ["day", "object", "kind", "stripe_id", "ours", "theirs", "invoice", "refund", "detail", "stripe_url"]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    writer = csv.writer(response)
+    writer.writerow(fields)
+    for row in rows:
+        m: StripeMismatch = row["m"]
+        cells: list[object] = [report.day.isoformat() if report else "", m.object_type, m.kind, m.stripe_id]
+        cells += [m.ours, m.theirs, m.invoice.number if m.invoice else "", m.refund_id or "", m.detail]
+        cells.append(row["stripe_link"])
+        writer.writerow([exports.text_cell(c) for c in cells])
+    day = report.day.isoformat() if report else "none"
+    response["Content-Disposition"] = f'attachment; filename="reconciliation-{day}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 dashboard = _require(dashboard_view)
 export = _require(export_view)
+reconciliation = _require(reconciliation_view)
+reconciliation_csv = _require(reconciliation_csv_view)

@@ -12,6 +12,7 @@ class InvoicingConfig(AppConfig):
         from . import (
             backup_checks,  # noqa: F401  (registers what a backup's manifest and restore check)
             checks,  # noqa: F401  (registers the settings checks)
+            metrics_state,  # noqa: F401  (registers what /metrics reads of this app)
             models,
         )
 

@@ -396,3 +396,68 @@ class IssuedDocument(models.Model):
 
     def __str__(self) -> str:
         return f"PDF of {self.invoice or self.credit_note}"
+
+
+class StripeReconciliation(models.Model):
+    """One day's comparison of our invoices, payments and refunds with Stripe's, as
+    dj-stripe mirrors them (invoicing/reconciliation.py): what was compared, when, and each
+    mismatch. An operational report, not a financial record: a run again the same day
+    replaces that day's findings."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        MATCHED = "matched", "Everything matched"
+        MISMATCHED = "mismatched", "Mismatches found"
+
+    day = models.DateField(unique=True)
+    window_start = models.DateTimeField(help_text="Records and Stripe objects created from here…")
+    cutoff = models.DateTimeField(help_text="…until here (newer ones may still be on their way between us).")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RUNNING)
+    compared = models.JSONField(default=dict, help_text="How many of ours and of Stripe's were compared, per kind.")
+    mirror_failures = models.JSONField(
+        default=list, help_text="Stripe objects dj-stripe could not mirror: [id, error]."
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.day.isoformat()}"
+
+
+class StripeMismatch(models.Model):
+    """One way our books and Stripe's disagree, found by a reconciliation."""
+
+    class Kind(models.TextChoices):
+        MISSING_AT_STRIPE = "missing_at_stripe", "Ours names a Stripe object Stripe does not have"
+        UNKNOWN_AT_STRIPE = "unknown_at_stripe", "At Stripe, with no record of ours"
+        DUPLICATE_AT_STRIPE = "duplicate_at_stripe", "A second Stripe object for one record of ours"
+        AMOUNT = "amount", "Amounts differ"
+        CURRENCY = "currency", "Currencies differ"
+        STATUS = "status", "Statuses differ"
+        NOT_MIRRORED = "not_mirrored", "dj-stripe could not mirror the Stripe object"
+
+    class Object(models.TextChoices):
+        INVOICE = "invoice"
+        PAYMENT = "payment"
+        CHARGE = "charge"
+        REFUND = "refund"
+        CUSTOMER = "customer"
+
+    reconciliation = models.ForeignKey(StripeReconciliation, on_delete=models.CASCADE, related_name="mismatches")
+    kind = models.CharField(max_length=19, choices=Kind.choices)
+    object_type = models.CharField(max_length=8, choices=Object.choices)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    stripe_id = models.CharField(max_length=255, blank=True)
+    ours = models.CharField(max_length=200, blank=True, help_text="What our books say.")
+    theirs = models.CharField(max_length=200, blank=True, help_text="What Stripe says.")
+    detail = models.TextField()
+
+    class Meta:
+        ordering = ["reconciliation", "object_type", "kind", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.kind} {self.stripe_id}".strip()

@@ -4,7 +4,10 @@ only an error in recording it (the database down) reaches the task's own retries
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from billing_project.tasks import BillingTask
@@ -17,7 +20,10 @@ from .attempts import (
     refunds_submit_pending,
 )
 from .ledger import credits_expire_due
+from .reconciliation import stripe_reconcile
 from .services import invoices_close_due, invoices_late_usage_due, payment_retries_due
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(base=BillingTask, ignore_result=True)
@@ -80,3 +86,13 @@ def submit_pending_refunds() -> int:
 def expire_credits() -> int:
     """Hourly (beat): what is left of grants past their expiry is written off, an entry each."""
     return credits_expire_due(now=timezone.now())
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def reconcile_with_stripe() -> int:
+    """Daily (beat): our invoices, payments and refunds against Stripe's; the day's report
+    and how many mismatches. Skipped while collection at Stripe is off (nothing is there)."""
+    if not settings.STRIPE_COLLECTION_ENABLED:
+        logger.info("reconciliation.skipped", extra={"reason": "STRIPE_COLLECTION_ENABLED is off"})
+        return 0
+    return stripe_reconcile().mismatches.count()

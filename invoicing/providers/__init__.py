@@ -5,6 +5,8 @@ Callers use these names only; they take our values and model instances and retur
 plain dataclasses of `base`, raising `ProviderUnavailable` (retry) or `ProviderRejected`."""
 
 from .base import (
+    Mirrored,
+    MirrorSync,
     ProviderDeclined,
     ProviderError,
     ProviderRejected,
@@ -26,11 +28,17 @@ from .stripe_adapter import (
     customer_mirror_pseudonymise,
     customer_pseudonymise,
     customers_mirrored,
+    dashboard_url,
     invoice_fetch,
     invoice_finalize_remote,
     invoice_pay,
     invoice_payments,
     invoice_push,
+    mirror_fetch,
+    mirror_invoices,
+    mirror_read,
+    mirror_refunds,
+    mirror_sync,
     refund_create,
     refund_fetch,
     refund_find,
@@ -38,6 +46,8 @@ from .stripe_adapter import (
 )
 
 __all__ = [
+    "MirrorSync",
+    "Mirrored",
     "ProviderDeclined",
     "ProviderError",
     "ProviderRejected",
@@ -57,11 +67,17 @@ __all__ = [
     "customer_mirror_pseudonymise",
     "customer_pseudonymise",
     "customers_mirrored",
+    "dashboard_url",
     "invoice_fetch",
     "invoice_finalize_remote",
     "invoice_pay",
     "invoice_payments",
     "invoice_push",
+    "mirror_fetch",
+    "mirror_read",
+    "mirror_invoices",
+    "mirror_refunds",
+    "mirror_sync",
     "refund_create",
     "refund_fetch",
     "refund_find",

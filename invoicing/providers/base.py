@@ -69,6 +69,8 @@ class RemoteCharge:
     amount_refunded: Decimal
     refunded: bool
     payment_intent: str
+    status: str = ""  # succeeded | pending | failed
+    customer: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,21 @@ class RemoteCheckoutSession:
     setup_intent: str
     url: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MirrorSync:
+    """What a mirror sync did: objects synced per kind, and each one dj-stripe could not
+    sync as (object id, error)."""
+
+    synced: dict[str, int]
+    failed: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """dj-stripe's mirror of a window of Stripe, in our terms (the reconciliation's other side)."""
+
+    invoices: list[RemoteInvoice]
+    charges: list[RemoteCharge]
+    refunds: list[RemoteRefund]

@@ -17,9 +17,14 @@ tenant's Stripe customer is found, in order, from (0) that mirror, by
 `metadata.billing_tenant_id`, (1) the customer of the tenant's last invoice already pushed,
 (2) `Customer.list(email=…)` filtered by that metadata (the search API is not served by
 localstripe), else (3) created with the key `customer-{tenant.pk}-{digest}` and that metadata, which
-Stripe answers with the same customer for 24 h. dj-stripe 2.11 cannot sync invoices of
-the pinned API version (their shape changed), so invoices are ours alone; Stripe's id and
-number are kept on our invoice.
+Stripe answers with the same customer for 24 h. Our invoices are ours; Stripe's id and
+number are kept on them.
+
+For reconciliation (`mirror_sync`), dj-stripe mirrors customers, payment intents, charges,
+invoices and refunds through its own sync functions. dj-stripe 2.11 syncs an invoice of
+the pinned version only from stripe-python's objects, never from plain dicts (it iterates
+the `lines` list object, and a dict's iteration gives its keys), so the mirror is fed what
+the client returns, as dj-stripe's webhook processing feeds it.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ from typing import TYPE_CHECKING, Any, cast
 import stripe
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from prometheus_client import Counter
 
 from billing_project.money import Money, exponent, from_minor_units, to_minor_units
 from invoicing.models import REVERSE_CHARGE
 
 from .base import (
+    Mirrored,
+    MirrorSync,
     ProviderDeclined,
     ProviderRejected,
     ProviderUnavailable,
@@ -148,12 +156,8 @@ def _mirror_customer(obj: dict[str, Any]) -> None:
     next time, so it is logged and counted, and the Stripe call it follows stands."""
     from djstripe.models import Customer
 
-    # dj-stripe calls Stripe through stripe-python's module settings, not our client: point
-    # them where the client goes (a deployment constant; tests switch it per test).
-    stripe.api_base = settings.STRIPE_API_BASE or "https://api.stripe.com"
-    stripe.api_version = settings.STRIPE_API_VERSION
     try:
-        _mirror_account()
+        _mirror_ready()
         Customer.sync_from_stripe_data(obj, api_key=_key())
     except Exception:
         MIRROR_FAILURES.inc()
@@ -439,16 +443,20 @@ def invoice_fetch(stripe_invoice_id: str) -> RemoteInvoice:
 # ---------------------------------------------------------------- charges, refunds
 def charge_fetch(charge_id: str) -> RemoteCharge:
     with _errors("charge_fetch"):
-        obj = _call(_client().v1.charges.retrieve, charge_id)
+        return _charge(_call(_client().v1.charges.retrieve, charge_id))
+
+
+def _charge(obj: dict[str, Any]) -> RemoteCharge:
     currency = str(obj["currency"])
-    intent = obj.get("payment_intent")
     return RemoteCharge(
         charge_id=str(obj["id"]),
         currency=currency.upper(),
         amount=_money(obj.get("amount"), currency),
         amount_refunded=_money(obj.get("amount_refunded"), currency),
         refunded=bool(obj.get("refunded")),
-        payment_intent=intent if isinstance(intent, str) else str((intent or {}).get("id") or ""),
+        payment_intent=_ref(obj.get("payment_intent")),
+        status=str(obj.get("status") or ""),
+        customer=_ref(obj.get("customer")),
     )
 
 
@@ -587,3 +595,124 @@ def checkout_session_create(tenant: Tenant, plan_code: str, success_url: str, ca
 def checkout_session_fetch(session_id: str) -> RemoteCheckoutSession:
     with _errors("checkout_session_fetch"):
         return _session(_call(_client().v1.checkout.sessions.retrieve, session_id))
+
+
+# ---------------------------------------------------------------- the mirror (reconciliation)
+# In this order dj-stripe finds what each object links to already mirrored, and asks
+# Stripe only for what it keeps beside them (balance transactions, payment methods).
+_MIRRORED = (
+    ("customers", "Customer"),
+    ("payment_intents", "PaymentIntent"),
+    ("charges", "Charge"),
+    ("invoices", "Invoice"),
+    ("refunds", "Refund"),
+)
+_FETCHED = {"invoice": ("invoices", "Invoice"), "refund": ("refunds", "Refund"), "charge": ("charges", "Charge")}
+_DASHBOARD = {"invoice": "invoices", "charge": "payments", "refund": "refunds", "customer": "customers"}
+
+
+def _mirror_ready() -> None:
+    # dj-stripe calls Stripe through stripe-python's module settings, not our client: point
+    # them where the client goes (a deployment constant; tests switch it per test)
+    stripe.api_base = settings.STRIPE_API_BASE or "https://api.stripe.com"
+    stripe.api_version = settings.STRIPE_API_VERSION
+    _mirror_account()
+
+
+def _mirror_one(model: Any, obj: Any, failed: list[tuple[str, str]]) -> bool:
+    try:
+        model.sync_from_stripe_data(obj, api_key=_key())
+    except Exception as exc:  # one object dj-stripe cannot sync must not hide the others
+        MIRROR_FAILURES.inc()
+        logger.exception("stripe.mirror_sync_failed", extra={"stripe_id": obj.get("id")})
+        failed.append((str(obj.get("id")), f"{type(exc).__name__}: {exc}"[:500]))
+        return False
+    return True
+
+
+def mirror_sync(*, since: datetime) -> MirrorSync:
+    """dj-stripe's mirror brought up to Stripe for every customer, payment intent, charge,
+    invoice and refund created since `since`, through dj-stripe's own sync. Outside any
+    transaction (dj-stripe asks Stripe for what an object links to). Stripe unreachable is
+    ProviderUnavailable; an object dj-stripe cannot sync is counted, logged and returned,
+    and the others go on."""
+    from djstripe import models as mirror
+
+    _mirror_ready()
+    client = _client()
+    synced: dict[str, int] = {}
+    failed: list[tuple[str, str]] = []
+    for resource, model_name in _MIRRORED:
+        model = getattr(mirror, model_name)
+        service = getattr(client.v1, resource)
+        count = 0
+        with _errors(f"{resource}_list"):
+            for obj in service.list(
+                params={"created": {"gte": int(since.timestamp())}, "limit": 100}
+            ).auto_paging_iter():
+                count += _mirror_one(model, obj, failed)
+        synced[resource] = count
+    return MirrorSync(synced=synced, failed=failed)
+
+
+def mirror_fetch(kind: str, stripe_id: str) -> bool:
+    """One object of ours (`invoice`, `refund`, `charge`) fetched from Stripe into the
+    mirror; False when Stripe has no such object. Raises ProviderError when the fetch or the
+    sync fails otherwise."""
+    from djstripe import models as mirror
+
+    resource, model_name = _FETCHED[kind]
+    _mirror_ready()
+    try:
+        with _errors(f"{kind}_fetch"):
+            obj = getattr(_client().v1, resource).retrieve(stripe_id)
+    except ProviderRejected as exc:
+        if exc.status == 404:
+            return False
+        raise
+    failed: list[tuple[str, str]] = []
+    if not _mirror_one(getattr(mirror, model_name), obj, failed):
+        raise ProviderRejected(f"{kind} {stripe_id}: the mirror could not sync it: {failed[0][1]}")
+    return True
+
+
+def mirror_read(*, since: datetime, until: datetime) -> Mirrored:
+    """What the mirror holds of Stripe objects created in [since, until), in the current
+    mode (test or live), as Stripe sent them last."""
+    from djstripe import models as mirror
+
+    def rows(model: Any) -> list[dict[str, Any]]:
+        # Stripe's refunds carry no livemode (dj-stripe keeps None): their ids are the mode's own
+        mode = Q(livemode=_live()) | Q(livemode__isnull=True)
+        found = model.objects.filter(mode, created__gte=since, created__lt=until).order_by("created", "id")
+        return [dict(row.stripe_data) for row in found]
+
+    return Mirrored(
+        invoices=[_remote(obj) for obj in rows(mirror.Invoice)],
+        charges=[_charge(obj) for obj in rows(mirror.Charge)],
+        refunds=[_refund(obj) for obj in rows(mirror.Refund)],
+    )
+
+
+def _mirrored_rows(model: Any, stripe_ids: list[str]) -> list[dict[str, Any]]:
+    return [dict(row.stripe_data) for row in model.objects.filter(id__in=stripe_ids).order_by("id")]
+
+
+def mirror_invoices(stripe_ids: list[str]) -> list[RemoteInvoice]:
+    """The mirror's copies of these invoices, whatever their creation time."""
+    from djstripe.models import Invoice as MirroredInvoice
+
+    return [_remote(obj) for obj in _mirrored_rows(MirroredInvoice, stripe_ids)]
+
+
+def mirror_refunds(stripe_ids: list[str]) -> list[RemoteRefund]:
+    """The mirror's copies of these refunds, whatever their creation time."""
+    from djstripe.models import Refund as MirroredRefund
+
+    return [_refund(obj) for obj in _mirrored_rows(MirroredRefund, stripe_ids)]
+
+
+def dashboard_url(kind: str, stripe_id: str) -> str:
+    """Where staff see a Stripe object (`invoice`, `charge`, `refund`, `customer`) in Stripe's dashboard."""
+    mode = "" if _live() else "test/"
+    return f"https://dashboard.stripe.com/{mode}{_DASHBOARD[kind]}/{stripe_id}"
