@@ -26,7 +26,7 @@ from django.db.models.functions import Concat, TruncDay, TruncMonth
 from approvals.models import ApprovalRequest
 from billing_project.models import TaskFailure, WorkItem
 from billing_project.money import CONTEXT, Money, round_line
-from invoicing.models import CreditEntry, CreditNote, Invoice, Refund
+from invoicing.models import CreditEntry, CreditNote, Invoice, Refund, StripeReconciliation
 from plans.models import BillableMetric, PlanVersion
 from subscriptions.models import Subscription
 from usage.models import UsageRollup, UsageUniqueValue
@@ -316,6 +316,12 @@ def approvals_pending(*, now: datetime) -> PendingApprovals:
 def task_failures_open() -> int:
     """Background tasks that failed after all their retries and nobody marked resolved yet."""
     return TaskFailure.objects.filter(resolved_at__isnull=True).count()
+
+
+def reconciliation_latest() -> tuple[str, int] | None:
+    """The latest reconciliation with Stripe: its day and how many mismatches it found."""
+    report = StripeReconciliation.objects.order_by("-day").first()
+    return (report.day.isoformat(), report.mismatches.count()) if report else None
 
 
 def work_items_blocked() -> dict[str, int]:

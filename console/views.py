@@ -200,6 +200,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "approvals_link": _link("admin:approvals_approvalrequest_changelist", query="status__exact=pending"),
         "task_failures": selectors.task_failures_open(),
         "task_failures_link": _link("admin:billing_project_taskfailure_changelist", query="resolved_at__isempty=1"),
+        "reconciliation": selectors.reconciliation_latest(),
+        "reconciliation_link": _link("console:reconciliation"),
         "blocked": sum(blocked.values()),
         "blocked_jobs": sorted(blocked.items()),
         "blocked_link": _link("admin:billing_project_workitem_changelist", query="state__exact=blocked"),
