@@ -448,6 +448,10 @@ INVOICE_SERIES = env.str("INVOICE_SERIES", default="INV")
 CREDIT_NOTE_SERIES = env.str("CREDIT_NOTE_SERIES", default="CN")
 # Late events for a closed period are awaited this long before its invoice is drafted.
 INVOICE_GRACE_MINUTES = env.int("INVOICE_GRACE_MINUTES", default=60)
+# The period close fans out: subscriptions due are closed in chunks of this many, each a
+# task any worker runs; a subscription queued is not queued again for the claim's seconds.
+INVOICE_CLOSE_CHUNK = env.int("INVOICE_CLOSE_CHUNK", default=100)
+INVOICE_CLOSE_CLAIM_SECONDS = env.int("INVOICE_CLOSE_CLAIM_SECONDS", default=900)
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
 # Usage of periods that ended this long ago is re-priced at each close for late events.
 LATE_USAGE_WINDOW_DAYS = env.int("LATE_USAGE_WINDOW_DAYS", default=90)

@@ -17,6 +17,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +25,7 @@ from django.utils import timezone
 from billing_project.dry_run import dry_run
 from billing_project.errors import Conflict
 from billing_project.money import CurrencyMismatch, Money, round_line
+from billing_project.redis_client import get_redis, rkey
 from billing_project.work import Item, work_attempt
 from subscriptions.locks import tenant_select_for_update
 from subscriptions.models import BillingPeriod, Subscription, Tenant
@@ -189,14 +191,24 @@ def _subscription(job: str, subscription_id: int) -> Item:
 
 
 def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
-    """The beat job: one transaction per subscription, so one failure does not hold back
-    the rest. A subscription whose close fails is counted and backed off, or blocked when
-    a retry cannot help (a currency mismatch), and left out until it is due again or staff
-    retry it (billing_project.work): not retried on every run for ever."""
+    """Close every subscription due, here, one after the other (up to `limit`): what one
+    chunk of the fan-out does, and what a test or a command runs at once."""
     now = now or timezone.now()
     cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    return invoices_close_chunk(
+        subscription_ids=selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit, now=now), now=now
+    )
+
+
+def invoices_close_chunk(*, subscription_ids: list[int], now: datetime) -> int:
+    """One transaction per subscription, so one failure does not hold back the rest. A
+    subscription whose close fails is counted and backed off, or blocked when a retry
+    cannot help (a currency mismatch), and left out until it is due again or staff retry it
+    (billing_project.work): not retried on every run for ever. Each close is idempotent
+    (under the tenant's lock, what is invoiced already is not again), so a chunk run twice,
+    or two chunks that share a subscription, bill nothing twice. How many invoices."""
     made = 0
-    for sub_id in selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit, now=now):
+    for sub_id in subscription_ids:
         invoices = work_attempt(
             _subscription(jobs.CLOSE, sub_id),
             partial(invoice_close_periods, subscription_id=sub_id, now=now),
@@ -205,6 +217,41 @@ def invoices_close_due(*, now: datetime | None = None, limit: int = 500) -> int:
         )
         made += len(invoices or [])
     return made
+
+
+def _claimed(subscription_ids: list[int], now: datetime) -> list[int]:
+    """Those of `subscription_ids` no earlier run queued within INVOICE_CLOSE_CLAIM_SECONDS
+    (a claim each in Redis, taken here). Redis out of reach: all of them, since closing
+    twice bills nothing twice; the claims only spare the work."""
+    ttl = settings.INVOICE_CLOSE_CLAIM_SECONDS
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for sub_id in subscription_ids:
+            pipe.set(rkey("close-claim", sub_id), now.isoformat(), nx=True, ex=ttl)
+        taken = pipe.execute()
+    except redis.RedisError:
+        logger.warning("invoicing.close_claims_unavailable", exc_info=True)
+        return subscription_ids
+    return [sub_id for sub_id, ok in zip(subscription_ids, taken, strict=True) if ok]
+
+
+def invoices_close_fan_out(*, now: datetime | None = None, limit: int = 1_000_000) -> tuple[int, int]:
+    """The beat job: every subscription due, in chunks of INVOICE_CLOSE_CHUNK. The first
+    chunk is closed here; the others are queued as close_period_chunk tasks that any number
+    of workers run side by side (each subscription under its own tenant's lock). Those a
+    run before queued and no worker has closed yet are not queued again (`_claimed`); past
+    the claim, a chunk lost with its worker is queued again. (invoices made here, chunks
+    queued)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(minutes=settings.INVOICE_GRACE_MINUTES)
+    due = _claimed(selectors.subscriptions_to_invoice(cutoff=cutoff, limit=limit, now=now), now)
+    size = settings.INVOICE_CLOSE_CHUNK
+    chunks = [due[i : i + size] for i in range(0, len(due), size)]
+    for chunk in chunks[1:]:
+        jobs.close_chunk_send(chunk, now)
+    if not chunks:
+        return 0, 0
+    return invoices_close_chunk(subscription_ids=chunks[0], now=now), len(chunks) - 1
 
 
 # ------------------------------------------------------------------ late usage of ended subscriptions

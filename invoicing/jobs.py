@@ -4,6 +4,8 @@ under one of these once it fails."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import DataError
 
@@ -28,6 +30,7 @@ PERMANENT: tuple[type[BaseException], ...] = (ProviderRejected, BillingError, Cu
 COLLECT_TASK = "invoicing.tasks.collect_invoice"
 PAYMENT_RETRY_TASK = "invoicing.tasks.retry_payment"
 REFUND_SUBMIT_TASK = "invoicing.tasks.submit_refund"
+CLOSE_CHUNK_TASK = "invoicing.tasks.close_period_chunk"
 
 
 def collect_after_commit(invoice_id: int) -> None:
@@ -57,4 +60,16 @@ def payment_retry_after_commit(invoice_id: int) -> None:
     retries picks up a lost send, since the retry is due from now)."""
     send_after_commit(
         PAYMENT_RETRY_TASK, invoice_id, failure_event="invoicing.payment_retry_enqueue_failed", invoice_id=invoice_id
+    )
+
+
+def close_chunk_send(subscription_ids: list[int], now: datetime) -> None:
+    """Queue one chunk of the period close (at once outside a transaction). A lost send is
+    queued again by a later beat run once its claims expire."""
+    send_after_commit(
+        CLOSE_CHUNK_TASK,
+        subscription_ids,
+        now.isoformat(),
+        failure_event="invoicing.close_chunk_enqueue_failed",
+        subscriptions=len(subscription_ids),
     )

@@ -32,7 +32,9 @@ from .issuing import (
     invoice_late_usage,
     invoice_total_with_tax,
     invoice_upcoming,
+    invoices_close_chunk,
     invoices_close_due,
+    invoices_close_fan_out,
     invoices_late_usage_due,
 )
 from .jobs import collect_after_commit
@@ -68,7 +70,9 @@ __all__ = [
     "invoice_total_with_tax",
     "invoice_void",
     "invoices_awaiting_collection",
+    "invoices_close_chunk",
     "invoices_close_due",
+    "invoices_close_fan_out",
     "invoices_late_usage_due",
     "late_usage_due",
     "payment_retries_due",

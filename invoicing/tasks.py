@@ -5,6 +5,7 @@ only an error in recording it (the database down) reaches the task's own retries
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
@@ -21,15 +22,24 @@ from .attempts import (
 )
 from .ledger import credits_expire_due
 from .reconciliation import stripe_reconcile
-from .services import invoices_close_due, invoices_late_usage_due, payment_retries_due
+from .services import invoices_close_chunk, invoices_close_fan_out, invoices_late_usage_due, payment_retries_due
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(base=BillingTask, ignore_result=True)
 def close_periods() -> int:
-    """Every 5 minutes (beat): invoice each period boundary past its grace window."""
-    return invoices_close_due()
+    """Every 5 minutes (beat): invoice each period boundary past its grace window, the
+    first chunk of subscriptions here and the others fanned out as close_period_chunk
+    tasks. The invoices made here."""
+    made, _ = invoices_close_fan_out()
+    return made
+
+
+@shared_task(base=BillingTask, ignore_result=True)
+def close_period_chunk(subscription_ids: list[int], now: str) -> int:
+    """One chunk of the period close, as of the beat run that queued it. Idempotent."""
+    return invoices_close_chunk(subscription_ids=subscription_ids, now=datetime.fromisoformat(now))
 
 
 @shared_task(base=BillingTask, ignore_result=True)
