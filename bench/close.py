@@ -158,6 +158,7 @@ def run(src: str, workers: int, chunk: int, env: dict[str, str]) -> dict[str, An
         "INVOICE_CLOSE_CHUNK": str(chunk),
         "LOG_LEVEL": "WARNING",
     }
+    log = (ROOT / ".data" / f"bench-close-workers-{workers}.log").open("w")
     procs = [
         subprocess.Popen(
             [
@@ -184,6 +185,7 @@ def run(src: str, workers: int, chunk: int, env: dict[str, str]) -> dict[str, An
             env=child,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         for n in range(workers)
     ]
