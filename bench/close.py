@@ -247,6 +247,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--prepare-only", action="store_true", help="prepare the source database, run nothing")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
     import django
@@ -264,6 +265,8 @@ def main() -> int:
     src = f"{settings.DATABASES['default']['NAME']}_close_src"
     print(f"source database {src}: {args.tenants:,} tenants…", flush=True)
     prepare(src, args.tenants, env)
+    if args.prepare_only:
+        return 0
     raw = raw_single_row_txns(url_for(src))
     print(f"raw PostgreSQL single-row INSERT transactions, 1 connection: {raw:,.0f}/s", flush=True)
     results: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,9 +49,11 @@ def _check(name: str, probe: Any) -> dict[str, Any]:
 
 def _database() -> None:
     # In a probe thread: its own connection, closed after, so a broken one is never reused.
+    # SET LOCAL, in a transaction of its own: behind PgBouncer in transaction mode a
+    # session's SET would stay on a server connection that other clients' queries get next
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SET statement_timeout = 900")
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 900")
             cursor.execute("SELECT 1")
     finally:
         connection.close()

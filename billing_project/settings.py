@@ -154,6 +154,17 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A database that does not answer a connect within seconds is down: fail (503, a retry) rather than hang.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
+# Behind PgBouncer in transaction mode (DATABASE_POOLER=transaction) a client's statements
+# may run on a different server connection each transaction: no server-side prepared
+# statements (psycopg's automatic preparing) and no server-side cursors, which outlive a
+# transaction. Nothing else here keeps session state: advisory locks are transaction-scoped
+# and settings are SET LOCAL (SCALING.md).
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+if DATABASE_POOLER not in ("", "transaction"):
+    raise ImproperlyConfigured("DATABASE_POOLER is empty (direct) or 'transaction' (PgBouncer in transaction mode).")
+if DATABASE_POOLER == "transaction":
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ---------------------------------------------------------------- Redis
