@@ -104,7 +104,7 @@ def bouncer():
     for name in ("users.txt", "pgbouncer.ini"):
         (tmp_path / name).chmod(0o644)
     as_root = ["-u", "nobody"] if os.geteuid() == 0 else []
-    args = [binary, *as_root, str(tmp_path / "pgbouncer.ini")]
+    args = [binary, "-q", *as_root, str(tmp_path / "pgbouncer.ini")]
     proc = subprocess.Popen(args)  # noqa: S603
     try:
         deadline = time.monotonic() + 15
