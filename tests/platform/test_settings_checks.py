@@ -50,6 +50,9 @@ def test_the_shipped_defaults_pass():
         ({"INVOICE_GRACE_MINUTES": -1}, "billing.E006"),
         ({"INVOICE_DUE_DAYS": -14}, "billing.E007"),
         ({"LATE_USAGE_WINDOW_DAYS": 0}, "billing.E008"),
+        ({"INVOICE_CLOSE_CHUNK": 0}, "billing.E013"),  # a chunk of 0 would close nothing, for ever
+        ({"INVOICE_CLOSE_CLAIM_SECONDS": -1}, "billing.E013"),
+        ({"STRIPE_RECONCILIATION_DAYS": 0}, "billing.E013"),
         ({"API_DEFAULT_RATE_PER_MINUTE": 0}, "billing.E009"),
         ({"API_MAX_BODY_BYTES": -1}, "billing.E009"),
         ({"API_KEY_CACHE_SECONDS": 0}, "billing.E009"),
