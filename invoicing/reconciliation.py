@@ -277,7 +277,8 @@ def _refund_findings(refund: Refund, remote: RemoteRefund) -> list[Finding]:
                 refund_id=refund.pk,
             )
         )
-    if remote.status not in REFUND_STATUSES.get(refund.status, set()):
+    # a refund of ours not yet sent (requested, awaiting approval) has no status to compare
+    if refund.status in REFUND_STATUSES and remote.status not in REFUND_STATUSES[refund.status]:
         found.append(
             Finding(
                 K.STATUS,
