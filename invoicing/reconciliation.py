@@ -55,6 +55,7 @@ _PREFIXES = {
     "ch_": OBJ.CHARGE,
     "py_": OBJ.CHARGE,
     "re_": OBJ.REFUND,
+    "pyr": OBJ.REFUND,
     "pi_": OBJ.PAYMENT,
     "cus": OBJ.CUSTOMER,
 }
@@ -173,17 +174,27 @@ def _payment_findings(invoice: Invoice, remote: RemoteInvoice, payments: list[Re
 
 
 def _compare_invoices(
-    remotes: list[RemoteInvoice], *, since: datetime, cutoff: datetime, findings: list[Finding]
+    remotes: list[RemoteInvoice],
+    *,
+    since: datetime,
+    cutoff: datetime,
+    findings: list[Finding],
+    not_mirrored: set[str],
 ) -> tuple[dict[str, Invoice], dict[str, RemoteInvoice]]:
     """Invoices both ways; ours and Stripe's by Stripe id, for the payments."""
     by_id = {r.stripe_invoice_id: r for r in remotes}
+    # ours made or moved in the window, and every one still open at Stripe's end whatever
+    # its age (an old invoice in dunning voided here, or paid out of band there)
+    moved = Q(created_at__gte=since) | Q(finalized_at__gte=since) | Q(paid_at__gte=since)
+    moved |= Q(voided_at__gte=since) | Q(uncollectible_at__gte=since)
+    moved |= Q(status__in=[Invoice.Status.DRAFT, Invoice.Status.OPEN])
     window = (
         Invoice.objects.filter(stripe_invoice_id__isnull=False, created_at__lt=cutoff)
-        .filter(Q(created_at__gte=since) | Q(finalized_at__gte=since) | Q(paid_at__gte=since))
+        .filter(moved)
         .only("pk", "number", "stripe_invoice_id")
     )
     names = {str(i.stripe_invoice_id): (i.pk, f"invoice {i}") for i in window}
-    fetched = _fetched(OBJ.INVOICE, sorted(set(names) - set(by_id)), findings, names)
+    fetched = _fetched(OBJ.INVOICE, sorted(set(names) - set(by_id) - not_mirrored), findings, names)
     by_id.update((r.stripe_invoice_id, r) for r in providers.mirror_invoices(fetched))
     ours = {str(i.stripe_invoice_id): i for i in Invoice.objects.filter(stripe_invoice_id__in=list(by_id))}
     named = {
@@ -294,11 +305,16 @@ def _refund_findings(refund: Refund, remote: RemoteRefund) -> list[Finding]:
     return found
 
 
-def _compare_refunds(remotes: list[RemoteRefund], *, since: datetime, cutoff: datetime, findings: list[Finding]) -> int:
+def _compare_refunds(
+    remotes: list[RemoteRefund], *, since: datetime, cutoff: datetime, findings: list[Finding], not_mirrored: set[str]
+) -> int:
     by_id = {r.refund_id: r for r in remotes}
-    window = Refund.objects.exclude(stripe_refund_id="").filter(created_at__gte=since, created_at__lt=cutoff)
+    # ours made or moved in the window, and every one still awaiting Stripe whatever its age
+    moved = Q(created_at__gte=since) | Q(submitted_at__gte=since) | Q(succeeded_at__gte=since)
+    moved |= Q(failed_at__gte=since) | Q(status=Refund.Status.SUBMITTED)
+    window = Refund.objects.exclude(stripe_refund_id="").filter(moved, created_at__lt=cutoff)
     names = {r.stripe_refund_id: (r.pk, f"refund {r.pk}") for r in window.only("pk", "stripe_refund_id")}
-    fetched = _fetched(OBJ.REFUND, sorted(set(names) - set(by_id)), findings, names)
+    fetched = _fetched(OBJ.REFUND, sorted(set(names) - set(by_id) - not_mirrored), findings, names)
     by_id.update((r.refund_id, r) for r in providers.mirror_refunds(fetched))
     ours = {
         r.stripe_refund_id: r for r in Refund.objects.filter(stripe_refund_id__in=list(by_id)).select_related("invoice")
@@ -352,7 +368,8 @@ def stripe_reconcile(*, now: datetime | None = None) -> StripeReconciliation:
     since = now - timedelta(days=settings.STRIPE_RECONCILIATION_DAYS)
     cutoff = now - SETTLE
     synced = providers.mirror_sync(since=since)
-    mirror = providers.mirror_read(since=since, until=cutoff)
+    mirror = providers.mirror_read(since=since, until=cutoff, seen=synced.seen)
+    not_mirrored = {stripe_id for stripe_id, _ in synced.failed}
     findings: list[Finding] = [
         Finding(
             K.NOT_MIRRORED,
@@ -362,7 +379,9 @@ def stripe_reconcile(*, now: datetime | None = None) -> StripeReconciliation:
         )
         for stripe_id, error in synced.failed
     ]
-    ours, remotes = _compare_invoices(mirror.invoices, since=since, cutoff=cutoff, findings=findings)
+    ours, remotes = _compare_invoices(
+        mirror.invoices, since=since, cutoff=cutoff, findings=findings, not_mirrored=not_mirrored
+    )
     intents, charges, paid = _compare_payments(ours, remotes, since=since, findings=findings)
     for charge in mirror.charges:
         if charge.status == "succeeded" and charge.charge_id not in charges and charge.payment_intent not in intents:
@@ -377,7 +396,7 @@ def stripe_reconcile(*, now: datetime | None = None) -> StripeReconciliation:
                     theirs,
                 )
             )
-    refunds = _compare_refunds(mirror.refunds, since=since, cutoff=cutoff, findings=findings)
+    refunds = _compare_refunds(mirror.refunds, since=since, cutoff=cutoff, findings=findings, not_mirrored=not_mirrored)
     compared = {"invoices": len(remotes), "paid_invoices": paid, "charges": len(mirror.charges), "refunds": refunds}
     return _report(now=now, since=since, cutoff=cutoff, compared=compared, failed=synced.failed, findings=findings)
 
@@ -461,9 +480,8 @@ def _failure_record(report: StripeReconciliation, findings: list[Finding]) -> No
 
 # ---------------------------------------------------------------- reading the report
 def stripe_url(mismatch: StripeMismatch) -> str:
-    """Stripe's side of a mismatch in its dashboard (a payment's is its invoice's)."""
-    kind = OBJ.INVOICE if mismatch.object_type == OBJ.PAYMENT else mismatch.object_type
-    return providers.dashboard_url(kind, mismatch.stripe_id) if mismatch.stripe_id else ""
+    """Stripe's side of a mismatch in its dashboard (a payment's is its invoice's, whose id it holds)."""
+    return providers.dashboard_url(mismatch.stripe_id) if mismatch.stripe_id else ""
 
 
 def reconciliation_kinds(report: StripeReconciliation) -> dict[str, int]:

@@ -5,7 +5,6 @@ only an error in recording it (the database down) reaches the task's own retries
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
@@ -37,9 +36,12 @@ def close_periods() -> int:
 
 
 @shared_task(base=BillingTask, ignore_result=True)
-def close_period_chunk(subscription_ids: list[int], now: str) -> int:
-    """One chunk of the period close, as of the beat run that queued it. Idempotent."""
-    return invoices_close_chunk(subscription_ids=subscription_ids, now=datetime.fromisoformat(now))
+def close_period_chunk(subscription_ids: list[int], queued_at: str = "") -> int:
+    """One chunk of the period close. On the clock of when it runs, not of the beat run
+    that queued it: a chunk that waited in the queue numbers and dates its invoices after
+    those closed before it, as the series must (each close reads what is due under its
+    tenant's lock). Idempotent."""
+    return invoices_close_chunk(subscription_ids=subscription_ids, now=timezone.now())
 
 
 @shared_task(base=BillingTask, ignore_result=True)

@@ -110,11 +110,13 @@ class RemoteCheckoutSession:
 
 @dataclass(frozen=True)
 class MirrorSync:
-    """What a mirror sync did: objects synced per kind, and each one dj-stripe could not
-    sync as (object id, error)."""
+    """What a mirror sync did: objects synced per kind, the ids Stripe listed (only those
+    are compared: a mirror row Stripe no longer lists, a draft deleted there, is not), and
+    each one dj-stripe could not sync as (object id, error)."""
 
     synced: dict[str, int]
     failed: list[tuple[str, str]]
+    seen: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -608,7 +608,15 @@ _MIRRORED = (
     ("refunds", "Refund"),
 )
 _FETCHED = {"invoice": ("invoices", "Invoice"), "refund": ("refunds", "Refund"), "charge": ("charges", "Charge")}
-_DASHBOARD = {"invoice": "invoices", "charge": "payments", "refund": "refunds", "customer": "customers"}
+_DASHBOARD = (
+    ("in_", "invoices"),
+    ("ch_", "payments"),
+    ("py_", "payments"),
+    ("pi_", "payments"),
+    ("re_", "refunds"),
+    ("pyr_", "refunds"),
+    ("cus_", "customers"),
+)
 
 
 def _mirror_ready() -> None:
@@ -620,8 +628,14 @@ def _mirror_ready() -> None:
 
 
 def _mirror_one(model: Any, obj: Any, failed: list[tuple[str, str]]) -> bool:
+    """dj-stripe's sync of one object. Stripe out of reach while dj-stripe fetches what the
+    object links to is ProviderUnavailable (the whole run is retried); anything else
+    dj-stripe cannot sync is recorded in `failed` and the others go on."""
     try:
-        model.sync_from_stripe_data(obj, api_key=_key())
+        with _errors("mirror_sync"):
+            model.sync_from_stripe_data(obj, api_key=_key())
+    except ProviderUnavailable:
+        raise
     except Exception as exc:  # one object dj-stripe cannot sync must not hide the others
         MIRROR_FAILURES.inc()
         logger.exception("stripe.mirror_sync_failed", extra={"stripe_id": obj.get("id")})
@@ -642,17 +656,18 @@ def mirror_sync(*, since: datetime) -> MirrorSync:
     client = _client()
     synced: dict[str, int] = {}
     failed: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for resource, model_name in _MIRRORED:
         model = getattr(mirror, model_name)
         service = getattr(client.v1, resource)
         count = 0
         with _errors(f"{resource}_list"):
-            for obj in service.list(
-                params={"created": {"gte": int(since.timestamp())}, "limit": 100}
-            ).auto_paging_iter():
+            listed = service.list(params={"created": {"gte": int(since.timestamp())}, "limit": 100})
+            for obj in listed.auto_paging_iter():
+                seen.add(str(obj.get("id")))
                 count += _mirror_one(model, obj, failed)
         synced[resource] = count
-    return MirrorSync(synced=synced, failed=failed)
+    return MirrorSync(synced=synced, failed=failed, seen=frozenset(seen))
 
 
 def mirror_fetch(kind: str, stripe_id: str) -> bool:
@@ -676,16 +691,17 @@ def mirror_fetch(kind: str, stripe_id: str) -> bool:
     return True
 
 
-def mirror_read(*, since: datetime, until: datetime) -> Mirrored:
-    """What the mirror holds of Stripe objects created in [since, until), in the current
-    mode (test or live), as Stripe sent them last."""
+def mirror_read(*, since: datetime, until: datetime, seen: frozenset[str]) -> Mirrored:
+    """What the mirror holds of the Stripe objects created in [since, until) that Stripe
+    listed in this run (`seen`), in the current mode (test or live), as Stripe sent them."""
     from djstripe import models as mirror
 
     def rows(model: Any) -> list[dict[str, Any]]:
-        # Stripe's refunds carry no livemode (dj-stripe keeps None): their ids are the mode's own
-        mode = Q(livemode=_live()) | Q(livemode__isnull=True)
-        found = model.objects.filter(mode, created__gte=since, created__lt=until).order_by("created", "id")
-        return [dict(row.stripe_data) for row in found]
+        mode = Q(livemode=_live())
+        if model is mirror.Refund:  # Stripe's refunds carry no livemode: their charge's says
+            mode = Q(livemode=_live()) | Q(livemode__isnull=True, charge__livemode=_live())
+        found = model.objects.filter(mode, created__gte=since, created__lt=until, id__in=seen)
+        return [dict(row.stripe_data) for row in found.order_by("created", "id")]
 
     return Mirrored(
         invoices=[_remote(obj) for obj in rows(mirror.Invoice)],
@@ -712,7 +728,9 @@ def mirror_refunds(stripe_ids: list[str]) -> list[RemoteRefund]:
     return [_refund(obj) for obj in _mirrored_rows(MirroredRefund, stripe_ids)]
 
 
-def dashboard_url(kind: str, stripe_id: str) -> str:
-    """Where staff see a Stripe object (`invoice`, `charge`, `refund`, `customer`) in Stripe's dashboard."""
+def dashboard_url(stripe_id: str) -> str:
+    """Where staff see a Stripe object in Stripe's dashboard, by its id's prefix ("" for
+    an id of no kind the dashboard shows)."""
     mode = "" if _live() else "test/"
-    return f"https://dashboard.stripe.com/{mode}{_DASHBOARD[kind]}/{stripe_id}"
+    path = next((p for prefix, p in _DASHBOARD if stripe_id.startswith(prefix)), "")
+    return f"https://dashboard.stripe.com/{mode}{path}/{stripe_id}" if path else ""

@@ -29,13 +29,18 @@ class StripeAccount:
     payments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # invoice id → its payments
     down: bool = False  # every list answers 500
     broken: set[str] = field(default_factory=set)  # ids whose balance transaction Stripe refuses (400)
+    unavailable: bool = False  # balance transactions and payment methods answer 503
 
     def __post_init__(self) -> None:
         for resource in LISTED:
             self.rsps.add_callback("GET", f"{API}/v1/{resource}", callback=self._list)
-            self.rsps.add_callback("GET", re.compile(rf"{re.escape(API)}/v1/{resource}/\w+$"), callback=self._get)
+            self.rsps.add_callback(
+                "GET", re.compile(rf"{re.escape(API)}/v1/{resource}/\w+(\?.*)?$"), callback=self._get
+            )
         for resource in FETCHED:
-            self.rsps.add_callback("GET", re.compile(rf"{re.escape(API)}/v1/{resource}/\w+$"), callback=self._beside)
+            self.rsps.add_callback(
+                "GET", re.compile(rf"{re.escape(API)}/v1/{resource}/\w+(\?.*)?$"), callback=self._beside
+            )
         self.rsps.add_callback("GET", f"{API}/v1/invoice_payments", callback=self._payments)
 
     def add(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +66,8 @@ class StripeAccount:
 
     def _beside(self, request: Any) -> tuple[int, dict[str, str], str]:
         _, _, resource, stripe_id = urlsplit(request.url).path.split("/")
+        if self.unavailable:
+            return 503, {}, json.dumps({"error": {"type": "api_error", "message": "Stripe is having trouble"}})
         if stripe_id in self.broken:
             error = {"error": {"type": "invalid_request_error", "message": "This object cannot be read"}}
             return 400, {}, json.dumps(error)

@@ -6,16 +6,17 @@ nothing twice. Real Celery workers, real Redis, real PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.db import connection
 
 from billing_project.redis_client import get_redis, rkey
+from invoicing import jobs
 from invoicing.models import Invoice
 from invoicing.services import invoices_close_chunk, invoices_close_fan_out
-from invoicing.tasks import close_periods
+from invoicing.tasks import close_period_chunk, close_periods
 from plans.services import catalog_import, catalog_validate
 from subscriptions.models import BillingPeriod, Subscription
 from subscriptions.services import subscription_create, subscription_roll, tenant_upsert
@@ -115,3 +116,27 @@ def test_overlapping_chunks_side_by_side_bill_nothing_twice():
     assert billed_once()
     numbers = sorted(str(n) for n in Invoice.objects.values_list("number", flat=True))
     assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 3 * TENANTS + 1)]
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_waited_in_the_queue_numbers_after_what_closed_before_it(settings, monkeypatch):
+    """Chunks run on their own clock: one queued at NOW and run half an hour later, after a
+    later beat run closed another tenant, numbers its invoices after that one's and dates
+    them later too (invoice numbers follow issue dates)."""
+    settings.INVOICE_CLOSE_CHUNK = 1
+    queued: list[list[int]] = []
+    monkeypatch.setattr(jobs, "close_chunk_send", lambda ids, now: queued.append(ids))
+    books()
+    late = tenant_upsert(external_id="late", name="Late", currency="USD")[0]
+    sub = subscription_create(tenant=late, plan_code="pro", actor="t", at=NOW - timedelta(days=14, minutes=58))
+    subscription_roll(subscription_id=sub.pk, at=NOW - timedelta(minutes=50))  # its fee is due 2 minutes past NOW
+    with time_machine.travel(NOW, tick=False):
+        close_periods.apply()  # one subscription closed here, four chunks queued
+    later = NOW + timedelta(minutes=30)
+    with time_machine.travel(later, tick=False):
+        close_periods.apply()  # a later run: the late tenant, inline
+    with time_machine.travel(later + timedelta(minutes=5), tick=False):
+        for ids in queued[:4]:
+            close_period_chunk.apply(args=(ids, NOW.isoformat()))  # a worker at last
+    rows = list(Invoice.objects.order_by("number").values_list("finalized_at", flat=True))
+    assert rows == sorted(rows)
