@@ -104,7 +104,7 @@ def params() -> dict[str, Any]:
 
     base = settings.DATABASES["default"]
     return {
-        "host": base.get("HOST") or "127.0.0.1",
+        "host": base.get("HOST") or base.get("OPTIONS", {}).get("host") or "127.0.0.1",
         "port": int(base.get("PORT") or 5432),
         "user": base["USER"],
         "name": f"{base['NAME']}_nodes",

@@ -76,12 +76,14 @@ invariant(
 
 
 def conninfo(settings_dict: dict[str, Any] | None = None) -> str:
-    """libpq connection string of the default database (embedded or not)."""
+    """libpq connection string of the default database (embedded or not: the embedded
+    engine's socket folder is in OPTIONS, as DATABASE_URL's `?host=` puts it, and without
+    it libpq would reach the machine's default socket, another server)."""
     s = settings_dict or connection.settings_dict
     parts = {
         "dbname": s["NAME"],
         "user": s.get("USER") or None,
-        "host": s.get("HOST") or None,
+        "host": s.get("HOST") or (s.get("OPTIONS") or {}).get("host") or None,
         "port": str(s["PORT"]) if s.get("PORT") else None,
         "password": s.get("PASSWORD") or None,
     }

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -267,7 +268,16 @@ def reconciliation_view(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Reconciliation with Stripe",
         "report": report,
-        "kinds": reconciliation_kinds(report) if report else {},
+        "kinds": [
+            {
+                "object": k.split(" ", 1)[0],
+                "code": k.split(" ", 1)[1],
+                "count": n,
+                "label": StripeMismatch.Kind(k.split(" ", 1)[1]).label,
+            }
+            for k, n in (reconciliation_kinds(report) if report else {}).items()
+        ],
+        "collection_enabled": settings.STRIPE_COLLECTION_ENABLED,
         "rows": _mismatch_rows(report) if report else [],
         "days": days,
         "csv_link": _link("console:reconciliation_csv", query=f"day={report.day}") if report else None,

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
 from django.test import Client
 from djstripe import models as mirror
 from prometheus_client import generate_latest
@@ -368,8 +369,9 @@ def test_the_metric_says_the_last_reports_mismatches_by_kind(books, account):
     account.add("invoices", recorded("invoice_open", id="in_stranger", metadata={}))
     run()
     text = generate_latest(StateCollector()).decode()
-    assert 'billing_reconciliation_mismatches{kind="invoice amount"} 1.0' in text
-    assert 'billing_reconciliation_mismatches{kind="invoice unknown_at_stripe"} 1.0' in text
+    assert 'billing_reconciliation_mismatches{kind="amount",object="invoice"} 1.0' in text
+    assert 'billing_reconciliation_mismatches{kind="unknown_at_stripe",object="invoice"} 1.0' in text
+    assert 'billing_reconciliation_mismatches{kind="status",object="refund"} 0.0' in text
     (stamp,) = [line for line in text.splitlines() if line.startswith("billing_reconciliation_last_run_timestamp")]
     assert float(stamp.split()[1]) == NOW.timestamp(), stamp
 
@@ -442,3 +444,26 @@ def test_a_day_without_a_report_is_404(mismatched):
     assert client.get("/admin/console/reconciliation/?day=2026-01-09").status_code == 404
     assert client.get("/admin/console/reconciliation/?day=2026-13-40").status_code == 404
     assert client.get("/admin/console/reconciliation/csv/?day=nonsense").status_code == 404
+
+
+# ---------------------------------------------------------------- by hand
+def test_the_command_prints_what_it_found_and_where(books, account, settings, capsys):
+    settings.STRIPE_COLLECTION_ENABLED = True
+    account.objects["refunds"][REFUND].update(amount=1000)
+    with time_machine.travel(NOW, tick=False):
+        call_command("reconcile_stripe")
+    out = capsys.readouterr().out
+    assert "2026-01-10: 1 mismatches (1 invoices, 1 paid invoices' payments, 1 charges, 1 refunds compared)" in out
+    assert "  1 refund amount" in out
+    assert "report: /admin/console/reconciliation/?day=2026-01-10" in out
+
+
+def test_the_command_says_when_there_is_nothing_to_compare_or_stripe_is_down(books, account, settings, capsys):
+    settings.STRIPE_COLLECTION_ENABLED = False
+    call_command("reconcile_stripe")
+    assert "skipped: collection at Stripe is off" in capsys.readouterr().out
+    settings.STRIPE_COLLECTION_ENABLED = True
+    account.down = True
+    with pytest.raises(CommandError, match="no report: Stripe could not be reached"), time_machine.travel(NOW):
+        call_command("reconcile_stripe")
+    assert not StripeReconciliation.objects.exists()

@@ -138,3 +138,17 @@ def test_the_invariants_find_books_edited_below_the_orm(books, target, tmp_path)
     assert sorted(
         row[0] for row in broken["a finalized invoice totals the sum of its lines, and its subtotal, tax and credit"]
     ) == sorted([paid.number, books[1].number])
+
+
+def test_the_embedded_engines_socket_is_where_the_backup_connects():
+    """The embedded engine's DATABASE_URL (`?host=<socket folder>`) puts the folder in
+    OPTIONS, not HOST: without it libpq reached the machine's default socket, another
+    server, whose database of that name would have been backed up instead."""
+    embedded = {"NAME": "billing", "USER": "postgres", "HOST": "", "PORT": "", "OPTIONS": {"host": "/srv/x/.data/pg"}}
+    assert psycopg.conninfo.conninfo_to_dict(conninfo(embedded)) == {
+        "dbname": "billing",
+        "user": "postgres",
+        "host": "/srv/x/.data/pg",
+    }
+    tcp = {"NAME": "billing", "USER": "u", "HOST": "db.internal", "PORT": 5433, "OPTIONS": {"host": "ignored"}}
+    assert psycopg.conninfo.conninfo_to_dict(conninfo(tcp))["host"] == "db.internal"
