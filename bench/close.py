@@ -30,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import connect_params  # noqa: E402
+
 PREPARE = """
 import os, sys, django
 django.setup()
@@ -66,22 +68,6 @@ twice = BillingPeriod.objects.values('invoice').annotate(n=Count('id')).filter(i
 print(json.dumps({'due': len(due), 'invoices': len(numbers), 'gapless': numbers == list(range(1, len(numbers) + 1)),
                   'periods_on_two_invoices': twice}))
 """
-
-
-def connect_params() -> dict[str, Any]:
-    from django.conf import settings
-
-    base = settings.DATABASES["default"]
-    return {
-        k: v
-        for k, v in {
-            "host": base.get("HOST") or base.get("OPTIONS", {}).get("host"),
-            "port": base.get("PORT") or None,
-            "user": base["USER"],
-            "password": base.get("PASSWORD") or None,
-        }.items()
-        if v
-    }
 
 
 def url_for(name: str) -> str:

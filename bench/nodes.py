@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import connect_params, free_port  # noqa: E402
+
 PREPARE = """
 import json, sys, django
 django.setup()
@@ -93,21 +95,15 @@ print(json.dumps({
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def params() -> dict[str, Any]:
     from django.conf import settings
 
-    base = settings.DATABASES["default"]
+    found = connect_params()
     return {
-        "host": base.get("HOST") or base.get("OPTIONS", {}).get("host") or "127.0.0.1",
-        "port": int(base.get("PORT") or 5432),
-        "user": base["USER"],
-        "name": f"{base['NAME']}_nodes",
+        "host": found.get("host") or "127.0.0.1",
+        "port": int(found.get("port") or 5432),
+        "user": found["user"],
+        "name": f"{settings.DATABASES['default']['NAME']}_nodes",
     }
 
 

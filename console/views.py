@@ -14,6 +14,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -260,9 +261,9 @@ def reconciliation_view(request: HttpRequest) -> HttpResponse:
     """A day's reconciliation with Stripe (`?day=`, else the latest): each mismatch, its
     kind and both sides; the days before, listed."""
     report = _report(request)
-    days = [
-        {"r": r, "count": r.mismatches.count(), "link": _link("console:reconciliation", query=f"day={r.day}")}
-        for r in StripeReconciliation.objects.order_by("-day")[:60]
+    days = [  # one query for the counts of all 60 days
+        {"r": r, "count": r.found, "link": _link("console:reconciliation", query=f"day={r.day}")}
+        for r in StripeReconciliation.objects.annotate(found=Count("mismatches")).order_by("-day")[:60]
     ]
     context = {
         **admin.site.each_context(request),

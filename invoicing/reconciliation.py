@@ -96,6 +96,28 @@ def _fetched(kind: str, ids: Iterable[str], findings: list[Finding], names: dict
     return found
 
 
+def _unmatched(
+    kind: str,
+    stripe_id: str,
+    theirs: str,
+    status: str,
+    *,
+    claimed: tuple[str, str] | None,
+    invoice_id: int | None = None,
+    refund_id: int | None = None,
+) -> Finding:
+    """A Stripe object none of ours is: a second one for the record of ours its metadata
+    names (`claimed`: that record's label and its own Stripe id), else unknown."""
+    ref = {"invoice_id": invoice_id, "refund_id": refund_id}
+    if claimed is not None and claimed[1]:
+        label, own = claimed
+        detail = f"Stripe's {kind} of {theirs} names {label}, which is {own} at Stripe"
+        return Finding(K.DUPLICATE_AT_STRIPE, kind, stripe_id, detail, own, theirs, **ref)
+    which = f" names {claimed[0]}, which does not know it" if claimed else f" is no {kind} of ours"
+    detail = f"Stripe's {kind} of {theirs} ({status}){which}"
+    return Finding(K.UNKNOWN_AT_STRIPE, kind, stripe_id, detail, "", theirs, **ref)
+
+
 def _invoice_findings(invoice: Invoice, remote: RemoteInvoice) -> list[Finding]:
     found = []
     label, sid = f"invoice {invoice}", remote.stripe_invoice_id
@@ -206,34 +228,17 @@ def _compare_invoices(
         if invoice is not None:
             findings.extend(_invoice_findings(invoice, remote))
             continue
-        theirs = _money(remote.total, remote.currency)
         claimed = named.get(remote.billing_invoice_id or 0)
-        if claimed is not None and claimed.stripe_invoice_id:
-            findings.append(
-                Finding(
-                    K.DUPLICATE_AT_STRIPE,
-                    OBJ.INVOICE,
-                    sid,
-                    f"Stripe's invoice of {theirs} names invoice {claimed}, "
-                    f"which is {claimed.stripe_invoice_id} at Stripe",
-                    claimed.stripe_invoice_id,
-                    theirs,
-                    invoice_id=claimed.pk,
-                )
+        findings.append(
+            _unmatched(
+                OBJ.INVOICE,
+                sid,
+                _money(remote.total, remote.currency),
+                remote.status,
+                claimed=(f"invoice {claimed}", claimed.stripe_invoice_id or "") if claimed else None,
+                invoice_id=claimed.pk if claimed else None,
             )
-        else:
-            which = f" names invoice {claimed}, which does not know it" if claimed else " is no invoice of ours"
-            findings.append(
-                Finding(
-                    K.UNKNOWN_AT_STRIPE,
-                    OBJ.INVOICE,
-                    sid,
-                    f"Stripe's invoice of {theirs} ({remote.status}){which}",
-                    "",
-                    theirs,
-                    invoice_id=claimed.pk if claimed else None,
-                )
-            )
+        )
     return ours, by_id
 
 
@@ -328,35 +333,18 @@ def _compare_refunds(
         if refund is not None:
             findings.extend(_refund_findings(refund, remote))
             continue
-        theirs = _money(remote.amount, remote.currency)
         claimed = named.get(remote.billing_refund_id or 0)
-        if claimed is not None and claimed.stripe_refund_id:
-            findings.append(
-                Finding(
-                    K.DUPLICATE_AT_STRIPE,
-                    OBJ.REFUND,
-                    rid,
-                    f"Stripe's refund of {theirs} names refund {claimed.pk}, "
-                    f"which is {claimed.stripe_refund_id} at Stripe",
-                    claimed.stripe_refund_id,
-                    theirs,
-                    invoice_id=claimed.invoice_id,
-                    refund_id=claimed.pk,
-                )
+        findings.append(
+            _unmatched(
+                OBJ.REFUND,
+                rid,
+                _money(remote.amount, remote.currency),
+                remote.status,
+                claimed=(f"refund {claimed.pk}", claimed.stripe_refund_id) if claimed else None,
+                invoice_id=claimed.invoice_id if claimed else None,
+                refund_id=claimed.pk if claimed else None,
             )
-        else:
-            which = f" names refund {claimed.pk}, which does not know it" if claimed else " is no refund of ours"
-            findings.append(
-                Finding(
-                    K.UNKNOWN_AT_STRIPE,
-                    OBJ.REFUND,
-                    rid,
-                    f"Stripe's refund of {theirs} ({remote.status}){which}",
-                    "",
-                    theirs,
-                    refund_id=claimed.pk if claimed else None,
-                )
-            )
+        )
     return len(by_id)
 
 

@@ -22,7 +22,7 @@ def aggregation_lag() -> Iterable[Metric]:
             "  ORDER BY e.received_at LIMIT 1)), 0)"
         )
         row = cursor.fetchone()
-    lag = float(row[0]) if row else 0.0
+    lag = float(row[0]) if row else 0.0  # seconds of time, not money: a gauge's value is a float
     yield gauge(
         "billing_usage_aggregation_lag_seconds", "Age of the oldest usage event not in the rollups yet", max(lag, 0.0)
     )

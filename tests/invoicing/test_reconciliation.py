@@ -56,18 +56,7 @@ def books(acme, account):  # noqa: F811
     intent and charge, and 15.00 of it refunded (submitted, pending at Stripe)."""
     with time_machine.travel(T, tick=False):
         invoice = paid_at_stripe(acme)
-        refund = Refund.objects.create(
-            invoice=invoice,
-            tenant=acme,
-            amount=Decimal("15.00"),
-            currency="USD",
-            reason="customer asked",
-            request_key="r1",
-            requested_by="staff:ana",
-            status=Refund.Status.SUBMITTED,
-            stripe_refund_id=REFUND,
-            submitted_at=T,
-        )
+        refund = submitted(invoice, at=T)
     account.add("customers", recorded("customer"))
     account.add("payment_intents", recorded("payment_intent"))
     account.add("charges", recorded("charge_partially_refunded"))
@@ -75,6 +64,22 @@ def books(acme, account):  # noqa: F811
     account.add("refunds", recorded("refund_pending", metadata={"billing_refund_id": str(refund.pk)}))
     account.payments[STRIPE_INVOICE] = recorded("invoice_payment_list")["data"]
     return invoice, refund
+
+
+def submitted(invoice: Invoice, *, at: datetime) -> Refund:
+    """15.00 of the invoice refunded through Stripe, sent there and awaiting its answer."""
+    return Refund.objects.create(
+        invoice=invoice,
+        tenant=invoice.tenant,
+        amount=Decimal("15.00"),
+        currency="USD",
+        reason="customer asked",
+        request_key="r1",
+        requested_by="staff:ana",
+        status=Refund.Status.SUBMITTED,
+        stripe_refund_id=REFUND,
+        submitted_at=at,
+    )
 
 
 def run() -> StripeReconciliation:
@@ -287,18 +292,7 @@ def test_an_old_open_invoice_voided_or_paid_out_of_band_at_stripe(old_open, acco
 def test_an_old_submitted_refund_that_failed_at_stripe(acme, account):  # noqa: F811
     with time_machine.travel(OLD, tick=False):
         invoice = paid_at_stripe(acme)
-        refund = Refund.objects.create(
-            invoice=invoice,
-            tenant=acme,
-            amount=Decimal("15.00"),
-            currency="USD",
-            reason="customer asked",
-            request_key="r1",
-            requested_by="staff:ana",
-            status=Refund.Status.SUBMITTED,
-            stripe_refund_id=REFUND,
-            submitted_at=OLD,
-        )
+        refund = submitted(invoice, at=OLD)
     account.add("customers", recorded("customer"))
     account.add("payment_intents", recorded("payment_intent", created=int(OLD.timestamp())))
     account.add("charges", recorded("charge_partially_refunded", created=int(OLD.timestamp())))
