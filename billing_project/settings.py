@@ -265,6 +265,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # erased tenants' invoices whose retention ended lose their buyer; Stripe erasures retried
     "erase-retained-buyers": {"task": "privacy.tasks.erase_retained_buyers", "schedule": 86400.0},
     "retry-stripe-erasures": {"task": "privacy.tasks.retry_stripe_erasures", "schedule": 600.0},
+    # usage_usageevent's monthly partitions made ahead; events caught by the default one moved
+    "ensure-usage-partitions": {"task": "usage.tasks.ensure_usage_partitions", "schedule": 3600.0},
     # Our invoices, payments and refunds against Stripe's (invoicing/reconciliation.py), daily at 03:30 UTC.
     "reconcile-with-stripe": {
         "task": "invoicing.tasks.reconcile_with_stripe",
@@ -466,6 +468,9 @@ INVOICE_CLOSE_CLAIM_SECONDS = env.int("INVOICE_CLOSE_CLAIM_SECONDS", default=900
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
 # Usage of periods that ended this long ago is re-priced at each close for late events.
 LATE_USAGE_WINDOW_DAYS = env.int("LATE_USAGE_WINDOW_DAYS", default=90)
+# usage_usageevent is partitioned by month (usage/partitions.py): the beat job keeps this
+# month's partition and this many more ahead.
+USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=3)
 # The seller's country (ISO 3166-1 alpha-2): printed, and its law says how long invoices
 # keep an erased tenant's buyer (PRIVACY_RETENTION_YEARS).
 INVOICE_SELLER_COUNTRY = env.str("INVOICE_SELLER_COUNTRY", default="US").upper()

@@ -7,4 +7,7 @@ class UsageConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import metrics_state  # noqa: F401  (registers what /metrics reads of this app)
+        from . import (  # noqa: F401
+            backup_checks,  # registers what a restored copy must satisfy
+            metrics_state,  # registers what /metrics reads of this app
+        )

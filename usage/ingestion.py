@@ -1,8 +1,9 @@
 """Usage ingestion: validate each event on its own, then write the whole batch with
 one set-based INSERT … ON CONFLICT DO NOTHING in one transaction.
 
-Idempotency lives in the unique index on (tenant, idempotency_key) of reported events
-(an entitlements/consume records its uses apart, usage_record_consumed): a concurrent
+Idempotency lives in the unique index of usage_usageeventkey on (tenant, origin, key,
+use), across every month's partition of the events (an entitlements/consume records its
+uses apart, usage_record_consumed): a concurrent
 insert of the same key waits for the first to commit and then finds its row, so
 exactly one row exists whatever the race, and the payload hash tells a retried
 duplicate (200) from a conflicting reuse of the key (409).
@@ -395,22 +396,34 @@ def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], 
     return tenants, metrics
 
 
+# One statement: the keys first, each with the id its event will have; only the keys that
+# were new get their event. A key already stored (ON CONFLICT DO NOTHING) writes nothing,
+# and a concurrent insert of the same key waits on the key's unique index for the first
+# to commit, then finds it: one event per key whatever the race, in every partition.
 INSERT = """
-INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,
+WITH x AS (
+    SELECT nextval(pg_get_serial_sequence('usage_usageevent', 'id')) AS id, t, m, q, p, o, k, h, c, l, n
+      FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
+                  %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
+), kept AS (
+    INSERT INTO usage_usageeventkey (event_id, tenant_id, origin, idempotency_key, use, payload_hash)
+    SELECT id, t, 'reported', k, 1, h FROM x ORDER BY n
+    ON CONFLICT (tenant_id, origin, idempotency_key, use) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO usage_usageevent (id, tenant_id, metric_id, quantity, properties, occurred_at, received_at,
                               reported_by_id, idempotency_key, payload_hash, correlation_id, late)
-SELECT t, m, q, p::jsonb, o, now(), %s, k, h, c, l
-  FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
-              %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
+SELECT x.id, t, m, q, p::jsonb, o, now(), %s, k, h, c, l
+  FROM x JOIN kept ON kept.event_id = x.id
  ORDER BY n
-ON CONFLICT (tenant_id, idempotency_key) WHERE origin = 'reported' DO NOTHING
 RETURNING id, tenant_id, idempotency_key
 """
 
 EXISTING = """
-SELECT e.id, e.tenant_id, e.idempotency_key, e.payload_hash
-  FROM usage_usageevent e
+SELECT e.event_id, e.tenant_id, e.idempotency_key, e.payload_hash
+  FROM usage_usageeventkey e
   JOIN unnest(%s::bigint[], %s::text[]) AS x(t, k) ON e.tenant_id = x.t AND e.idempotency_key = x.k
- WHERE e.origin = 'reported'
+ WHERE e.origin = 'reported' AND e.use = 1
 """
 
 
@@ -418,7 +431,6 @@ def _insert(cursor: Any, principal: ApiPrincipal, rows: list[_Row], now: datetim
     cursor.execute(
         INSERT,
         [
-            principal.key_id,
             [r.tenant_id for r in rows],
             [r.metric_id for r in rows],
             [r.quantity for r in rows],
@@ -430,6 +442,7 @@ def _insert(cursor: Any, principal: ApiPrincipal, rows: list[_Row], now: datetim
             [r.payload_hash for r in rows],
             [r.correlation_id for r in rows],
             [r.late for r in rows],
+            principal.key_id,
         ],
     )
     return {(t, k): pk for pk, t, k in cursor.fetchall()}
@@ -519,10 +532,18 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
 
 
 CONSUMED = """
-INSERT INTO usage_usageevent (tenant_id, metric_id, quantity, properties, occurred_at, received_at,
+WITH x AS (
+    SELECT nextval(pg_get_serial_sequence('usage_usageevent', 'id')) AS id, u FROM generate_series(1, %(uses)s) AS u
+), kept AS (
+    INSERT INTO usage_usageeventkey (event_id, tenant_id, origin, idempotency_key, use, payload_hash)
+    SELECT id, %(tenant)s, 'consume', %(key)s, u, %(hash)s FROM x ORDER BY u
+    RETURNING event_id
+)
+INSERT INTO usage_usageevent (id, tenant_id, metric_id, quantity, properties, occurred_at, received_at,
                               reported_by_id, idempotency_key, origin, use, payload_hash, correlation_id, late)
-SELECT %s, %s, %s, '{}'::jsonb, %s, now(), %s, %s, 'consume', u, %s, %s, false
-  FROM generate_series(1, %s) AS u
+SELECT x.id, %(tenant)s, %(metric)s, %(each)s, '{}'::jsonb, %(now)s, now(), %(reporter)s, %(key)s, 'consume', u,
+       %(hash)s, %(correlation)s, false
+  FROM x JOIN kept ON kept.event_id = x.id
  ORDER BY u
 RETURNING id
 """
@@ -557,19 +578,19 @@ def usage_record_consumed(
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 CONSUMED,
-                [
-                    tenant_id,
-                    metric.id,
-                    each,
-                    now,
-                    principal.key_id,
-                    consume_key,
-                    payload_hash,
-                    f"consume:{consume_key}"[:255],
-                    uses,
-                ],
+                {
+                    "uses": uses,
+                    "tenant": tenant_id,
+                    "key": consume_key,
+                    "hash": payload_hash,
+                    "metric": metric.id,
+                    "each": each,
+                    "now": now,
+                    "reporter": principal.key_id,
+                    "correlation": f"consume:{consume_key}"[:255],
+                },
             )
-            ids: list[int] = [int(row[0]) for row in cursor.fetchall()]
+            ids: list[int] = sorted(int(row[0]) for row in cursor.fetchall())
     except IntegrityError as exc:
         raise Conflict("This idempotency key is being used by another consume.", code="idempotency_conflict") from exc
     key = counter_key(tenant_id, metric.id, period_start)

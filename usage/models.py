@@ -13,6 +13,11 @@ class UsageEvent(models.Model):
     """One reported use of a metric. Append-only: a PostgreSQL trigger refuses UPDATE,
     DELETE and TRUNCATE; a correction is a new event (an adjustment), never an edit.
 
+    The table is range-partitioned by month of `occurred_at` (usage/partitions.py), so a
+    month past invoicing and re-pricing can be detached whole. PostgreSQL can only enforce
+    a unique index that holds the partition key, so idempotency lives in UsageEventKey,
+    one row per event, written in the same statement.
+
     Two idempotency spaces that cannot meet: an event a service reported through the usage
     API is unique per (tenant, idempotency key); the events an entitlements/consume
     recorded are unique per (tenant, consume key, use), apart from every reported event,
@@ -48,14 +53,6 @@ class UsageEvent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "idempotency_key"], condition=Q(origin="reported"), name="usageevent_idempotent"
-            ),
-            models.UniqueConstraint(
-                fields=["tenant", "idempotency_key", "use"],
-                condition=Q(origin="consume"),
-                name="usageevent_consume_use",
-            ),
             models.CheckConstraint(name="usageevent_origin_valid", condition=Q(origin__in=["reported", "consume"])),
             models.CheckConstraint(name="usageevent_reported_use_one", condition=~Q(origin="reported") | Q(use=1)),
             models.CheckConstraint(name="usageevent_quantity_not_negative", condition=Q(quantity__gte=0)),
@@ -67,6 +64,44 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric_id} {quantity_display(self.quantity)} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class UsageEventKey(models.Model):
+    """The idempotency key of one usage event, unique across every month's partition: the
+    (tenant, origin, key, use) an event was stored under, and what it said. Written in the
+    same statement as its event; kept when the event's partition is detached, so a retry
+    of an archived event is still a duplicate, never a second event."""
+
+    event_id = models.BigIntegerField(primary_key=True)
+    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="+")
+    origin = models.CharField(max_length=8, choices=UsageEvent.Origin.choices)
+    idempotency_key = models.CharField(max_length=255)
+    use = models.PositiveIntegerField(default=1)
+    payload_hash = models.CharField(max_length=64, help_text="Tells a retried duplicate from a conflicting reuse.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "origin", "idempotency_key", "use"], name="usageeventkey_once"),
+            models.CheckConstraint(name="usageeventkey_reported_use_one", condition=~Q(origin="reported") | Q(use=1)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.origin} {self.idempotency_key} #{self.use} → {self.event_id}"
+
+
+class DetachedUsagePartition(models.Model):
+    """A month of usage events taken out of `usage_usageevent` (usage/partitions.py): its
+    table stays in the database, under `table`, until the operator archives and drops it.
+    Its periods were invoiced and past re-pricing when it was detached."""
+
+    table = models.CharField(max_length=63, unique=True)
+    month = models.DateTimeField(help_text="The month's first instant (UTC).")
+    events = models.BigIntegerField()
+    detached_at = models.DateTimeField(auto_now_add=True)
+    detached_by = models.CharField(max_length=150, help_text="Who ran the detach (the command's operator).")
+
+    def __str__(self) -> str:
+        return f"{self.table} ({self.events} events)"
 
 
 class UsageRollup(models.Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db.models import Sum
@@ -21,7 +22,7 @@ from entitlements.models import ConsumeRecord
 from plans.models import BillableMetric
 from subscriptions.services import subscription_create, tenant_upsert
 from tests.entitlements.conftest import SUBSCRIBED_AT
-from usage.models import UsageEvent
+from usage.models import UsageEvent, UsageEventKey
 
 pytestmark = [pytest.mark.django_db]
 CONSUME = "/api/v1/entitlements/consume"
@@ -100,27 +101,23 @@ def test_a_summed_feature_records_one_event_of_the_quantity(api, reader, subscri
 
 
 def test_the_database_keeps_the_two_spaces_apart(reader, subscribed):
-    """Below the ORM: a reported event and a consume's use may share a key; two reported
-    events, or two of one consume's uses, may not."""
+    """Below the ORM, in the key table every event's key lives in (whatever month's
+    partition the event is in): a reported event and a consume's use may share a key; two
+    reported events, or two of one consume's uses, may not; a reported event has use 1."""
     from django.db import IntegrityError, transaction
 
-    metric = BillableMetric.objects.get(code="api_calls")
-    common = {
-        "tenant": subscribed.tenant,
-        "metric": metric,
-        "quantity": 1,
-        "occurred_at": SUBSCRIBED_AT,
-        "received_at": SUBSCRIBED_AT,
-        "reported_by": reader.key,
-        "idempotency_key": "same",
-        "payload_hash": "x",
-    }
-    UsageEvent.objects.create(**common)
-    UsageEvent.objects.create(**common, origin="consume", use=1)
-    UsageEvent.objects.create(**common, origin="consume", use=2)
-    for extra in ({}, {"origin": "consume", "use": 2}, {"use": 2}):
+    common = {"tenant": subscribed.tenant, "idempotency_key": "same", "payload_hash": "x"}
+    UsageEventKey.objects.create(event_id=1, origin="reported", **common)
+    UsageEventKey.objects.create(event_id=2, origin="consume", use=1, **common)
+    UsageEventKey.objects.create(event_id=3, origin="consume", use=2, **common)
+    extras: list[dict[str, Any]] = [
+        {"origin": "reported"},
+        {"origin": "consume", "use": 2},
+        {"origin": "reported", "use": 2},
+    ]
+    for n, extra in enumerate(extras):
         with pytest.raises(IntegrityError), transaction.atomic():
-            UsageEvent.objects.create(**common, **extra)
+            UsageEventKey.objects.create(event_id=10 + n, **common, **extra)
 
 
 # ------------------------------------------------------------------ the property
