@@ -225,9 +225,15 @@ def raw_baselines(url: str, key_id: int, n: int, batch_size: int) -> dict[str, f
     with psycopg.connect(url) as conn:
         tenant_ids = bench_tenant_ids(conn)
         (metric_id,) = conn.execute("SELECT id FROM plans_billablemetric WHERE code = 'ai_tokens'").fetchone()
-        # A scratch copy of the events table: same columns, indexes and constraints, no rows kept.
+        # A scratch copy of the events table as one plain table (not partitioned): the same
+        # columns, indexes and constraints, with the idempotency key's unique index on the
+        # table itself, where the service keeps it in usage_usageeventkey. No rows kept.
         conn.execute("DROP TABLE IF EXISTS bench_usage_event")
         conn.execute("CREATE TABLE bench_usage_event (LIKE usage_usageevent INCLUDING ALL)")
+        conn.execute(
+            "CREATE UNIQUE INDEX bench_usage_event_key ON bench_usage_event (tenant_id, idempotency_key)"
+            " WHERE origin = 'reported'"
+        )
         conn.commit()
         cols = (
             "tenant_id, metric_id, quantity, properties, occurred_at, reported_by_id, idempotency_key, "
@@ -310,6 +316,8 @@ def aggregation(env: dict[str, str], url: str, key_id: int, sizes: list[int]) ->
         (loaded,) = conn.execute("SELECT count(*) FROM usage_usageevent").fetchone()
         print(f"  {loaded:,} events already stored; topping up to each size", flush=True)
         received = datetime(2020, 1, 1, tzinfo=UTC)
+        conn.execute("SELECT billing_usage_partition_create('2026-01-01T00:00:00Z')")  # the month copied below
+        conn.commit()
         for size in sizes:
             tag = uuid.uuid4().hex[:8]
             with (
