@@ -69,10 +69,12 @@ def check_invoicing_times(app_configs: Iterable[Any] | None = None, **kwargs: An
         *whole_number("INVOICE_GRACE_MINUTES", minimum=0, check_id="billing.E006", unit="minutes"),
         *whole_number("INVOICE_DUE_DAYS", minimum=0, check_id="billing.E007", unit="days"),
         *whole_number("LATE_USAGE_WINDOW_DAYS", minimum=1, check_id="billing.E008", unit="days"),
-        # the close's fan-out and the reconciliation's window (a chunk of 0 would close nothing)
+        # the close's fan-out, the reconciliation's window, the usage partitions made ahead (a
+        # chunk of 0 would close nothing)
         *whole_number("INVOICE_CLOSE_CHUNK", minimum=1, check_id="billing.E013", unit="subscriptions"),
         *whole_number("INVOICE_CLOSE_CLAIM_SECONDS", minimum=1, check_id="billing.E013", unit="seconds"),
         *whole_number("STRIPE_RECONCILIATION_DAYS", minimum=1, check_id="billing.E013", unit="days"),
+        *whole_number("USAGE_PARTITIONS_AHEAD", minimum=1, check_id="billing.E013", unit="months"),
     ]
 
 

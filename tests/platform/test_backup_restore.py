@@ -15,10 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from billing_project.api_keys import ApiPrincipal, api_key_create
 from billing_project.backup import broken_invariants, conninfo
 from billing_project.chain import chain_seal_all
 from billing_project.money import Money
@@ -28,6 +30,7 @@ from invoicing.services import credit_note_issue, invoice_mark_paid, invoices_cl
 from plans.services import catalog_import, catalog_validate
 from subscriptions.services import subscription_create, subscription_roll, tenant_upsert
 from tests.plans.factories import demo
+from usage.ingestion import Outcome, usage_record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -44,6 +47,15 @@ def books(db: None) -> list[Invoice]:
     invoices_close_due(now=datetime(2026, 3, 1, tzinfo=UTC))
     finalized = list(Invoice.objects.exclude(status="draft").order_by("id"))
     assert len(finalized) >= 2
+    key = api_key_create(name="svc", kind="service", scopes=["usage:write"], metrics=["ai_tokens"])
+    with time_machine.travel(datetime(2026, 3, 1, tzinfo=UTC), tick=False):
+        usage = usage_record(
+            principal=ApiPrincipal.from_key(key.key),
+            events=[
+                {"tenant": "acme", "metric": "ai_tokens", "quantity": "5", "idempotency_key": f"u{n}"} for n in range(3)
+            ],
+        )
+    assert all(r.outcome is Outcome.ACCEPTED for r in usage)
     invoice_mark_paid(invoice_id=finalized[0].pk, actor="staff:ann")
     credit_note_issue(invoice_id=finalized[0].pk, reason="outage", actor="staff:ann")
     chain_seal_all()
@@ -127,6 +139,7 @@ def test_the_invariants_find_books_edited_below_the_orm(books, target, tmp_path)
             [books[1].pk],
         )
         cursor.execute("UPDATE invoicing_invoicesequence SET last_number = last_number + 1 WHERE series = 'INV'")
+        cursor.execute("DELETE FROM usage_usageeventkey WHERE idempotency_key = 'u1'")
         cursor.execute("SET session_replication_role = origin")
         cursor.execute("ALTER TABLE usage_usageevent DISABLE TRIGGER USER")
         broken = broken_invariants(cursor)
@@ -134,6 +147,7 @@ def test_the_invariants_find_books_edited_below_the_orm(books, target, tmp_path)
         "a finalized invoice totals the sum of its lines, and its subtotal, tax and credit",
         "every series is gapless: numbers 1..last, each once",
         "append-only and chain triggers enabled",
+        "every usage event has its idempotency key",
     }
     assert sorted(
         row[0] for row in broken["a finalized invoice totals the sum of its lines, and its subtotal, tax and credit"]

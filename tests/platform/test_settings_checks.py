@@ -53,6 +53,7 @@ def test_the_shipped_defaults_pass():
         ({"INVOICE_CLOSE_CHUNK": 0}, "billing.E013"),  # a chunk of 0 would close nothing, for ever
         ({"INVOICE_CLOSE_CLAIM_SECONDS": -1}, "billing.E013"),
         ({"STRIPE_RECONCILIATION_DAYS": 0}, "billing.E013"),
+        ({"USAGE_PARTITIONS_AHEAD": 0}, "billing.E013"),  # next month's events would all land in the default
         ({"API_DEFAULT_RATE_PER_MINUTE": 0}, "billing.E009"),
         ({"API_MAX_BODY_BYTES": -1}, "billing.E009"),
         ({"API_KEY_CACHE_SECONDS": 0}, "billing.E009"),
