@@ -48,6 +48,7 @@ PAGES: dict[str, dict[str, str]] = {
     "usage.UsageEvent": _all("v"),
     "usage.UsageRollup": _all("v"),
     "usage.AggregationWatermark": _all("v"),
+    "usage.DetachedUsagePartition": _all("v"),
     # money: read here, changed through the actions and services only
     "invoicing.Invoice": _finance("v"),  # support: the billing view's figures only (tenant page)
     "invoicing.CreditEntry": _finance("v"),

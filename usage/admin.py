@@ -6,7 +6,7 @@ from django.contrib import admin
 
 from billing_project.admin_base import ReadOnlyAdmin, ShownAs, quantity_column
 
-from .models import AggregationWatermark, UsageEvent, UsageRollup
+from .models import AggregationWatermark, DetachedUsagePartition, UsageEvent, UsageRollup
 
 
 @admin.register(UsageEvent)
@@ -34,3 +34,10 @@ class UsageRollupAdmin(ShownAs, ReadOnlyAdmin):
 @admin.register(AggregationWatermark)
 class AggregationWatermarkAdmin(ReadOnlyAdmin):
     list_display = ["name", "received_up_to", "runs", "events_aggregated", "updated_at"]
+
+
+@admin.register(DetachedUsagePartition)
+class DetachedUsagePartitionAdmin(ReadOnlyAdmin):
+    """Months of usage events taken out of the table (manage.py usage_partitions detach)."""
+
+    list_display = ["table", "month", "events", "detached_at", "detached_by"]

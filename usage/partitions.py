@@ -111,7 +111,11 @@ def partitions_ensure(*, now: datetime) -> list[str]:
 
 
 def _exists(cursor: CursorWrapper, first: datetime) -> bool:
-    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [partition_name(first)])
+    """The month's partition is attached (a detached month's table left behind is not one)."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = %s::regclass)",
+        [partition_name(first), TABLE],
+    )
     return bool(cursor.fetchone()[0])
 
 

@@ -320,6 +320,11 @@ def test_a_month_is_detached_only_once_billing_will_never_read_it_again(january)
     assert retry.error is not None
     assert retry.error.code == "idempotency_conflict"
     assert Subscription.objects.get(pk=subs["ended"].pk).status in ("canceled", "ended")
+    # until the operator drops the detached table, January's partition cannot be made again,
+    # and the job says so instead of sending January's events to the default partition
+    assert months_ahead(now=JAN) == -1
+    with pytest.raises(DatabaseError, match="exists but is not a partition"):
+        partitions_ensure(now=JAN)
 
 
 def test_the_command_lists_ensures_and_detaches(january, capsys):

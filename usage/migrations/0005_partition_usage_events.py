@@ -24,7 +24,13 @@ DECLARE
     name text := 'usage_usageevent_y' || to_char(first AT TIME ZONE 'UTC', 'YYYY"m"MM');
 BEGIN
     IF to_regclass(name) IS NOT NULL THEN
-        RETURN false;
+        IF EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(name)
+                                               AND inhparent = 'usage_usageevent'::regclass) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'table % exists but is not a partition of usage_usageevent', name
+            USING HINT = 'A month detached before (usage_partitions detach): archive that table and drop it, '
+                         'then this month''s partition can be made again.';
     END IF;
     EXECUTE format('CREATE TABLE %I PARTITION OF usage_usageevent FOR VALUES FROM (%L) TO (%L)',
                    name, first, first + interval '1 month');
