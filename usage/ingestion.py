@@ -402,7 +402,7 @@ def _lookups(events: Sequence[Any], now: datetime) -> tuple[dict[str, _Tenant], 
 # to commit, then finds it: one event per key whatever the race, in every partition.
 INSERT = """
 WITH x AS (
-    SELECT nextval(pg_get_serial_sequence('usage_usageevent', 'id')) AS id, t, m, q, p, o, k, h, c, l, n
+    SELECT nextval('usage_usageevent_id_seq') AS id, t, m, q, p, o, k, h, c, l, n
       FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::timestamptz[],
                   %s::text[], %s::text[], %s::text[], %s::boolean[]) WITH ORDINALITY AS x(t, m, q, p, o, k, h, c, l, n)
 ), kept AS (
@@ -533,7 +533,7 @@ def usage_record(*, principal: ApiPrincipal, events: Sequence[Any]) -> list[Even
 
 CONSUMED = """
 WITH x AS (
-    SELECT nextval(pg_get_serial_sequence('usage_usageevent', 'id')) AS id, u FROM generate_series(1, %(uses)s) AS u
+    SELECT nextval('usage_usageevent_id_seq') AS id, u FROM generate_series(1, %(uses)s) AS u
 ), kept AS (
     INSERT INTO usage_usageeventkey (event_id, tenant_id, origin, idempotency_key, use, payload_hash)
     SELECT id, %(tenant)s, 'consume', %(key)s, u, %(hash)s FROM x ORDER BY u

@@ -73,7 +73,11 @@ class UsageEventKey(models.Model):
     of an archived event is still a duplicate, never a second event."""
 
     event_id = models.BigIntegerField(primary_key=True)
-    tenant = models.ForeignKey("subscriptions.Tenant", on_delete=models.PROTECT, related_name="+")
+    # no constraint or index of its own: the event row holds the tenant's foreign key, the
+    # unique key below leads with tenant, and each would cost every ingested event a check
+    tenant = models.ForeignKey(
+        "subscriptions.Tenant", on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     origin = models.CharField(max_length=8, choices=UsageEvent.Origin.choices)
     idempotency_key = models.CharField(max_length=255)
     use = models.PositiveIntegerField(default=1)

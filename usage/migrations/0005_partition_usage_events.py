@@ -128,7 +128,11 @@ class Migration(migrations.Migration):
                 (
                     "tenant",
                     models.ForeignKey(
-                        on_delete=models.deletion.PROTECT, related_name="+", to="subscriptions.tenant"
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=models.deletion.PROTECT,
+                        related_name="+",
+                        to="subscriptions.tenant",
                     ),
                 ),
             ],
