@@ -25,6 +25,7 @@ from plans.models import BillableMetric, PlanVersion
 from plans.pricing import Charge, ChargePrice, price
 from plans.selectors import plan_spec_from_version, versions_with_terms
 from subscriptions.models import BillingPeriod, ProrationItem, Subscription, Tenant
+from usage.ingestion import detached_until
 from usage.models import UsageEvent
 from usage.selectors import usage_over
 
@@ -216,6 +217,12 @@ def late_usage_lines(sub: Subscription, now: datetime) -> list[DraftLine]:
     billed_periods = BillingPeriod.objects.filter(
         subscription=sub, kind=BillingPeriod.Kind.PAID, closed=True, end__gte=since, invoice__isnull=False
     ).select_related("subscription")
+    detached = detached_until(now)
+    if detached is not None:
+        # a period reaching into a month whose events were detached (archived) cannot be
+        # priced again: without them it would credit back what was rightly billed. Detaching
+        # waited until it was past re-pricing; a window widened since does not bring it back.
+        billed_periods = billed_periods.exclude(start__lt=detached)
     lines = []
     for period in billed_periods.order_by("start", "id"):
         version = _version(period)

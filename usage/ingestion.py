@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -46,6 +46,7 @@ from .counters import (
     counters_settle,
     delta_for,
 )
+from .models import DetachedUsagePartition
 from .pseudonyms import pseudonym
 
 MAX_BATCH = 1000
@@ -127,6 +128,20 @@ def oldest_accepted(now: datetime) -> datetime:
     in a period that ends after it, so inside the window at the instant it is accepted;
     anything older lies in a period the close may already have stopped looking at."""
     return now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
+
+
+def _month_start(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+def detached_until(now: datetime) -> datetime | None:
+    """The end of the latest month of usage detached from usage_usageevent (None: none
+    was). Only events older than this month ask, so a request of recent usage pays nothing."""
+    last = DetachedUsagePartition.objects.aggregate(month=Max("month"))["month"]
+    if last is None:
+        return None
+    return datetime(last.year + last.month // 12, last.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = MAX_KEY) -> str:
@@ -241,6 +256,17 @@ def _validate(
                     "oldest_accepted": oldest.isoformat(),
                     "window_days": days,
                 },
+            )
+        # months detached from the table (usage/partitions.py) lie before the window they
+        # were detached under; should the window have grown since, their usage is refused
+        # all the same: its period's events are archived, so it could never be billed
+        detached = detached_until(now) if occurred_at < _month_start(now) else None
+        if detached is not None and occurred_at < detached:
+            raise InvalidRequest(
+                f"`occurred_at` lies in a month whose usage was detached and archived (up to "
+                f"{detached.isoformat()}): it could never be billed.",
+                code="occurred_at_too_old",
+                details={"occurred_at": occurred_at.isoformat(), "oldest_accepted": detached.isoformat()},
             )
     tenant = tenants[tenant_name]
     if tenant.erased:

@@ -40,6 +40,9 @@ NAME = re.compile(r"^usage_usageevent_y(\d{4})m(\d{2})$")
 # the late-usage re-pricing looks back from a subscription's previous draft less an hour
 # (invoicing/drafting.py late_usage_lines)
 DRAFT_MARGIN = timedelta(hours=1)
+# a month is detached a day after its last event could be accepted: a host whose clock runs
+# behind the detaching one's may still accept an event of it until then
+DETACH_MARGIN = timedelta(days=1)
 
 
 def month_start(at: datetime) -> datetime:
@@ -58,7 +61,7 @@ def partition_name(first: datetime) -> str:
 def parse_month(text: str) -> datetime:
     """'2026-11' → 2026-11-01T00:00Z; anything else is an invalid_request."""
     match = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
-    if not match or not 1 <= int(match[2]) <= 12:
+    if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
         raise InvalidRequest(f"A month is written YYYY-MM, not {text!r}.", code="validation_error")
     return datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
 
@@ -88,26 +91,52 @@ def _default_months(cursor: CursorWrapper) -> list[datetime]:
     return sorted(m.replace(tzinfo=UTC) for (m,) in cursor.fetchall())
 
 
-@transaction.atomic
+class PartitionsBlocked(Exception):
+    """Months whose partition could not be made: a detached month's table, not yet dropped,
+    holds the name. Everything else was made and moved; these months' events stay in the
+    DEFAULT partition until the table is archived and dropped."""
+
+
 def partitions_ensure(*, now: datetime) -> list[str]:
     """This month's partition and the next USAGE_PARTITIONS_AHEAD months'; events the
     DEFAULT partition holds moved into their months. Returns the partitions made. Safe to
-    rerun and to race (one at a time, under an advisory lock)."""
+    rerun and to race (one at a time, under an advisory lock). A month a detached table
+    still holds the name of is left out, the rest made, and then PartitionsBlocked raised
+    (after commit: the beat job records a task failure)."""
+    made, blocked = _ensure(now=now)
+    if made:
+        log.info("usage partitions made: %s", ", ".join(made))
+    if blocked:
+        raise PartitionsBlocked(
+            f"cannot make {', '.join(blocked)}: a table detached before still has that name (and its month has "
+            "events waiting in the default partition, or is due). Archive it, DROP TABLE it, and run "
+            "usage_partitions ensure again."
+        )
+    return made
+
+
+@transaction.atomic
+def _ensure(*, now: datetime) -> tuple[list[str], list[str]]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK])
         wanted = [month_start(now)]
         for _ in range(settings.USAGE_PARTITIONS_AHEAD):
             wanted.append(month_after(wanted[-1]))
         held = _default_months(cursor)
-        made = [partition_name(m) for m in sorted(set(wanted) | set(held)) if not _exists(cursor, m)]
-        if held:
-            _rehome(cursor, sorted(set(wanted) | set(held)))
+        months = [m for m in sorted(set(wanted) | set(held)) if not _exists(cursor, m)]
+        blocked = [m for m in months if _name_taken(cursor, m)]
+        todo = [m for m in months if m not in blocked]
+        if set(held) - set(blocked):
+            _rehome(cursor, todo)  # rows of a blocked month go back into the new default
         else:
-            for first in wanted:
+            for first in todo:
                 _create(cursor, first)
-    if made:
-        log.info("usage partitions made: %s", ", ".join(made))
-    return made
+    return [partition_name(m) for m in todo], [partition_name(m) for m in blocked]
+
+
+def _name_taken(cursor: CursorWrapper, first: datetime) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [partition_name(first)])
+    return bool(cursor.fetchone()[0])
 
 
 def _exists(cursor: CursorWrapper, first: datetime) -> bool:
@@ -187,9 +216,12 @@ def partitions_list(*, now: datetime) -> list[Partition]:
 def _why_not_detachable(first: datetime, *, now: datetime) -> str:
     """'' when no billing will read this month's events again; else why it still may."""
     end = month_after(first)
-    if end > oldest_accepted(now):
+    if end > oldest_accepted(now) - DETACH_MARGIN:
         until = end + timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
-        return f"events of this month are accepted until {until:%Y-%m-%d %H:%M} UTC (LATE_USAGE_WINDOW_DAYS)"
+        return (
+            f"events of this month are accepted until {until:%Y-%m-%d %H:%M} UTC (LATE_USAGE_WINDOW_DAYS); "
+            f"it may be detached a day later"
+        )
     # on the service's clock, as late_usage_lines reads its subscription's previous invoice
     periods = BillingPeriod.objects.filter(start__lt=end, end__gt=first).annotate(
         last_drafted=Max("subscription__invoices__created_at")
@@ -223,6 +255,14 @@ def partition_detach(*, month: datetime, operator: str, now: datetime) -> Detach
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK])
         if name not in _attached(cursor):
+            earlier = DetachedUsagePartition.objects.filter(table=name).order_by("-detached_at").first()
+            if earlier is not None:
+                raise Conflict(
+                    f"{first:%Y-%m} was detached already, on {earlier.detached_at:%Y-%m-%d %H:%M} UTC by "
+                    f"{earlier.detached_by} ({earlier.events} events).",
+                    code="partition_in_use",
+                    details={"table": name},
+                )
             raise NotFound(f"{name} is not a partition of {TABLE}.", code="not_found", details={"table": name})
         why_not = _why_not_detachable(first, now=now)
         if why_not:
@@ -234,5 +274,11 @@ def partition_detach(*, month: datetime, operator: str, now: datetime) -> Detach
         cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608
         events = int(cursor.fetchone()[0])
         cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
+        # PostgreSQL drops the row guard a partition inherits when it is detached: the table
+        # is now the only copy of these events until archived, so it gets one of its own
+        cursor.execute(
+            f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name}"
+            " FOR EACH ROW EXECUTE FUNCTION billing_refuse_change()"
+        )
     log.warning("usage partition %s detached (%s events) by %s", name, events, operator)
     return DetachedUsagePartition.objects.create(table=name, month=first, events=events, detached_by=operator)

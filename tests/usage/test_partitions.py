@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, transaction
 
 from billing_project.api_keys import ApiPrincipal
 from billing_project.errors import Conflict
-from invoicing.models import Invoice
+from invoicing.models import Invoice, InvoiceLine
 from invoicing.services import invoices_close_due
 from plans.services import catalog_import, catalog_validate
 from subscriptions.models import Subscription
@@ -29,6 +29,7 @@ from usage.ingestion import Outcome, usage_record
 from usage.models import DetachedUsagePartition, UsageEvent, UsageEventKey, UsageRollup
 from usage.partitions import (
     DEFAULT,
+    PartitionsBlocked,
     default_partition_events,
     months_ahead,
     partition_detach,
@@ -267,7 +268,7 @@ def close(now: datetime) -> None:
         invoices_close_due(now=now)
 
 
-def test_a_month_is_detached_only_once_billing_will_never_read_it_again(january):
+def test_a_month_is_detached_only_once_billing_will_never_read_it_again(january, settings):
     principal, subs = january
     may = at("2026-05-03T00:00:00")
     # still inside the late-usage window: an event of January could yet be accepted
@@ -320,11 +321,41 @@ def test_a_month_is_detached_only_once_billing_will_never_read_it_again(january)
     assert retry.error is not None
     assert retry.error.code == "idempotency_conflict"
     assert Subscription.objects.get(pk=subs["ended"].pk).status in ("canceled", "ended")
+    # the detached table is the only copy of January's events until archived: still append-only
+    for sql in (
+        "UPDATE usage_usageevent_y2026m01 SET quantity = 0",
+        "DELETE FROM usage_usageevent_y2026m01",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
+            c.execute(sql)
+    # a window widened after the detach brings none of January back: its usage is refused,
+    # and no close re-prices its periods without their events (which would credit them back)
+    settings.LATE_USAGE_WINDOW_DAYS = 200
+    with time_machine.travel(now, tick=False):
+        late = usage_record(principal=principal, events=[event("late-jan", "2026-01-20T00:00:00Z", "9", "live")])[0]
+    assert late.outcome is Outcome.REJECTED
+    assert late.error is not None
+    assert late.error.code == "occurred_at_too_old"
+    close(at("2026-06-20T02:00:00"))
+    assert not InvoiceLine.objects.filter(kind=InvoiceLine.Kind.LATE_USAGE).exists()
+    settings.LATE_USAGE_WINDOW_DAYS = 90
     # until the operator drops the detached table, January's partition cannot be made again,
     # and the job says so instead of sending January's events to the default partition
     assert months_ahead(now=JAN) == -1
-    with pytest.raises(DatabaseError, match="exists but is not a partition"):
+    with pytest.raises(PartitionsBlocked, match="cannot make usage_usageevent_y2026m01"):
         partitions_ensure(now=JAN)
+    assert months_ahead(now=JAN) == -1
+    assert {"usage_usageevent_y2026m02", "usage_usageevent_y2026m04"} <= attached()  # the others are there
+    # one stray event of January in the default partition (a host's clock far behind) holds up
+    # nothing else: later months are still made, the stray event stays, and the job says why
+    with connection.cursor() as c:
+        c.execute("INSERT INTO usage_usageevent SELECT * FROM usage_usageevent_y2026m01 ORDER BY id LIMIT 1")
+    with pytest.raises(PartitionsBlocked):
+        partitions_ensure(now=at("2031-07-10T00:00:00"))
+    assert {"usage_usageevent_y2031m07", "usage_usageevent_y2031m10"} <= attached()
+    assert default_partition_events() == 1
+    with pytest.raises(Conflict, match="was detached already, on 2026-05-20 03:00 UTC by ops:ann"):
+        partition_detach(month=JAN, operator="ops:bob", now=now)
 
 
 def test_the_command_lists_ensures_and_detaches(january, capsys):
@@ -336,8 +367,9 @@ def test_the_command_lists_ensures_and_detaches(january, capsys):
         assert "accepted until 2026-05-02" in out
         with pytest.raises(CommandError, match="cannot be detached: events of this month are accepted"):
             call_command("usage_partitions", "detach", "2026-01")
-        with pytest.raises(CommandError, match="YYYY-MM"):
-            call_command("usage_partitions", "detach", "January")
+        for bad in ("January", "0000-01", "2026-13"):
+            with pytest.raises(CommandError, match="YYYY-MM"):
+                call_command("usage_partitions", "detach", bad)
         with pytest.raises(CommandError, match="not a partition"):
             call_command("usage_partitions", "detach", "1999-01")
     with time_machine.travel(at("2031-03-10T00:00:00"), tick=False):

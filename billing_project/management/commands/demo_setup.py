@@ -50,6 +50,7 @@ from subscriptions.models import Subscription, Tenant
 from subscriptions.selectors import live_subscription
 from subscriptions.services import subscription_create, subscription_roll, tenant_upsert
 from usage.ingestion import usage_record
+from usage.partitions import partitions_ensure
 
 DEMO_CATALOG = Path(__file__).resolve().parents[3] / "plans" / "fixtures" / "demo_catalog.yaml"
 
@@ -114,6 +115,11 @@ class Command(BaseCommand):
             )
             if not Tenant.objects.filter(external_id=DEMO_CUSTOMER).exists():
                 self._customer(done)
+        # the demo's past months get their partitions now rather than at beat's first hourly run,
+        # so its history does not wait in the default partition (and raise an alert) meanwhile
+        made = partitions_ensure(now=timezone.now())
+        if made:
+            done.append(f"usage partitions {', '.join(made)}")
         write_private(path, json.dumps(creds, indent=2))
         # The secrets stay in the file (git-ignored, owner-only); make run prints them once.
         self.stdout.write(f"Demo data ready ({'; '.join(done) or 'nothing changed'}): credentials in {path}.")

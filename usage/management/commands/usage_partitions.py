@@ -9,7 +9,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing_project.errors import BillingError
-from usage.partitions import parse_month, partition_detach, partitions_ensure, partitions_list
+from usage.partitions import (
+    PartitionsBlocked,
+    default_partition_events,
+    parse_month,
+    partition_detach,
+    partitions_ensure,
+    partitions_list,
+)
 
 
 class Command(BaseCommand):
@@ -29,8 +36,14 @@ class Command(BaseCommand):
         now = timezone.now()
         action = options["action"]
         if action == "ensure":
-            made = partitions_ensure(now=now)
+            waiting = default_partition_events()
+            try:
+                made = partitions_ensure(now=now)
+            except PartitionsBlocked as exc:
+                raise CommandError(str(exc)) from exc
             self.stdout.write(f"made: {', '.join(made)}" if made else "every partition due exists")
+            if waiting:
+                self.stdout.write(f"moved {waiting} events out of the default partition into their months")
             return
         if action == "detach":
             if not options["month"]:
