@@ -158,6 +158,9 @@ def _rehome(cursor: CursorWrapper, months: list[datetime]) -> None:
     again through the parent: same ids and content, each now in its month. One transaction
     under an ACCESS EXCLUSIVE lock: ingestion waits for it, and nothing is lost or doubled."""
     cursor.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+    # rows the caller's transaction wrote there still owe their deferred foreign-key checks,
+    # and a table with pending checks cannot be dropped: run them now (set back at the end)
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {DEFAULT}")
     cursor.execute(f"ALTER TABLE {DEFAULT} RENAME TO {DEFAULT}_moving")
     cursor.execute(
@@ -173,6 +176,7 @@ def _rehome(cursor: CursorWrapper, months: list[datetime]) -> None:
     cursor.execute(f"INSERT INTO {TABLE} SELECT * FROM {DEFAULT}_moving ORDER BY id")  # noqa: S608
     moved = cursor.rowcount
     cursor.execute(f"DROP TABLE {DEFAULT}_moving")
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django's foreign keys are initially deferred
     log.warning("usage partitions: moved %s events out of the default partition", moved)
 
 

@@ -86,19 +86,22 @@ def _drop_detached_tables():
 
 
 def test_each_event_lies_in_its_months_partition_and_a_month_without_one_in_the_default(principal):
-    with time_machine.travel(NOV, tick=False):
-        partitions_ensure(now=NOV)
-        assert {"usage_usageevent_y2026m11", "usage_usageevent_y2027m02", DEFAULT} <= attached()
+    # 2033: no other test makes partitions that far ahead
+    may = datetime(2033, 5, 20, 12, tzinfo=UTC)
+    with time_machine.travel(may, tick=False):
+        partitions_ensure(now=may)
+        assert {"usage_usageevent_y2033m05", "usage_usageevent_y2033m08", DEFAULT} <= attached()
+        assert "usage_usageevent_y2033m04" not in attached()
         results = usage_record(
             principal=principal,
-            events=[event("oct", "2026-10-31T23:59:59Z"), event("nov", "2026-11-01T00:00:00Z")],
+            events=[event("apr", "2033-04-30T23:59:59Z"), event("may", "2033-05-01T00:00:00Z")],
         )
-    oct_id, nov_id = (r.id for r in results)
-    assert oct_id is not None
-    assert nov_id is not None
-    assert home(nov_id) == "usage_usageevent_y2026m11"  # a month begins at 00:00 UTC, inclusive
-    # no partition for October: the default one catches the event, accepted all the same
-    assert home(oct_id) == DEFAULT
+    apr_id, may_id = (r.id for r in results)
+    assert apr_id is not None
+    assert may_id is not None
+    assert home(may_id) == "usage_usageevent_y2033m05"  # a month begins at 00:00 UTC, inclusive
+    # no partition for April: the default one catches the event, accepted all the same
+    assert home(apr_id) == DEFAULT
     assert default_partition_events() == 1
 
 
