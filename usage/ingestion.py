@@ -130,18 +130,21 @@ def oldest_accepted(now: datetime) -> datetime:
     return now - timedelta(days=settings.LATE_USAGE_WINDOW_DAYS)
 
 
-def _month_start(at: datetime) -> datetime:
+def month_start(at: datetime) -> datetime:
+    """The first instant of `at`'s UTC month: where a usage partition begins."""
     at = at.astimezone(UTC)
     return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+def month_after(first: datetime) -> datetime:
+    return datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def detached_until(now: datetime) -> datetime | None:
     """The end of the latest month of usage detached from usage_usageevent (None: none
     was). Only events older than this month ask, so a request of recent usage pays nothing."""
     last = DetachedUsagePartition.objects.aggregate(month=Max("month"))["month"]
-    if last is None:
-        return None
-    return datetime(last.year + last.month // 12, last.month % 12 + 1, 1, tzinfo=UTC)
+    return month_after(month_start(last)) if last is not None else None
 
 
 def _text(event: Mapping[str, Any], name: str, *, required: bool, limit: int = MAX_KEY) -> str:
@@ -260,7 +263,7 @@ def _validate(
         # months detached from the table (usage/partitions.py) lie before the window they
         # were detached under; should the window have grown since, their usage is refused
         # all the same: its period's events are archived, so it could never be billed
-        detached = detached_until(now) if occurred_at < _month_start(now) else None
+        detached = detached_until(now) if occurred_at < month_start(now) else None
         if detached is not None and occurred_at < detached:
             raise InvalidRequest(
                 f"`occurred_at` lies in a month whose usage was detached and archived (up to "

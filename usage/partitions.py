@@ -28,7 +28,7 @@ from django.db.models import Max
 from billing_project.errors import Conflict, InvalidRequest, NotFound
 from subscriptions.models import BillingPeriod
 
-from .ingestion import oldest_accepted
+from .ingestion import month_after, month_start, oldest_accepted
 from .models import DetachedUsagePartition
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,6 @@ DRAFT_MARGIN = timedelta(hours=1)
 # a month is detached a day after its last event could be accepted: a host whose clock runs
 # behind the detaching one's may still accept an event of it until then
 DETACH_MARGIN = timedelta(days=1)
-
-
-def month_start(at: datetime) -> datetime:
-    at = at.astimezone(UTC)
-    return datetime(at.year, at.month, 1, tzinfo=UTC)
-
-
-def month_after(first: datetime) -> datetime:
-    return datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def partition_name(first: datetime) -> str:
